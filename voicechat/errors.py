@@ -1,0 +1,95 @@
+"""The exception tree; each error carries a one-line message that says how to fix it.
+
+::
+
+    VoicechatError                      exit 1 unless a subclass says otherwise
+     +-- ConfigError                    2  bad profile, bad option, bad input
+     +-- BackendError                   talking to the model server failed
+     |    +-- BackendUnreachable        3  nothing listens at the base URL
+     |    +-- ModelNotFound             4  the server does not have the model
+     |    +-- AuthFailed                5  401/403, or the API key variable is unset
+     |    +-- EndpointNotFound          6  plain 404: the base URL is wrong (missing /v1?)
+     |    +-- ServerError               7  429, 5xx, or a request the server refused
+     |    +-- BackendTimeout            8  connect or read timeout
+     |    +-- StreamBroken              9  the reply stopped early: dropped connection,
+     |                                     error line mid-stream, empty body
+     +-- SpeechError                    never fatal: the CLI warns and goes on as text
+
+Backends raise these (translated once, where the wire is read); only the CLI maps them
+to messages on stderr and exit codes.
+"""
+
+from __future__ import annotations
+
+
+class VoicechatError(Exception):
+    """Base of every error voicechat reports to the user."""
+
+    exit_code = 1
+
+
+class ConfigError(VoicechatError):
+    """A profile or command-line value is wrong; the message names the file/key/option."""
+
+    exit_code = 2
+
+
+class BackendError(VoicechatError):
+    """The model server could not give a (complete) reply."""
+
+    exit_code = 7
+
+
+class BackendUnreachable(BackendError):
+    exit_code = 3
+
+
+class ModelNotFound(BackendError):
+    exit_code = 4
+
+
+class AuthFailed(BackendError):
+    exit_code = 5
+
+
+class EndpointNotFound(BackendError):
+    exit_code = 6
+
+
+class ServerError(BackendError):
+    exit_code = 7
+
+
+class BackendTimeout(BackendError):
+    exit_code = 8
+
+
+class StreamBroken(BackendError):
+    """The stream ended early; the text received so far has been shown."""
+
+    exit_code = 9
+
+
+class SpeechError(VoicechatError):
+    """TTS or audio output is unavailable or failed; the reply continues as text."""
+
+    exit_code = 1
+
+
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130
+
+#: Documented in the README; kept here so tests and docs agree.
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "unexpected internal error",
+    2: "usage or configuration error (bad option, profile, or missing question)",
+    3: "backend unreachable",
+    4: "model not found on the server",
+    5: "authentication failed or API key missing",
+    6: "endpoint not found (wrong base URL)",
+    7: "server error (429, 5xx, request refused)",
+    8: "timeout (connect or read)",
+    9: "reply cut short (connection dropped, error mid-stream, truncated or empty stream)",
+    130: "interrupted (Ctrl+C)",
+}
