@@ -113,6 +113,11 @@ class OpenAIBackend:
                         reason = choice.finish_reason
         except openai.APIError as exc:
             raise self._translate(exc, mid_stream=True) from None
+        except ValueError:  # json.JSONDecodeError from the SDK's SSE decoder
+            raise StreamBroken(
+                f"the server at {redact_url(self.base_url)} sent an event that is not JSON: "
+                "is the base URL an OpenAI-compatible server?"
+            ) from None
         except Exception as exc:
             if _is_transport_error(exc):
                 raise self._dropped() from None
