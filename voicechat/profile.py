@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from voicechat.errors import ConfigError
+from voicechat.errors import AuthFailed, ConfigError
 from voicechat.settings import BackendSettings, Profile
 
 DEFAULT_PROFILE = "ollama-qwen2.5-7b"
@@ -327,3 +327,25 @@ def _split_host_port(hostport: str) -> tuple[str, str]:
         host, _, port = hostport.partition(":")
         return host, port
     return hostport, ""  # a bare name, or a bare IPv6 address without brackets
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def api_key_var(backend: BackendSettings) -> str | None:
+    """The variable holding the key: the profile's choice, else ``OPENAI_API_KEY`` (openai)."""
+    if backend.api_key_env:
+        return backend.api_key_env
+    return "OPENAI_API_KEY" if backend.kind == "openai" else None
+
+
+def api_key(backend: BackendSettings, env: Mapping[str, str] | None = None) -> str | None:
+    """The API key from the environment; fail before sending when a required one is unset."""
+    var = api_key_var(backend)
+    value = (os.environ if env is None else env).get(var, "").strip() if var else ""
+    if not value and backend.api_key_required:
+        raise AuthFailed(
+            f"{backend.base_url} needs an API key and ${var} is not set: "
+            f"export {var}=... (the key itself never goes into a profile)"
+        )
+    return value or None

@@ -1,0 +1,276 @@
+"""Everything voicechat shows: the reply on stdout, status and warnings on stderr.
+
+Reply text goes to stdout and nothing else does, so ``voicechat ask ... > file`` captures
+exactly the reply. On a terminal the reply is rendered as Markdown while it streams: the
+paragraph being written lives in a small `rich.live.Live` region and is printed for good
+once it is complete, so long replies are never clipped and nothing redraws what is already
+on screen. When stdout is not a terminal the text is written as it arrives, unchanged.
+rich is imported only for the terminal case (``prefetch`` warms it up in the background
+while the request is in flight).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+from voicechat.backends import Outcome
+
+FENCES = ("```", "~~~")
+REFRESH_S = 0.08
+"""Least time between redraws of the live paragraph: cheap on the Jetson's CPU."""
+
+
+class OutputClosed(Exception):
+    """stdout was closed by the reader (``voicechat ask ... | head``)."""
+
+
+class Terminal:
+    """The only writer to stdout/stderr."""
+
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        env = os.environ if env is None else env
+        self.no_color = "NO_COLOR" in env
+        self.rich = _isatty(self.out) and env.get("TERM") != "dumb"
+        self._ansi = _isatty(self.err) and not self.no_color and env.get("TERM") != "dumb"
+
+    # --- stderr --------------------------------------------------------------------------
+
+    def error(self, message: str) -> None:
+        self._status("error: ", message, "31")
+
+    def warn(self, message: str) -> None:
+        self._status("warning: ", message, "33")
+
+    def info(self, message: str) -> None:
+        self._status("", message, "2")
+
+    def _status(self, label: str, message: str, color: str) -> None:
+        line = f"voicechat: {label}{message}"
+        if self._ansi:
+            line = f"\x1b[{color}m{line}\x1b[0m"
+        try:
+            self.err.write(line + "\n")
+            self.err.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def stats(self, outcome: Outcome | None, first_audio_s: float | None = None) -> None:
+        """One line of timing on stderr (``--stats``)."""
+        self.info(format_stats(outcome, first_audio_s))
+
+    # --- stdout --------------------------------------------------------------------------
+
+    def prefetch(self) -> None:
+        """Import rich's renderer in the background while the request is in flight."""
+        if self.rich:
+            threading.Thread(target=_import_rich, name="voicechat-prefetch", daemon=True).start()
+
+    def reply_view(self) -> ReplyView:
+        """Where one reply's text goes as it streams."""
+        return RichView(self.out, self.no_color) if self.rich else PlainView(self.out)
+
+    def print(self, text: str = "") -> None:
+        """A line of program output (lists, tables, dry-run chunks) on stdout."""
+        try:
+            self.out.write(text + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """Aligned columns: readable on a terminal, parseable in a pipe."""
+        widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+        for row in [headers, *rows]:
+            cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
+            self.print("  ".join(cells).rstrip())
+
+
+class ReplyView:
+    """One reply on stdout."""
+
+    def write(self, delta: str) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        """The reply is over (or was cut): leave the cursor on a fresh line."""
+        raise NotImplementedError
+
+
+class PlainView(ReplyView):
+    """Text exactly as it arrives: what a pipe or a file should get."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._last = "\n"
+
+    def write(self, delta: str) -> None:
+        try:
+            self.out.write(delta)
+            self.out.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
+        self._last = delta[-1:] or self._last
+
+    def end(self) -> None:
+        if self._last != "\n":
+            self.write("\n")
+
+
+class RichView(ReplyView):
+    """Markdown rendering while streaming, one paragraph (or code block) at a time."""
+
+    def __init__(self, out: TextIO, no_color: bool) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=out, no_color=no_color, highlight=False)
+        self._live = Live(
+            console=self.console,
+            auto_refresh=False,
+            transient=True,
+            vertical_overflow="visible",
+        )
+        self._blocks = Blocks(max_lines=max(self.console.height - 4, 4))
+        self._drawn = 0.0
+        self._started = False
+
+    def write(self, delta: str) -> None:
+        if not self._started:
+            self._live.start()
+            self._started = True
+        for block in self._blocks.feed(delta):
+            self._commit(block)
+        now = time.monotonic()
+        if now - self._drawn >= REFRESH_S or "\n" in delta:
+            self._draw()
+            self._drawn = now
+
+    def end(self) -> None:
+        rest = self._blocks.flush()
+        if self._started:
+            self._live.update("", refresh=True)
+            self._live.stop()
+        if rest:
+            self._print(rest)
+
+    def _commit(self, block: str) -> None:
+        self._live.update("", refresh=True)
+        self._print(block)
+
+    def _draw(self) -> None:
+        self._live.update(_markdown(self._blocks.pending), refresh=True)
+
+    def _print(self, block: str) -> None:
+        if block.strip():
+            self.console.print(_markdown(block))
+
+
+class Blocks:
+    """Cut streamed Markdown into blocks that render the same alone as in the whole.
+
+    A block ends at a blank line outside code fences, or at a closing fence. A block that
+    grows taller than ``max_lines`` is cut at its last complete line (a code block is closed
+    and reopened around the cut) so the live region never outgrows the screen.
+    """
+
+    def __init__(self, max_lines: int = 40) -> None:
+        self.max_lines = max_lines
+        self.pending = ""
+        self._fence: str | None = None
+        """The opening fence line while inside a code block."""
+        self._lines = 0
+
+    def feed(self, delta: str) -> list[str]:
+        done: list[str] = []
+        start = len(self.pending)
+        self.pending += delta
+        while True:
+            newline = self.pending.find("\n", start)
+            if newline < 0:
+                return done
+            line_start = self.pending.rfind("\n", 0, newline) + 1
+            line = self.pending[line_start:newline].strip()
+            start = newline + 1
+            self._lines += 1
+            cut = self._after_line(line)
+            if cut:
+                done.append(self.pending[:start])
+                self.pending = self.pending[start:]
+                start = 0
+                self._lines = 0
+            elif self._lines >= self.max_lines:
+                block = self.pending[:start]
+                self.pending = self.pending[start:]
+                start = 0
+                self._lines = 0
+                if self._fence is not None:
+                    block += self._fence[:3] + "\n"
+                    self.pending = self._fence + "\n" + self.pending
+                    start = len(self._fence) + 1
+                done.append(block)
+
+    def _after_line(self, line: str) -> bool:
+        """Track fences; True when the block ends after this line."""
+        if self._fence is None:
+            if line.startswith(FENCES):
+                self._fence = line
+                return False
+            return line == "" and self.pending.strip() != ""
+        if line.startswith(self._fence[:3]) and line.strip("`~") == "":
+            self._fence = None
+            return True
+        return False
+
+    def flush(self) -> str:
+        rest, self.pending = self.pending, ""
+        return rest
+
+
+def _markdown(text: str) -> object:
+    from rich.markdown import Markdown
+
+    return Markdown(text)
+
+
+def _import_rich() -> None:
+    import rich.console
+    import rich.live
+    import rich.markdown  # noqa: F401
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def format_stats(outcome: Outcome | None, first_audio_s: float | None = None) -> str:
+    """``first token 0.42 s · first audio 0.61 s · 12.3 tokens/s · 96 tokens · 8.1 s total``."""
+    if outcome is None:
+        return "no stats: the reply did not complete"
+    parts = []
+    if outcome.first_token_s is not None:
+        parts.append(f"first token {outcome.first_token_s:.2f} s")
+    if first_audio_s is not None:
+        parts.append(f"first audio {first_audio_s:.2f} s")
+    if outcome.tokens_per_s is not None:
+        source = "measured" if outcome.measured else "server"
+        parts.append(f"{outcome.tokens_per_s:.1f} tokens/s ({source})")
+    if outcome.tokens is not None:
+        parts.append(f"{outcome.tokens} tokens")
+    parts.append(f"{outcome.total_s:.2f} s total")
+    parts.append(f"finish: {outcome.finish}")
+    return " · ".join(parts)
