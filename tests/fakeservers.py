@@ -23,6 +23,7 @@ empty body), ``hang`` (no answer until ``hang_s`` passes), ``not_json`` (a garba
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -74,6 +75,7 @@ class Recorded:
     method: str
     path: str
     headers: dict[str, str]
+    """Lower-cased names."""
     body: Any
     """Parsed JSON, or ``None`` for an empty/invalid body."""
 
@@ -101,10 +103,12 @@ class FakeServer:
         self._stop = threading.Event()
         self.received = threading.Event()
         """Set when a chat request arrives."""
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -136,6 +140,15 @@ class FakeServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients closing keep-alive connections is normal; anything else is shown."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _ClientGone(Exception):
@@ -195,7 +208,9 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
 
         def _record(self, body: Any) -> None:
             server.requests.append(
-                Recorded(self.command, self.path, dict(self.headers.items()), body)
+                Recorded(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
             )
 
         def _authorized(self) -> bool:
@@ -379,8 +394,11 @@ def _fault_events(script: Script, error: bytes, garbage: bytes) -> Iterator[tupl
 def _raw_lines(raw: bytes) -> Iterator[tuple[str, bytes]]:
     """Recorded bytes, one line per write; data lines with content count as tokens."""
     for line in raw.splitlines(keepends=True):
-        kind = "token" if line.startswith(b"data: {") and b'"content":"' in line else "meta"
+        kind = "token" if _CONTENT.search(line) else "meta"
         yield kind, line
+
+
+_CONTENT = re.compile(rb'^data: \{.*"content": ?"[^"]')
 
 
 def _model_missing(protocol: Protocol, model: str) -> str:
@@ -448,3 +466,18 @@ def dead_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """A loopback URL whose connections never complete (a full accept queue): connect timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        filler.close()
+        server.close()
