@@ -1,0 +1,218 @@
+"""Profiles: shipped ones, user overrides, environment overrides, and each validation error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from voicechat import profile
+from voicechat.errors import AuthFailed, ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = {"ollama-qwen2.5-7b", "ollama-openai", "local-openai", "openai-cloud"}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No user profiles and no overriding variables unless a test sets them."""
+    for var in ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY", "VOICECHAT_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return tmp_path
+
+
+def user_profile(tmp_path: Path, name: str, text: str) -> Path:
+    folder = tmp_path / "config" / "voicechat" / "profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = "backend: {kind: openai, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+
+
+# --- shipped and user profiles -------------------------------------------------------------
+
+
+def test_every_shipped_profile_loads() -> None:
+    names = {s.name for s in profile.discover()}
+    assert names >= SHIPPED
+    for name in names:
+        loaded = profile.load(name, env={})
+        assert loaded.source.origin == "shipped"
+        assert loaded.profile.backend.model
+
+
+def test_default_profile_is_ollama_qwen() -> None:
+    loaded = profile.load(None, env={})
+    assert loaded.source.name == "ollama-qwen2.5-7b"
+    backend = loaded.profile.backend
+    assert (backend.kind, backend.base_url, backend.model) == (
+        "ollama",
+        "http://127.0.0.1:11434",
+        "qwen2.5:7b",
+    )
+    assert backend.api_key_required is False
+    assert backend.keep_alive is not None
+
+
+def test_shipped_profiles_are_in_the_wheel(tmp_path: Path) -> None:
+    """Found after a plain `pip install`, not only from a checkout."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("voicechat-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in SHIPPED:
+        assert f"voicechat/configs/{name}.yaml" in names
+
+
+def test_user_profile_overrides_shipped(tmp_path: Path) -> None:
+    user_profile(tmp_path, "local-openai", MINIMAL)
+    loaded = profile.load("local-openai", env={})
+    assert loaded.source.origin == "user"
+    assert loaded.profile.backend.base_url == "http://127.0.0.1:9/v1"
+    (listed,) = [s for s in profile.discover() if s.name == "local-openai"]
+    assert listed.shadows_shipped
+
+
+def test_profile_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yml"
+    path.write_text(MINIMAL)
+    loaded = profile.load(str(path), env={})
+    assert loaded.source.origin == "path"
+    assert loaded.profile.backend.model == "m"
+
+
+def test_voicechat_profile_selects_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_profile(tmp_path, "desk", MINIMAL)
+    monkeypatch.setenv("VOICECHAT_PROFILE", "desk")
+    assert profile.load(None, env={}).source.name == "desk"
+    assert profile.load("openai-cloud", env={}).source.name == "openai-cloud"  # flag wins
+
+
+def test_unknown_profile_lists_the_available_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        profile.load("nope", env={})
+    message = str(caught.value)
+    assert "no profile named 'nope'" in message
+    assert "ollama-qwen2.5-7b" in message
+
+
+def test_missing_profile_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        profile.load("/nonexistent/p.yaml", env={})
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + "colour: blue\n", r": colour: unknown key \(expected one of: backend, "),
+        (MINIMAL + "tts: {engin: piper}\n", r": tts.engin: unknown key"),
+        (
+            "backend: {kind: openai, base_url: x, model: m, api_key: sk-1}\n",
+            r"backend.api_key: unknown key \(keys are never stored in profiles",
+        ),
+        (
+            MINIMAL + "generation: {temperature: hot}\n",
+            r"generation.temperature: expected a number or null, got a string \('hot'\)",
+        ),
+        (
+            MINIMAL + "generation: {max_tokens: 1.5}\n",
+            r"generation.max_tokens: expected an integer or null, got a number \(1.5\)",
+        ),
+        ("backend: {kind: grpc, base_url: x, model: m}\n", r"backend.kind: expected one of "),
+        ("backend: {kind: ollama, model: m}\n", r"backend.base_url: missing \(a string\)"),
+        ("system: hi\n", r"backend: missing \(a mapping\)"),
+        (MINIMAL + "tts: [pyttsx3]\n", r"tts: expected a mapping, got a list"),
+        ("", r"the file is empty"),
+        ("- a\n- b\n", r"top level: expected a mapping, got a list"),
+        (MINIMAL + "system: [unclosed\n", r":\d+:\d+: invalid YAML"),
+        (MINIMAL + "system: a\nsystem: b\n", r":3: duplicate key 'system'"),
+        (MINIMAL + "chunking: {mode: word}\n", r"chunking.mode: expected one of 'clause', "),
+    ],
+)
+def test_validation_errors_name_file_key_and_expectation(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected) as caught:
+        profile.load(str(path), env={})
+    message = str(caught.value)
+    assert message.startswith(str(path))
+    assert "\n" not in message
+
+
+def test_yaml_tags_never_construct_objects(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    path.write_text(MINIMAL + "system: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        profile.load(str(path), env={})
+
+
+# --- environment -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("jetson.local", "http://jetson.local:11434"),
+        ("192.168.1.20:8000", "http://192.168.1.20:8000"),
+        (":9999", "http://127.0.0.1:9999"),
+        ("0.0.0.0", "http://127.0.0.1:11434"),
+        ("[::1]", "http://[::1]:11434"),
+        ("https://gpu.example.com", "https://gpu.example.com:443"),
+        ("http://proxy.lan/ollama", "http://proxy.lan:80/ollama"),
+    ],
+)
+def test_ollama_host_moves_ollama_profiles(value: str, url: str) -> None:
+    loaded = profile.load("ollama-qwen2.5-7b", env={"OLLAMA_HOST": value})
+    assert loaded.profile.backend.base_url == url
+    assert loaded.overrides == ("OLLAMA_HOST",)
+
+
+def test_ollama_host_moves_the_ollama_v1_profile_and_keeps_v1() -> None:
+    loaded = profile.load("ollama-openai", env={"OLLAMA_HOST": "jetson.local"})
+    assert loaded.profile.backend.base_url == "http://jetson.local:11434/v1"
+
+
+def test_openai_base_url_moves_openai_profiles_only() -> None:
+    env = {"OPENAI_BASE_URL": "http://10.0.0.5:8000/v1"}
+    assert profile.load("local-openai", env=env).profile.backend.base_url == env["OPENAI_BASE_URL"]
+    assert profile.load("ollama-qwen2.5-7b", env=env).overrides == ()
+
+
+def test_api_key_from_the_named_variable() -> None:
+    backend = profile.load("openai-cloud", env={}).profile.backend
+    assert profile.api_key(backend, {"OPENAI_API_KEY": "sk-abc"}) == "sk-abc"
+
+
+def test_required_api_key_unset_fails_before_sending() -> None:
+    backend = profile.load("openai-cloud", env={}).profile.backend
+    with pytest.raises(AuthFailed, match=r"\$OPENAI_API_KEY is not set: export OPENAI_API_KEY="):
+        profile.api_key(backend, {})
+
+
+def test_local_servers_need_no_key() -> None:
+    for name in ("ollama-qwen2.5-7b", "local-openai", "ollama-openai"):
+        backend = profile.load(name, env={}).profile.backend
+        assert profile.api_key(backend, {}) is None
+
+
+def test_openai_api_key_is_the_fallback_for_openai_profiles() -> None:
+    backend = profile.load("local-openai", env={}).profile.backend
+    assert profile.api_key(backend, {"OPENAI_API_KEY": "sk-x"}) == "sk-x"
