@@ -1,0 +1,430 @@
+"""`voicechat` as users run it: a real process against real local servers.
+
+Each test asserts what reaches stdout (the reply, and nothing else), stderr (one line per
+problem, never a traceback) and the exit code documented in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakeservers import FakeServer, Script, dead_port
+
+SYSTEM = (
+    "You are a helpful voice assistant. Answer briefly, in plain spoken sentences, "
+    "in the language the user writes in."
+)
+Run = Callable[..., subprocess.CompletedProcess]
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY", "VOICECHAT_PROFILE")
+        and not k.startswith("PYTEST")
+    }
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "state"))
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    """Run ``python -m voicechat ARGS`` with a clean environment; stdin is closed unless given."""
+
+    def runner(*args: str, input: str | None = None, timeout: float = 30, **env: str):
+        return subprocess.run(
+            [sys.executable, "-m", "voicechat", *args],
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=clean_env(tmp_path, **env),
+        )
+
+    return runner
+
+
+def openai_profile(tmp_path: Path, server: FakeServer, **backend: str) -> str:
+    lines = [
+        "backend:",
+        "  kind: openai",
+        f"  base_url: {server.url}",
+        "  model: local-model",
+        *(f"  {k}: {v}" for k, v in backend.items()),
+        "tts: {engine: none}",
+    ]
+    path = tmp_path / "fake-openai.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("voicechat: error: ")
+    return lines[0]
+
+
+# --- the happy path ----------------------------------------------------------------------------
+
+
+def test_ask_streams_the_reply_to_stdout_only(run: Run, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["The sky", " is **blue**", ".\n\n", "- Rayleigh"]))
+    result = run("ask", "--mute", "Why is the sky blue?", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == 0
+    assert result.stdout == "The sky is **blue**.\n\n- Rayleigh\n"  # plain text in a pipe
+    assert result.stderr == ""
+    assert ollama_server.chats[0].body == {
+        "model": "qwen2.5:7b",
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "Why is the sky blue?"},
+        ],
+        "stream": True,
+        "options": {"temperature": 0.7, "num_ctx": 4096},
+        "keep_alive": "30m",
+    }
+
+
+def test_options_override_the_profile(run: Run, ollama_server: FakeServer) -> None:
+    ollama_server.models.append("qwen2.5:3b")
+    result = run(
+        "ask", "--mute", "-m", "qwen2.5:3b", "-s", "Be terse.", "--temperature", "0.1",
+        "--max-tokens", "50", "several", "words", OLLAMA_HOST=ollama_server.url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    body = ollama_server.chats[0].body
+    assert body["model"] == "qwen2.5:3b"
+    assert body["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "several words"},
+    ]
+    assert body["options"] == {"temperature": 0.1, "num_predict": 50, "num_ctx": 4096}
+
+
+def test_openai_profile_through_the_sdk(
+    run: Run, openai_server: FakeServer, tmp_path: Path
+) -> None:
+    openai_server.enqueue(Script(tokens=["你好", "，", "世界。"], comments=True))
+    result = run("ask", "-p", openai_profile(tmp_path, openai_server), "hi")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "你好，世界。\n", "")
+    assert openai_server.chats[0].body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_piped_stdin_then_blank_line_then_question(run: Run, ollama_server: FakeServer) -> None:
+    result = run("ask", "--mute", "summarize this", input="line 1\nline 2\n",
+                 OLLAMA_HOST=ollama_server.url)  # fmt: skip
+    assert result.returncode == 0
+    question = ollama_server.chats[0].body["messages"][-1]["content"]
+    assert question == "line 1\nline 2\n\nsummarize this"
+
+
+def test_piped_stdin_alone_is_the_question(run: Run, ollama_server: FakeServer) -> None:
+    result = run("ask", "--mute", input="What is 2+2?\n", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == 0
+    assert ollama_server.chats[0].body["messages"][-1]["content"] == "What is 2+2?"
+
+
+def test_no_question_is_a_usage_error(run: Run, ollama_server: FakeServer) -> None:
+    result = run("ask", "--mute", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == 2
+    assert "no question" in one_error_line(result)
+    assert ollama_server.requests == []
+
+
+def test_stats_go_to_stderr(run: Run, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["a", "b", "c"], first_delay=0.2, tokens_per_s=20))
+    result = run("ask", "--mute", "--stats", "q", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == 0
+    assert result.stdout == "abc\n"
+    assert "first token 0." in result.stderr
+    assert "tokens/s (server)" in result.stderr
+    assert "finish: stop" in result.stderr
+
+
+def test_length_finish_warns_and_succeeds(run: Run, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["cut"], finish="length"))
+    result = run("ask", "--mute", "q", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == 0
+    assert result.stdout == "cut\n"
+    assert "token limit" in result.stderr and "--max-tokens" in result.stderr
+
+
+def test_usage_errors_are_one_line(run: Run) -> None:
+    for args in (["ask", "--bogus"], ["nope"], ["ask", "--temperature", "hot", "q"]):
+        result = run(*args)
+        assert result.returncode == 2
+        assert "--help" in one_error_line(result)
+
+
+def test_out_of_range_option(run: Run) -> None:
+    result = run("ask", "--temperature", "7", "q")
+    assert result.returncode == 2
+    assert "use 0 to 2" in one_error_line(result)
+
+
+def test_version_and_module_entry_point(run: Run) -> None:
+    from voicechat import __version__
+
+    result = run("--version")
+    assert (result.returncode, result.stdout) == (0, f"voicechat {__version__}\n")
+
+
+# --- errors: one line, a fix, a documented exit code, the text so far kept ---------------------
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "needle"),
+    [
+        (Script(status=500, body='{"error": "CUDA out of memory"}'), 7, "CUDA out of memory"),
+        (Script(status=429, body='{"error": "busy"}'), 7, "rate limiting"),
+        (Script(status=503, body='{"error": "loading"}'), 7, "server error 503"),
+        (Script(fault="empty"), 9, "empty reply"),
+    ],
+)
+def test_server_errors(
+    run: Run, ollama_server: FakeServer, script: Script, code: int, needle: str
+) -> None:
+    ollama_server.enqueue(script)
+    result = run("ask", "--mute", "q", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == code
+    assert needle in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("fault", "needle"), [("error_line", "mid-reply"), ("drop", "dropped mid-reply")]
+)
+@pytest.mark.parametrize("protocol", ["ollama", "openai"])
+def test_mid_stream_failures_keep_the_text(
+    run: Run, tmp_path: Path, protocol: str, fault: str, needle: str
+) -> None:
+    with FakeServer(protocol, models=["qwen2.5:7b", "local-model"]) as server:  # type: ignore[arg-type]
+        server.enqueue(Script(tokens=["Half", " a reply"], fault=fault))  # type: ignore[arg-type]
+        args = ["-p", openai_profile(tmp_path, server)] if protocol == "openai" else ["--mute"]
+        result = run("ask", *args, "q", OLLAMA_HOST=server.url)
+    assert result.returncode == 9
+    assert result.stdout == "Half a reply\n"
+    assert needle in one_error_line(result)
+
+
+def test_truncated_stream_keeps_text_and_exits_9(run: Run, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["no", " end"], finish=None))
+    result = run("ask", "--mute", "q", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == 9
+    assert result.stdout == "no end\n"
+    assert "without an end marker" in one_error_line(result)
+
+
+def test_unreachable_ollama(run: Run) -> None:
+    port = dead_port()
+    result = run("ask", "--mute", "q", OLLAMA_HOST=f"127.0.0.1:{port}")
+    assert result.returncode == 3
+    line = one_error_line(result)
+    assert f"http://127.0.0.1:{port}" in line and "ollama serve" in line
+
+
+def test_model_not_found(run: Run, ollama_server: FakeServer) -> None:
+    result = run("ask", "--mute", "-m", "llama9", "q", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == 4
+    assert "ollama pull llama9" in one_error_line(result)
+
+
+def test_wrong_base_url_suggests_v1(run: Run, ollama_server: FakeServer, tmp_path: Path) -> None:
+    profile = tmp_path / "no-v1.yaml"
+    profile.write_text(
+        f"backend: {{kind: openai, base_url: '{ollama_server.url}', model: qwen2.5:7b}}\n"
+        "tts: {engine: none}\n"
+    )
+    result = run("ask", "-p", str(profile), "q")
+    assert result.returncode == 6
+    assert "does the base URL need /v1?" in one_error_line(result)
+
+
+def test_auth_failure_names_the_variable_and_hides_the_key(
+    run: Run, openai_server: FakeServer, tmp_path: Path
+) -> None:
+    openai_server.api_key = "sk-right"
+    profile = openai_profile(tmp_path, openai_server, api_key_env="DESK_KEY")
+    result = run("ask", "-p", profile, "q", DESK_KEY="sk-wrong-secret")
+    assert result.returncode == 5
+    line = one_error_line(result)
+    assert "DESK_KEY" in line
+    assert "sk-wrong-secret" not in result.stdout + result.stderr
+
+
+def test_required_key_unset_fails_before_sending(
+    run: Run, openai_server: FakeServer, tmp_path: Path
+) -> None:
+    profile = openai_profile(
+        tmp_path, openai_server, api_key_env="CLOUD_KEY", api_key_required="true"
+    )
+    result = run("ask", "-p", profile, "q")
+    assert result.returncode == 5
+    assert "export CLOUD_KEY=" in one_error_line(result)
+    assert openai_server.requests == []
+
+
+def test_read_timeout(run: Run, ollama_server: FakeServer, tmp_path: Path) -> None:
+    ollama_server.enqueue(Script(fault="hang", hang_s=5))
+    profile = tmp_path / "slow.yaml"
+    profile.write_text(
+        f"backend: {{kind: ollama, base_url: '{ollama_server.url}', model: qwen2.5:7b, "
+        "read_timeout: 0.5}\ntts: {engine: none}\n"
+    )
+    result = run("ask", "-p", str(profile), "q")
+    assert result.returncode == 8
+    assert "read timeout" in one_error_line(result)
+
+
+def test_bad_profile_is_exit_2(run: Run, tmp_path: Path) -> None:
+    profile = tmp_path / "bad.yaml"
+    profile.write_text("backend: {kind: ollama, base_url: x, model: m, colour: red}\n")
+    result = run("ask", "-p", str(profile), "q")
+    assert result.returncode == 2
+    assert f"{profile}: backend.colour: unknown key" in one_error_line(result)
+
+
+def test_closed_stdout_ends_quietly(ollama_server: FakeServer, tmp_path: Path) -> None:
+    """`voicechat ask ... | head -c 5`: no BrokenPipe traceback, the stream is closed."""
+    ollama_server.enqueue(Script(tokens=["word "] * 400, tokens_per_s=400))
+    proc = subprocess.Popen(
+        f"{sys.executable} -m voicechat ask --mute q | head -c 5",
+        shell=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(tmp_path, OLLAMA_HOST=ollama_server.url),
+        text=True,
+    )
+    out, err = proc.communicate(timeout=30)
+    assert out == "word "
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert ollama_server.disconnected.wait(5)
+
+
+# --- Ctrl+C ------------------------------------------------------------------------------------
+
+
+def start(tmp_path: Path, server: FakeServer, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "voicechat", "ask", "--mute", *args, "q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(tmp_path, OLLAMA_HOST=server.url),
+        text=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_mid_reply_closes_the_stream_and_exits_130(
+    tmp_path: Path, ollama_server: FakeServer
+) -> None:
+    ollama_server.enqueue(Script(tokens=["tok "] * 100, tokens_per_s=10))
+    proc = start(tmp_path, ollama_server)
+    wait_for(lambda: len(ollama_server.streamed) >= 3)
+    sent_at = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    assert time.monotonic() - sent_at < 2
+    assert out.startswith("tok tok tok") and out.endswith("\n")
+    assert "Traceback" not in err and "interrupted" in err
+    assert ollama_server.disconnected.wait(5)
+    assert len(ollama_server.streamed) < 100
+
+
+def test_ctrl_c_before_the_first_token(tmp_path: Path, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(first_delay=20))
+    proc = start(tmp_path, ollama_server)
+    assert ollama_server.received.wait(10)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    assert out == ""
+    assert "Traceback" not in err
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+
+def test_profiles_lists_name_backend_model_origin(run: Run, tmp_path: Path) -> None:
+    folder = tmp_path / "config" / "voicechat" / "profiles"
+    folder.mkdir(parents=True)
+    (folder / "desk.yaml").write_text(
+        "backend: {kind: openai, base_url: 'http://10.0.0.2:8080/v1', model: mistral}\n"
+    )
+    result = run("profiles")
+    assert result.returncode == 0
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["desk"][1:3] == ["openai", "mistral"] and rows["desk"][3] == "user"
+    assert rows["ollama-qwen2.5-7b*"][1:4] == ["ollama", "qwen2.5:7b", "shipped"]
+    assert "used by default" in result.stderr
+
+
+def test_profiles_show_masks_secrets(run: Run, tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        "backend: {kind: openai, base_url: 'https://bob:hunter2@api.example.com/v1', "
+        "model: m, api_key_env: EXAMPLE_KEY}\n"
+    )
+    result = run("profiles", "show", str(profile), EXAMPLE_KEY="sk-very-secret")
+    assert result.returncode == 0
+    assert "sk-very-secret" not in result.stdout and "hunter2" not in result.stdout
+    assert "$EXAMPLE_KEY is set (value hidden)" in result.stdout
+    assert "base_url: https://***@api.example.com/v1" in result.stdout
+
+
+def test_profiles_show_reports_env_overrides(run: Run) -> None:
+    result = run("profiles", "show", "ollama-qwen2.5-7b", OLLAMA_HOST="jetson.local")
+    assert "overridden by: $OLLAMA_HOST" in result.stdout
+    assert "base_url: http://jetson.local:11434" in result.stdout
+
+
+# --- start-up stays light --------------------------------------------------------------------
+
+
+def test_help_imports_no_heavy_module() -> None:
+    code = (
+        "import sys\n"
+        "from voicechat import cli\n"
+        "try:\n    cli.app(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('openai', 'requests', 'rich.markdown', 'rich.live', 'numpy',"
+        " 'sounddevice', 'pyttsx3', 'httpx') if m in sys.modules]\n"
+        "print('HEAVY:' + ','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY:"
+
+
+def test_ollama_path_never_imports_the_openai_sdk(ollama_server: FakeServer) -> None:
+    code = (
+        "import sys\n"
+        "from voicechat.backends import create_backend\n"
+        "from voicechat.settings import BackendSettings\n"
+        f"create_backend(BackendSettings(kind='ollama', base_url='{ollama_server.url}', "
+        "model='qwen2.5:7b'))\n"
+        "print('openai' in sys.modules, 'httpx' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False False", result.stderr
