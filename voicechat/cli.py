@@ -25,6 +25,8 @@ from voicechat.settings import Profile
 from voicechat.terminal import OutputClosed, Terminal
 
 if TYPE_CHECKING:
+    from voicechat.backends import Backend
+    from voicechat.chat import Conversation
     from voicechat.speaker import Speaker
 
 app = typer.Typer(
@@ -174,14 +176,20 @@ def with_options(prof: Profile, **options: object) -> Profile:
     )
 
 
-def open_conversation(prof: Profile, stack: ExitStack):  # type: ignore[no-untyped-def]
-    """A conversation with the profile's backend (closed with the stack)."""
+def open_backend(prof: Profile, stack: ExitStack) -> Backend:
+    """The profile's backend, closed with the stack (the API key checked first)."""
     from voicechat.backends import create_backend
-    from voicechat.chat import Conversation
 
     backend = create_backend(prof.backend, profiles_mod.api_key(prof.backend))
     stack.callback(backend.close)
-    return Conversation(backend, prof.generation, prof.chunking, prof.system)
+    return backend
+
+
+def open_conversation(prof: Profile, stack: ExitStack) -> Conversation:
+    """A new conversation with the profile's backend."""
+    from voicechat.chat import Conversation
+
+    return Conversation(open_backend(prof, stack), prof.generation, prof.chunking, prof.system)
 
 
 def open_voice(
@@ -294,15 +302,26 @@ def chat(
         conversation = open_conversation(prof, stack)
         voice = open_voice(prof, mute=mute, save_audio=None, term=term, stack=stack)
         if _isatty(sys.stdin):
-            from voicechat.repl import run_repl
+            from voicechat.repl import Repl
 
-            code = run_repl(conversation, voice, loaded, term, stats=stats)
+            repl = Repl(
+                term, loaded, prof, conversation, voice,
+                new_backend=lambda p: open_backend(p, stack),
+                new_voice=lambda p: open_voice(
+                    p, mute=False, save_audio=None, term=term, stack=stack
+                ),
+                stats=stats,
+                muted=mute,
+            )  # fmt: skip
+            code = repl.run()
         else:
             code = chat_lines(conversation, voice, term, stats=stats)
     raise typer.Exit(code)
 
 
-def chat_lines(conversation, voice, term: Terminal, *, stats: bool) -> int:  # type: ignore[no-untyped-def]
+def chat_lines(
+    conversation: Conversation, voice: Speaker | None, term: Terminal, *, stats: bool
+) -> int:
     """Piped chat: each non-empty stdin line is a user turn of one conversation.
 
     A failed turn is reported and the next line still runs; the exit code is the first

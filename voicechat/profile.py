@@ -153,9 +153,7 @@ def _load_yaml(text: str, path: Path) -> Any:
             seen[key] = loader.construct_object(value_node, deep=deep)
         return seen
 
-    StrictLoader.add_constructor(
-        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
-    )
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     try:
         return yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:

@@ -56,8 +56,12 @@ class Terminal:
     def info(self, message: str) -> None:
         self._status("", message, "2")
 
-    def _status(self, label: str, message: str, color: str) -> None:
-        line = f"voicechat: {label}{message}"
+    def note(self, message: str) -> None:
+        """Status inside an interactive session, where the program's name is noise."""
+        self._status("", message, "2", prefix="")
+
+    def _status(self, label: str, message: str, color: str, prefix: str = "voicechat: ") -> None:
+        line = f"{prefix}{label}{message}"
         if self._ansi:
             line = f"\x1b[{color}m{line}\x1b[0m"
         try:

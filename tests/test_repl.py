@@ -1,0 +1,336 @@
+"""The interactive REPL driven through a real pseudo-terminal (pexpect), and chats over pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.fakeservers import FakeServer, Script
+
+PROMPT = ">>> "
+
+
+def env_for(tmp_path: Path, server: FakeServer, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY", "VOICECHAT_PROFILE")
+    }
+    env.update(
+        OLLAMA_HOST=server.url,
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_STATE_HOME=str(tmp_path / "state"),
+        NO_COLOR="1",
+        TERM="xterm",
+        **extra,
+    )
+    return env
+
+
+@pytest.fixture
+def repl(tmp_path: Path, ollama_server: FakeServer) -> Iterator[pexpect.spawn]:
+    child = spawn(tmp_path, ollama_server)
+    yield child
+    child.close(force=True)
+
+
+def spawn(tmp_path: Path, server: FakeServer, *args: str, **env: str) -> pexpect.spawn:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "voicechat", "chat", "--mute", *args],
+        env=env_for(tmp_path, server, **env),
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(40, 120),
+    )
+    child.expect_exact(PROMPT)
+    return child
+
+
+def ask(child: pexpect.spawn, line: str) -> str:
+    """Send a line; return what was shown before the next prompt."""
+    child.sendline(line)
+    child.expect_exact(PROMPT)
+    return child.before
+
+
+def test_banner_warm_up_and_a_turn(repl: pexpect.spawn, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["The sky", " is blue", "."]))
+    shown = ask(repl, "why is the sky blue?")
+    assert "The sky is blue." in shown
+    # the warm-up: an empty chat that loads the model, sent before the question
+    warm, question = ollama_server.chats[0], ollama_server.chats[1]
+    assert warm.body["messages"] == [] and warm.body["keep_alive"] == "30m"
+    assert question.body["messages"][-1] == {"role": "user", "content": "why is the sky blue?"}
+
+
+def test_banner_names_profile_model_and_voice(tmp_path: Path, ollama_server: FakeServer) -> None:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "voicechat", "chat", "--mute"],
+        env=env_for(tmp_path, ollama_server),
+        encoding="utf-8",
+        timeout=15,
+    )
+    child.expect_exact(PROMPT)
+    banner = child.before
+    assert "profile ollama-qwen2.5-7b" in banner and "model qwen2.5:7b" in banner
+    assert "muted" in banner and "loading qwen2.5:7b in the background" in banner
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_memory_across_turns(repl: pexpect.spawn, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["Nice to meet you, Ada."]), Script(tokens=["Ada."]))
+    ask(repl, "my name is Ada")
+    ask(repl, "what is my name?")
+    messages = ollama_server.chats[-1].body["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[2]["content"] == "Nice to meet you, Ada."
+
+
+def test_ctrl_c_mid_reply_returns_to_the_prompt_and_keeps_the_shown_text(
+    repl: pexpect.spawn, ollama_server: FakeServer
+) -> None:
+    ollama_server.enqueue(Script(tokens=["tok "] * 200, tokens_per_s=10), Script(tokens=["ok"]))
+    repl.sendline("count forever")
+    repl.expect_exact("tok tok tok")
+    sent = time.monotonic()
+    repl.sendintr()
+    repl.expect_exact("interrupted")
+    repl.expect_exact(PROMPT)
+    assert time.monotonic() - sent < 3
+    assert ollama_server.disconnected.wait(5)
+    ask(repl, "and now?")
+    messages = ollama_server.chats[-1].body["messages"]
+    partial = messages[-2]
+    assert partial["role"] == "assistant" and partial["content"].startswith("tok tok tok")
+    assert len(partial["content"]) < len("tok ") * 200
+    assert messages[-1] == {"role": "user", "content": "and now?"}
+    assert "[interrupted]" in ask(repl, "/history")
+
+
+def test_ctrl_c_at_the_prompt_does_not_exit_and_ctrl_d_does(repl: pexpect.spawn) -> None:
+    repl.sendintr()
+    repl.expect_exact("Ctrl+D or /exit to quit")
+    repl.expect_exact(PROMPT)
+    repl.sendeof()
+    repl.expect(pexpect.EOF)
+    repl.close()
+    assert repl.exitstatus == 0
+
+
+@pytest.mark.parametrize("command", ["/exit", "/bye"])
+def test_exit_commands(repl: pexpect.spawn, command: str) -> None:
+    repl.sendline(command)
+    repl.expect(pexpect.EOF)
+    repl.close()
+    assert repl.exitstatus == 0
+
+
+def test_multi_line_block(repl: pexpect.spawn, ollama_server: FakeServer) -> None:
+    repl.sendline('"""first line')
+    repl.expect_exact("... ")
+    repl.sendline("second line")
+    repl.expect_exact("... ")
+    repl.sendline('third"""')
+    repl.expect_exact(PROMPT)
+    question = ollama_server.chats[-1].body["messages"][-1]["content"]
+    assert question == "first line\nsecond line\nthird"
+
+
+def test_history_with_arrow_keys_persists_across_runs(
+    tmp_path: Path, ollama_server: FakeServer
+) -> None:
+    child = spawn(tmp_path, ollama_server)
+    ask(child, "remember this question")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "remember this question" in (tmp_path / "state" / "voicechat" / "history").read_text()
+
+    child = spawn(tmp_path, ollama_server)
+    child.send("\x1b[A")  # Up: the previous run's line comes back
+    child.expect_exact("remember this question")
+    child.send("\r")
+    child.expect_exact(PROMPT)
+    assert ollama_server.chats[-1].body["messages"][-1]["content"] == "remember this question"
+    child.close(force=True)
+
+
+def test_history_can_be_switched_off(tmp_path: Path, ollama_server: FakeServer) -> None:
+    child = spawn(tmp_path, ollama_server, VOICECHAT_NO_HISTORY="1")
+    ask(child, "secret question")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    assert not (tmp_path / "state" / "voicechat" / "history").exists()
+
+
+def test_tab_completes_command_names(repl: pexpect.spawn) -> None:
+    repl.send("/hel\t")
+    repl.expect_exact("/help ")
+    repl.send("\r")
+    repl.expect_exact("list the commands")
+    repl.expect_exact(PROMPT)
+
+
+def test_help_lists_every_command(repl: pexpect.spawn) -> None:
+    shown = ask(repl, "/help")
+    for name in ("/exit", "/reset", "/mute", "/unmute", "/voice", "/rate", "/model",
+                 "/profile", "/system", "/stats", "/save", "/load", "/history"):  # fmt: skip
+        assert name in shown
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("/frobnicate", "unknown command /frobnicate: /help lists them"),
+        ("/mod", "did you mean /model"),
+        ("/rate fast", "/rate fast: give words per minute from 50 to 500"),
+        ("/model", "/model needs NAME: e.g. /model qwen2.5:3b"),
+        ("/load /nonexistent.json", "no such file"),
+        ("/profile nope", "no profile named 'nope'"),
+    ],
+)
+def test_bad_commands_get_a_hint_and_the_repl_lives_on(
+    repl: pexpect.spawn, line: str, expected: str
+) -> None:
+    assert expected in ask(repl, line)
+    assert "Traceback" not in repl.before
+    assert "/exit" in ask(repl, "/help")  # still alive
+
+
+def test_reset_forgets(repl: pexpect.spawn, ollama_server: FakeServer) -> None:
+    ask(repl, "one")
+    assert "conversation forgotten" in ask(repl, "/reset")
+    ask(repl, "two")
+    assert [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]] == ["two"]
+
+
+def test_model_and_system_commands(repl: pexpect.spawn, ollama_server: FakeServer) -> None:
+    ollama_server.models.append("qwen2.5:3b")
+    assert "model qwen2.5:3b" in ask(repl, "/model qwen2.5:3b")
+    assert "system prompt set" in ask(repl, "/system Answer in French.")
+    ask(repl, "hello")
+    body = ollama_server.chats[-1].body
+    assert body["model"] == "qwen2.5:3b"
+    assert body["messages"][0] == {"role": "system", "content": "Answer in French."}
+
+
+def test_profile_command_switches_backend(
+    repl: pexpect.spawn, tmp_path: Path, ollama_server: FakeServer
+) -> None:
+    with FakeServer("openai", models=["desk-model"]) as other:
+        folder = tmp_path / "config" / "voicechat" / "profiles"
+        folder.mkdir(parents=True)
+        (folder / "desk.yaml").write_text(
+            f"backend: {{kind: openai, base_url: '{other.url}', model: desk-model}}\n"
+            "tts: {engine: none}\n"
+        )
+        ask(repl, "first")
+        assert "profile desk: model desk-model" in ask(repl, "/profile desk")
+        other.enqueue(Script(tokens=["from the desk"]))
+        assert "from the desk" in ask(repl, "second")
+        messages = other.chats[-1].body["messages"]
+        assert [m["content"] for m in messages if m["role"] == "user"] == ["first", "second"]
+
+
+def test_stats_after_a_reply(repl: pexpect.spawn, ollama_server: FakeServer) -> None:
+    assert "no reply yet" in ask(repl, "/stats")
+    ask(repl, "q")
+    shown = ask(repl, "/stats")
+    assert "first token" in shown and "tokens/s" in shown
+
+
+def test_save_and_load_json_and_export_markdown(
+    repl: pexpect.spawn, tmp_path: Path, ollama_server: FakeServer
+) -> None:
+    ollama_server.enqueue(Script(tokens=["Paris."]))
+    ask(repl, "capital of France?")
+    saved = tmp_path / "chat.json"
+    assert "saved 1 turns" in ask(repl, f"/save {saved}")
+    data = json.loads(saved.read_text())
+    assert data["turns"] == [
+        {"question": "capital of France?", "reply": "Paris.", "interrupted": False}
+    ]
+    ask(repl, f"/save {tmp_path / 'chat.md'}")
+    markdown = (tmp_path / "chat.md").read_text()
+    assert "## You\n\ncapital of France?" in markdown and "## Assistant\n\nParis." in markdown
+
+    ask(repl, "/reset")
+    assert "loaded 1 turns" in ask(repl, f"/load {saved}")
+    ask(repl, "and of Italy?")
+    contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
+    assert contents == ["capital of France?", "Paris.", "and of Italy?"]
+
+
+def test_load_rejects_other_json(repl: pexpect.spawn, tmp_path: Path) -> None:
+    bad = tmp_path / "other.json"
+    bad.write_text('{"hello": 1}')
+    assert "not a conversation saved with /save" in ask(repl, f"/load {bad}")
+
+
+def test_mute_unmute_without_an_engine(repl: pexpect.spawn, tmp_path: Path) -> None:
+    assert "muted" in ask(repl, "/mute")
+    # the default profile speaks with pyttsx3: /unmute brings the voice back
+    shown = ask(repl, "/unmute")
+    assert "speaking again" in shown or "warning" in shown
+
+
+def test_backend_error_keeps_the_repl_and_the_conversation(
+    repl: pexpect.spawn, ollama_server: FakeServer
+) -> None:
+    ollama_server.enqueue(
+        Script(tokens=["kept"]), Script(status=500, body='{"error": "boom"}'), Script()
+    )
+    ask(repl, "one")
+    assert "boom" in ask(repl, "two")
+    ask(repl, "three")
+    contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
+    assert contents == ["one", "kept", "three"]
+
+
+# --- pipes ---------------------------------------------------------------------------------------
+
+
+def test_chat_over_a_pipe_is_one_conversation(tmp_path: Path, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["A1"]), Script(tokens=["A2"]))
+    result = subprocess.run(
+        [sys.executable, "-m", "voicechat", "chat", "--mute"],
+        input="first question\n\nsecond question\n",
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path, ollama_server),
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "A1\nA2\n"
+    contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
+    assert contents == ["first question", "A1", "second question"]
+
+
+def test_chat_over_a_pipe_reports_failures_in_the_exit_code(
+    tmp_path: Path, ollama_server: FakeServer
+) -> None:
+    ollama_server.enqueue(Script(status=500, body='{"error": "boom"}'), Script(tokens=["ok"]))
+    result = subprocess.run(
+        [sys.executable, "-m", "voicechat", "chat", "--mute"],
+        input="one\ntwo\n",
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path, ollama_server),
+        timeout=30,
+    )
+    assert result.returncode == 7
+    assert result.stdout == "ok\n"
+    assert "boom" in result.stderr

@@ -1,0 +1,414 @@
+"""The interactive conversation: a prompt with line editing and history, slash commands.
+
+Only used when stdin is a terminal (piped chats are `cli.chat_lines`). Ctrl+C stops the
+current reply and its voice and returns to the prompt (the reply stays in the history as
+far as it was shown, marked interrupted); Ctrl+C at the prompt does not exit; Ctrl+D does.
+The model is warmed up in the background while the user types the first question.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from voicechat import __version__
+from voicechat import profile as profiles_mod
+from voicechat.chat import Conversation, Turn
+from voicechat.errors import ConfigError, VoicechatError
+from voicechat.settings import Profile
+from voicechat.terminal import Terminal, format_stats
+
+if TYPE_CHECKING:
+    from voicechat.backends import Backend
+    from voicechat.chat import Voice
+
+HISTORY_ENV = "VOICECHAT_NO_HISTORY"
+"""Set to 1 to keep no prompt history on disk."""
+PROMPT = ">>> "
+CONTINUE = "... "
+BLOCK = '"""'
+SAVE_VERSION = 1
+
+
+class ExitRepl(Exception):
+    """/exit, /bye."""
+
+
+def history_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "voicechat" / "history"
+
+
+@dataclass
+class Repl:
+    """One interactive session; `run` returns the exit code."""
+
+    term: Terminal
+    loaded: profiles_mod.LoadedProfile
+    profile: Profile
+    conversation: Conversation
+    voice: Voice | None
+    new_backend: Callable[[Profile], Backend]
+    new_voice: Callable[[Profile], Voice | None]
+    stats: bool = False
+    muted: bool = False
+    last: Turn | None = None
+    _warm: threading.Thread | None = field(default=None, repr=False)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        history = _History()
+        self._banner()
+        self._warm_up()
+        try:
+            while True:
+                try:
+                    text = self._read()
+                except KeyboardInterrupt:
+                    self.term.note("(Ctrl+D or /exit to quit)")
+                    continue
+                except EOFError:
+                    self.term.print()
+                    return 0
+                if not text.strip():
+                    continue
+                try:
+                    if text.lstrip().startswith("/"):
+                        self.command(text.strip())
+                    else:
+                        self.turn(text)
+                except ExitRepl:
+                    return 0
+        finally:
+            history.save()
+
+    def _read(self) -> str:
+        line = input(PROMPT)
+        if not line.lstrip().startswith(BLOCK):
+            return line
+        # A """ block, as in Ollama's REPL: everything up to the closing """.
+        first = line.lstrip()[len(BLOCK) :]
+        if first.strip() and first.rstrip().endswith(BLOCK):
+            return first.rstrip()[: -len(BLOCK)].strip()
+        lines = [first]
+        while True:
+            more = input(CONTINUE)
+            if more.rstrip().endswith(BLOCK):
+                lines.append(more.rstrip()[: -len(BLOCK)])
+                return "\n".join(lines).strip("\n")
+            lines.append(more)
+
+    def turn(self, question: str) -> None:
+        voice = None if self.muted else self.voice
+        try:
+            self.last = self.conversation.ask(question, self.term.reply_view(), voice)
+        except KeyboardInterrupt:
+            self.last = self.conversation.turns[-1] if self.conversation.turns else None
+            self.term.note("interrupted (the reply so far stays in the conversation)")
+            return
+        except VoicechatError as exc:
+            self.term.error(str(exc))
+            return
+        outcome = self.last.outcome
+        if outcome is not None and outcome.finish == "length":
+            self.term.warn("the reply was cut at the token limit (generation.max_tokens)")
+        if self.stats:
+            self.term.stats(outcome, self.last.first_audio_s)
+
+    def _banner(self) -> None:
+        tts = self.profile.tts
+        voice = "muted" if self.muted or self.voice is None else (tts.voice or "default voice")
+        self.term.note(
+            f"voicechat {__version__} · profile {self.loaded.source.name} · "
+            f"model {self.profile.backend.model} · {tts.engine} {voice}"
+        )
+        self.term.note('/help for commands, """ for several lines, Ctrl+C stops a reply, '
+                       "Ctrl+D exits")  # fmt: skip
+
+    def _warm_up(self) -> None:
+        """Load the model now so the first question does not wait for it (errors surface
+        on the first question, with their fix)."""
+        backend = self.conversation.backend
+
+        def warm() -> None:
+            with contextlib.suppress(Exception):  # the first turn reports the same problem
+                backend.warm_up()
+
+        self._warm = threading.Thread(target=warm, name="voicechat-warm-up", daemon=True)
+        self._warm.start()
+        self.term.note(f"loading {self.profile.backend.model} in the background…")
+
+    # --- slash commands --------------------------------------------------------------------
+
+    def command(self, line: str) -> None:
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        entry = COMMANDS.get(name.lower()) or COMMANDS.get(ALIASES.get(name.lower(), ""))
+        if entry is None:
+            close = [c for c in COMMANDS if c.startswith(name.lower()[:3])]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            self.term.error(f"unknown command {name}{hint}: /help lists them")
+            return
+        handler, _, needs = entry
+        if needs and not arg:
+            self.term.error(f"{name} needs {needs}: e.g. {EXAMPLES[name.lower()]}")
+            return
+        try:
+            handler(self, arg)
+        except VoicechatError as exc:
+            self.term.error(str(exc))
+
+    def cmd_help(self, arg: str) -> None:
+        rows = [(f"{n} {needs}".strip(), text) for n, (_, text, needs) in COMMANDS.items()]
+        self.term.table(("COMMAND", "WHAT IT DOES"), rows)
+
+    def cmd_exit(self, arg: str) -> None:
+        raise ExitRepl
+
+    def cmd_reset(self, arg: str) -> None:
+        self.conversation.reset()
+        self.term.note("conversation forgotten")
+
+    def cmd_mute(self, arg: str) -> None:
+        self.muted = True
+        if self.voice is not None:
+            self.voice.interrupt()
+        self.term.note("muted: text only (/unmute to speak again)")
+
+    def cmd_unmute(self, arg: str) -> None:
+        if self.voice is None:
+            self.voice = self.new_voice(self.profile)
+        if self.voice is None:
+            self.term.error("no voice: the profile's tts.engine is none (try /profile NAME)")
+            return
+        self.muted = False
+        self.term.note("speaking again")
+
+    def cmd_voice(self, arg: str) -> None:
+        self._set_tts(voice_zh=arg) if _looks_chinese_voice(arg) else self._set_tts(voice=arg)
+        self.term.note(f"voice {arg} (voicechat voices lists them)")
+
+    def cmd_rate(self, arg: str) -> None:
+        try:
+            rate = int(arg)
+        except ValueError:
+            rate = 0
+        if not 50 <= rate <= 500:
+            raise ConfigError(f"/rate {arg}: give words per minute from 50 to 500, e.g. /rate 180")
+        self._set_tts(rate=rate)
+        self.term.note(f"rate {rate} words per minute")
+
+    def cmd_model(self, arg: str) -> None:
+        backend = dataclasses.replace(self.profile.backend, model=arg)
+        self._switch(dataclasses.replace(self.profile, backend=backend), self.loaded)
+        self.term.note(f"model {arg} (the conversation continues)")
+
+    def cmd_profile(self, arg: str) -> None:
+        loaded = profiles_mod.load(arg)
+        self._switch(loaded.profile, loaded, voice_too=True)
+        self.term.note(
+            f"profile {loaded.source.name}: model {loaded.profile.backend.model} "
+            "(the conversation continues)"
+        )
+
+    def cmd_system(self, arg: str) -> None:
+        if not arg:
+            self.term.note(f"system prompt: {self.conversation.system or '(none)'}")
+            return
+        self.conversation.system = arg
+        self.term.note("system prompt set")
+
+    def cmd_stats(self, arg: str) -> None:
+        if self.last is None:
+            self.term.note("no reply yet")
+            return
+        self.term.note(format_stats(self.last.outcome, self.last.first_audio_s))
+
+    def cmd_save(self, arg: str) -> None:
+        path = Path(arg).expanduser()
+        if path.suffix.lower() in (".md", ".markdown"):
+            text = to_markdown(self.conversation)
+        else:
+            text = json.dumps(to_json(self.conversation, self.profile), ensure_ascii=False,
+                              indent=2) + "\n"  # fmt: skip
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"/save {arg}: cannot write: {exc.strerror}") from None
+        self.term.note(f"saved {len(self.conversation.turns)} turns to {path}")
+
+    def cmd_load(self, arg: str) -> None:
+        path = Path(arg).expanduser()
+        turns, system = load_json(path)
+        self.conversation.turns[:] = turns
+        if system is not None:
+            self.conversation.system = system
+        self.term.note(f"loaded {len(turns)} turns from {path}")
+
+    def cmd_history(self, arg: str) -> None:
+        if not self.conversation.turns:
+            self.term.note("the conversation is empty")
+            return
+        for i, turn in enumerate(self.conversation.turns, 1):
+            mark = " [interrupted]" if turn.interrupted else ""
+            self.term.print(f"{i}. you: {_one_line(turn.question)}")
+            self.term.print(f"   assistant: {_one_line(turn.reply)}{mark}")
+
+    # --- switching -------------------------------------------------------------------------
+
+    def _set_tts(self, **changes: object) -> None:
+        tts = dataclasses.replace(self.profile.tts, **changes)  # type: ignore[arg-type]
+        self._switch(dataclasses.replace(self.profile, tts=tts), self.loaded, voice_too=True)
+
+    def _switch(
+        self, profile: Profile, loaded: profiles_mod.LoadedProfile, voice_too: bool = False
+    ) -> None:
+        if profile.backend != self.profile.backend:
+            self.conversation.backend = self.new_backend(profile)
+        self.conversation.generation = profile.generation
+        self.conversation.chunking = profile.chunking
+        if loaded is not self.loaded:
+            self.conversation.system = profile.system
+        if voice_too and profile.tts != self.profile.tts:
+            old = self.voice
+            self.voice = self.new_voice(profile)
+            if old is not None:
+                old.close()  # type: ignore[attr-defined]
+        self.profile, self.loaded = profile, loaded
+
+
+def _looks_chinese_voice(name: str) -> bool:
+    return any(tag in name.lower() for tag in ("cmn", "zh", "yue", "huayan"))
+
+
+def _one_line(text: str, limit: int = 100) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# --- saving and loading ----------------------------------------------------------------------
+
+
+def to_json(conversation: Conversation, profile: Profile) -> dict[str, object]:
+    return {
+        "voicechat": SAVE_VERSION,
+        "model": profile.backend.model,
+        "system": conversation.system,
+        "turns": [
+            {"question": t.question, "reply": t.reply, "interrupted": t.interrupted}
+            for t in conversation.turns
+        ],
+    }
+
+
+def to_markdown(conversation: Conversation) -> str:
+    parts = ["# Conversation\n"]
+    if conversation.system:
+        parts.append(f"*System:* {conversation.system}\n")
+    for turn in conversation.turns:
+        parts.append(f"## You\n\n{turn.question}\n")
+        mark = "\n\n*(interrupted)*" if turn.interrupted else ""
+        parts.append(f"## Assistant\n\n{turn.reply}{mark}\n")
+    return "\n".join(parts)
+
+
+def load_json(path: Path) -> tuple[list[Turn], str | None]:
+    """Turns saved by /save FILE.json; every problem is one ConfigError line."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"/load {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"/load {path}: not a saved conversation ({exc})") from None
+    turns = data.get("turns") if isinstance(data, dict) else None
+    if not isinstance(turns, list) or not all(
+        isinstance(t, dict)
+        and isinstance(t.get("question"), str)
+        and isinstance(t.get("reply"), str)
+        for t in turns
+    ):
+        raise ConfigError(f"/load {path}: not a conversation saved with /save FILE.json")
+    system = data.get("system")
+    return [
+        Turn(t["question"], t["reply"], interrupted=bool(t.get("interrupted"))) for t in turns
+    ], system if isinstance(system, str) else None
+
+
+# --- line editing ------------------------------------------------------------------------------
+
+
+class _History:
+    """readline history in the user's state folder, and tab completion of commands."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        try:
+            import readline
+        except ImportError:  # pragma: no cover - Windows without pyreadline
+            self.readline = None
+            return
+        self.readline = readline
+        readline.set_completer(_complete)
+        readline.set_completer_delims(" \t\n")
+        if "libedit" in (readline.__doc__ or ""):
+            readline.parse_and_bind("bind ^I rl_complete")
+        else:
+            readline.parse_and_bind("tab: complete")
+        if os.environ.get(HISTORY_ENV, "").strip() not in ("", "0"):
+            return
+        self.path = history_path()
+        readline.set_history_length(1000)
+        with contextlib.suppress(OSError):  # no history yet
+            readline.read_history_file(self.path)
+
+    def save(self) -> None:
+        if self.readline is None or self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.readline.write_history_file(self.path)
+        except OSError:
+            pass
+
+
+def _complete(text: str, state: int) -> str | None:
+    if not text.startswith("/"):
+        return None
+    names = sorted(n for n in [*COMMANDS, *ALIASES] if n.startswith(text))
+    return names[state] + " " if state < len(names) else None
+
+
+# name -> (handler, help, argument it needs ("" = none))
+COMMANDS: dict[str, tuple[Callable[[Repl, str], None], str, str]] = {
+    "/help": (Repl.cmd_help, "list the commands", ""),
+    "/exit": (Repl.cmd_exit, "leave (also /bye, Ctrl+D)", ""),
+    "/reset": (Repl.cmd_reset, "forget the conversation", ""),
+    "/mute": (Repl.cmd_mute, "text only", ""),
+    "/unmute": (Repl.cmd_unmute, "speak the replies again", ""),
+    "/voice": (Repl.cmd_voice, "speak with another voice (see: voicechat voices)", "NAME"),
+    "/rate": (Repl.cmd_rate, "speaking rate in words per minute", "N"),
+    "/model": (Repl.cmd_model, "ask another model from now on", "NAME"),
+    "/profile": (Repl.cmd_profile, "switch to another profile", "NAME"),
+    "/system": (Repl.cmd_system, "set the system prompt (no text: show it)", ""),
+    "/stats": (Repl.cmd_stats, "time to first token and audio, tokens/s of the last reply", ""),
+    "/save": (Repl.cmd_save, "save the conversation (.json, or .md to export)", "FILE"),
+    "/load": (Repl.cmd_load, "load a conversation saved as .json", "FILE"),
+    "/history": (Repl.cmd_history, "show the conversation so far", ""),
+}
+ALIASES = {"/bye": "/exit", "/quit": "/exit", "/?": "/help"}
+EXAMPLES = {
+    "/voice": "/voice gmw/en-us",
+    "/rate": "/rate 180",
+    "/model": "/model qwen2.5:3b",
+    "/profile": "/profile local-openai",
+    "/save": "/save chat.json",
+    "/load": "/load chat.json",
+}
