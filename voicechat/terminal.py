@@ -223,6 +223,7 @@ class Blocks:
                     block += self._fence[:3] + "\n"
                     self.pending = self._fence + "\n" + self.pending
                     start = len(self._fence) + 1
+                    self._lines = 1
                 done.append(block)
 
     def _after_line(self, line: str) -> bool:
