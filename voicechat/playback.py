@@ -39,7 +39,6 @@ IDLE_STOP_S = 2.0
 FADE_S = 0.005
 """Fade at chunk edges, against clicks where espeak cuts mid-waveform."""
 PORTAUDIO_HINT = "install PortAudio: apt-get install libportaudio2"
-QUIET_HINT = "use --mute (text only) or --save-audio FILE.wav"
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,8 @@ class Player:
         self.failed = False
         self.rate: int | None = None
         """The stream's sample rate, once open."""
+        self.progress_at = time.monotonic()
+        """When the device last took samples (or a clip was queued): stall detection."""
         self.first_audio_at: float | None = None
         """``time.monotonic()`` when the first clip's first samples were handed to the device."""
 
@@ -118,6 +119,8 @@ class Player:
             if self.failed:
                 return False
             self._pending += 1
+            if self._pending == 1:
+                self.progress_at = time.monotonic()
         while True:
             if self.failed or (stop is not None and stop.is_set()):
                 self._done_with(1)
@@ -212,7 +215,7 @@ class Player:
         try:
             self._loop(stream)
         except Exception as exc:  # PortAudioError and friends: the device went away
-            self._fail(f"audio output failed ({_one_line(exc)}); {QUIET_HINT}")
+            self._fail(f"audio output failed ({_one_line(exc)})")
             self._discard_until_stop()
         finally:
             try:
@@ -226,8 +229,7 @@ class Player:
             import sounddevice as sd
         except (OSError, ImportError) as exc:
             self._fail(
-                f"no audio output: PortAudio library not found ({_one_line(exc)}): "
-                f"{PORTAUDIO_HINT}; or {QUIET_HINT}"
+                f"no audio output: PortAudio library not found ({_one_line(exc)}): {PORTAUDIO_HINT}"
             )
             return None
         try:
@@ -308,7 +310,8 @@ class Player:
                 self.first_audio_at = time.monotonic()
             stream.write(data[start : start + block])
             with self._lock:
-                self._heard_at = time.monotonic() + float(stream.latency)
+                self.progress_at = time.monotonic()
+                self._heard_at = self.progress_at + float(stream.latency)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -323,16 +326,13 @@ def _open_error(device: Any, exc: BaseException, sd: Any) -> str:
     except Exception:
         names = []
     if not names:
-        return (
-            f"no audio output device ({_one_line(exc)}): connect one or start PulseAudio; "
-            f"{QUIET_HINT}"
-        )
+        return f"no audio output device ({_one_line(exc)}): connect one or start PulseAudio"
     if device is not None:
         return (
             f"tts.device {device!r} cannot be opened ({_one_line(exc)}): "
             f"output devices are {', '.join(repr(n) for n in names)}"
         )
-    return f"the default audio output cannot be opened ({_one_line(exc)}); {QUIET_HINT}"
+    return f"the default audio output cannot be opened ({_one_line(exc)})"
 
 
 # --- pure helpers ------------------------------------------------------------------------
