@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -252,7 +253,7 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, script: Script, body: dict[str, Any]) -> None:
             if script.fault == "hang":
-                server._stop.wait(script.hang_s)
+                _sleep_until(server, time.monotonic() + script.hang_s, self.connection)
                 return
             if script.status != 200:
                 self._send(script.status, script.body or "", _guess_type(script.body))
@@ -265,10 +266,19 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             ctype = "application/x-ndjson" if server.protocol == "ollama" else "text/event-stream"
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            headers_sent = False
+
+            def send_headers() -> None:
+                nonlocal headers_sent
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.flush()
+                headers_sent = True
+
+            if server.protocol == "openai":
+                send_headers()  # uvicorn answers at once; Ollama (Go) with the first line
             events = (
                 _raw_lines(script.raw)
                 if script.raw is not None
@@ -281,12 +291,17 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             for kind, data in events:
                 if kind == "token":
                     if sent == 0:
-                        _sleep_until(server, started + script.first_delay)
-                    elif script.tokens_per_s:
-                        _sleep_until(
-                            server, started + script.first_delay + sent / script.tokens_per_s
+                        deadline = started + script.first_delay
+                    else:
+                        deadline = (
+                            started
+                            + script.first_delay
+                            + sent / (script.tokens_per_s or float("inf"))
                         )
+                    _sleep_until(server, deadline, self.connection)
                     sent += 1
+                if not headers_sent:
+                    send_headers()
                 if kind == "drop":
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -295,6 +310,8 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self._chunk(data)
                 if kind == "token" and isinstance(data, bytes):
                     server.streamed.append(data.decode(errors="replace"))
+            if not headers_sent:
+                send_headers()
             self._chunk(b"")
             self.wfile.flush()
 
@@ -414,10 +431,20 @@ def _guess_type(body: str | None) -> str:
     return "application/json" if body and body.lstrip().startswith("{") else "text/plain"
 
 
-def _sleep_until(server: FakeServer, deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        server._stop.wait(delay)
+def _sleep_until(server: FakeServer, deadline: float, conn: socket.socket) -> None:
+    """Wait like a model thinking, noticing (as real servers do) a client that hung up."""
+    while True:
+        delay = deadline - time.monotonic()
+        if delay <= 0 or server._stop.is_set():
+            return
+        readable, _, _ = select.select([conn], [], [], min(delay, 0.05))
+        if readable:
+            try:
+                if conn.recv(1, socket.MSG_PEEK) == b"":
+                    raise _ClientGone
+            except (ConnectionError, OSError) as exc:
+                raise _ClientGone from exc
+            server._stop.wait(min(delay, 0.05))  # data, not a hang-up: keep waiting
 
 
 _OLLAMA_GET = {

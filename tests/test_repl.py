@@ -334,3 +334,26 @@ def test_chat_over_a_pipe_reports_failures_in_the_exit_code(
     assert result.returncode == 7
     assert result.stdout == "ok\n"
     assert "boom" in result.stderr
+
+
+@pytest.mark.parametrize("protocol", ["ollama", "openai"])
+def test_ctrl_c_before_the_first_token_closes_the_request(tmp_path: Path, protocol: str) -> None:
+    """The server learns at once (the connection closes), so it stops generating."""
+    with FakeServer(protocol, models=["qwen2.5:7b"]) as server:  # type: ignore[arg-type]
+        server.enqueue(Script(first_delay=30))
+        args: list[str] = []
+        if protocol == "openai":
+            profile = tmp_path / "oai.yaml"
+            profile.write_text(
+                f"backend: {{kind: openai, base_url: '{server.url}', model: qwen2.5:7b}}\n"
+            )
+            args = ["-p", str(profile)]
+        child = spawn(tmp_path, server, *args)
+        child.sendline("think long")
+        assert server.received.wait(10)
+        time.sleep(0.2)
+        child.sendintr()
+        child.expect_exact("interrupted")
+        child.expect_exact(PROMPT)
+        assert server.disconnected.wait(5)
+        child.close(force=True)
