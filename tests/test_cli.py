@@ -428,3 +428,12 @@ def test_ollama_path_never_imports_the_openai_sdk(ollama_server: FakeServer) -> 
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False False", result.stderr
+
+
+def test_voices_lists_the_engines_voices_by_language(run: Run) -> None:
+    result = run("voices", "--lang", "zh")
+    assert result.returncode == 0, result.stderr
+    ids = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert "sit/cmn-latn-pinyin" in ids
+    assert all(i.startswith(("sit/cmn", "sit/yue")) for i in ids)
+    assert "voices of engine pyttsx3" in result.stderr

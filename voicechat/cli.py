@@ -46,6 +46,8 @@ profiles_app = typer.Typer(
 )
 app.add_typer(profiles_app, name="profiles")
 
+LANG_ALIASES = {"zh": ("zh", "cmn", "yue", "sit/cmn", "sit/yue"), "cn": ("zh", "cmn")}
+"""espeak-ng names Chinese voices by dialect (cmn, yue), not ``zh``."""
 PROFILE_HELP = "Profile name or YAML path (default: $VOICECHAT_PROFILE, else ollama-qwen2.5-7b)."
 ProfileOpt = typer.Option(None, "--profile", "-p", help=PROFILE_HELP, metavar="NAME|PATH")
 MuteOpt = typer.Option(False, "--mute", help="Text only: do not speak.")
@@ -432,9 +434,11 @@ def voices(
         tts = profiles_mod.load(profile).profile.tts
         found = list_voices(tts)
         if lang:
-            wanted = lang.lower()
+            wanted = LANG_ALIASES.get(lang.lower(), (lang.lower(),))
             found = [
-                v for v in found if any(code.lower().startswith(wanted) for code in v.languages)
+                v
+                for v in found
+                if any(code.lower().startswith(wanted) for code in (*v.languages, v.id))
             ]
         rows = [(v.id, v.name, ", ".join(v.languages)) for v in found]
         term.table(("ID", "NAME", "LANGUAGES"), rows)
