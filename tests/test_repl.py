@@ -357,3 +357,11 @@ def test_ctrl_c_before_the_first_token_closes_the_request(tmp_path: Path, protoc
         child.expect_exact(PROMPT)
         assert server.disconnected.wait(5)
         child.close(force=True)
+
+
+def test_voice_and_rate_commands(repl: pexpect.spawn) -> None:
+    assert "voice for Chinese replies: sit/cmn-latn-pinyin" in ask(repl, "/voice cmn-latn-pinyin")
+    assert "voice for other replies: gmw/en-us" in ask(repl, "/voice gmw/en-us")
+    shown = ask(repl, "/voice nosuchvoice")
+    assert "'nosuchvoice' is not a voice of engine pyttsx3" in shown
+    assert "rate 200 words per minute" in ask(repl, "/rate 200")

@@ -193,8 +193,16 @@ class Repl:
         self.term.note("speaking again")
 
     def cmd_voice(self, arg: str) -> None:
-        self._set_tts(voice_zh=arg) if _looks_chinese_voice(arg) else self._set_tts(voice=arg)
-        self.term.note(f"voice {arg} (voicechat voices lists them)")
+        from voicechat.tts import find_voice, list_voices, unknown_voice
+
+        key = "voice_zh" if _looks_chinese_voice(arg) else "voice"
+        voices = list_voices(self.profile.tts)
+        voice = find_voice(arg, voices)
+        if voice is None:
+            raise unknown_voice(key, arg, voices, self.profile.tts.engine)
+        self._set_tts(**{key: voice.id})
+        which = "Chinese" if key == "voice_zh" else "other"
+        self.term.note(f"voice for {which} replies: {voice.id} ({voice.name})")
 
     def cmd_rate(self, arg: str) -> None:
         try:
