@@ -1,0 +1,91 @@
+"""Speech through the commands users pipe into and talk to, heard on the null sink."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.audio_sink import NullSink, Recorder
+from tests.fakeservers import FakeServer, Script
+
+pytestmark = pytest.mark.audio
+
+
+def speech_env(tmp_path: Path, sink: NullSink, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "VOICECHAT"))}
+    env.update(sink.env, XDG_CONFIG_HOME=str(tmp_path / "config"),
+               XDG_STATE_HOME=str(tmp_path / "state"), NO_COLOR="1", **extra)  # fmt: skip
+    return env
+
+
+def wait_for_sound(monitor: Recorder, timeout: float = 10) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        onset = monitor.onset()
+        if onset is not None:
+            return onset
+        time.sleep(0.05)
+    raise AssertionError("nothing was heard")
+
+
+def test_say_speaks_a_pipe_while_it_is_still_being_written(
+    tmp_path: Path, null_sink: NullSink, monitor: Recorder
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicechat", "say"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=speech_env(tmp_path, null_sink),
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write("This first sentence is spoken at once. And the")
+    proc.stdin.flush()
+    heard = wait_for_sound(monitor)  # the writer has not finished, let alone closed the pipe
+    proc.stdin.write(" second one comes later.\n")
+    proc.stdin.close()
+    assert proc.wait(30) == 0
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert out == "" and "warning" not in err
+    assert heard < time.monotonic()
+    assert monitor.wait_quiet()
+    assert monitor.audible_seconds() > 2.0  # both sentences were spoken
+
+
+def test_repl_ctrl_c_stops_text_and_voice_then_goes_on(
+    tmp_path: Path, null_sink: NullSink, monitor: Recorder, ollama_server: FakeServer
+) -> None:
+    ollama_server.enqueue(
+        Script(tokens=["This sentence is spoken while more text arrives. "] * 20, tokens_per_s=4),
+        Script(tokens=["Short answer."]),
+    )
+    child = pexpect.spawn(
+        sys.executable, ["-m", "voicechat", "chat"], encoding="utf-8", timeout=20,
+        env=speech_env(tmp_path, null_sink, OLLAMA_HOST=ollama_server.url),
+    )  # fmt: skip
+    child.expect_exact(">>> ")
+    child.sendline("talk to me")
+    wait_for_sound(monitor)
+    time.sleep(0.5)
+    pressed = time.monotonic()
+    child.sendintr()
+    child.expect_exact("interrupted")
+    child.expect_exact(">>> ")
+    time.sleep(0.5)
+    last_sound = monitor.sounds()[-1][1]
+    assert last_sound - pressed < 0.3  # the voice stopped with the text
+    assert ollama_server.disconnected.wait(5)
+    child.sendline("and now?")
+    child.expect_exact("Short answer.")
+    child.expect_exact(">>> ")
+    messages = ollama_server.chats[-1].body["messages"]
+    assert messages[-2]["content"].startswith("This sentence is spoken")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
