@@ -75,7 +75,7 @@ class Player:
         self._device: Any = int(device) if device and device.isdigit() else device
         self._rate_hint = rate_hint
         self._on_fault = on_fault
-        self._queue: queue.Queue[Clip | _Stop] = queue.Queue(maxsize=max_clips)
+        self._queue: queue.Queue[tuple[int, Clip] | _Stop] = queue.Queue(maxsize=max_clips)
         self._lock = threading.Condition()
         self._pending = 0
         """Clips accepted and not yet fully written."""
@@ -85,6 +85,8 @@ class Player:
         self._interrupted = threading.Event()
         self._opened = threading.Event()
         self._thread: threading.Thread | None = None
+        self.epoch = 0
+        """Bumped by `interrupt()`: clips queued under an older epoch are dropped."""
         self._running = False
         """The stream is started (sound or fed silence)."""
         self.failed = False
@@ -109,11 +111,15 @@ class Player:
         """True once the stream is open (False on timeout or fault)."""
         return self._opened.wait(timeout) and not self.failed
 
-    def put(self, clip: Clip, stop: threading.Event | None = None) -> bool:
+    def put(self, clip: Clip, epoch: int | None = None) -> bool:
         """Queue a clip, blocking while the queue is full (backpressure).
 
-        Returns False when the clip was dropped: the player failed, or ``stop`` was set.
+        ``epoch`` is the `epoch` the caller saw when it decided to play the clip: if an
+        `interrupt()` came since, the clip is dropped (here or by the playback thread).
+        Returns False when the clip was dropped.
         """
+        if epoch is None:
+            epoch = self.epoch
         self.start()
         with self._lock:
             if self.failed:
@@ -122,11 +128,11 @@ class Player:
             if self._pending == 1:
                 self.progress_at = time.monotonic()
         while True:
-            if self.failed or (stop is not None and stop.is_set()):
+            if self.failed or epoch != self.epoch:
                 self._done_with(1)
                 return False
             try:
-                self._queue.put(clip, timeout=0.05)
+                self._queue.put((epoch, clip), timeout=0.05)
                 return True
             except queue.Full:
                 continue
@@ -156,8 +162,12 @@ class Player:
     def interrupt(self, timeout: float = 0.5) -> None:
         """Silence now: drop queued clips and what the device buffered."""
         if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                self.epoch += 1
             self._drop_queued()
             return
+        with self._lock:
+            self.epoch += 1
         self._interrupted.clear()
         self._interrupt.set()
         self._drop_queued()
@@ -282,10 +292,14 @@ class Player:
                 continue
             if isinstance(item, _Stop):
                 return
+            epoch, clip = item
+            if epoch != self.epoch:  # queued just as an interrupt came
+                self._done_with(1)
+                continue
             if not running:
                 stream.start()
                 running = self._running = True
-            self._play(stream, item, block)
+            self._play(stream, clip, block)
             self._done_with(1)
             idle_since = time.monotonic()
 

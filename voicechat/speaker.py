@@ -84,7 +84,6 @@ class Speaker:
         """Utterances accepted by `say` and not yet handed to playback/saving."""
         self._generation = 0
         """Bumped by `interrupt`: utterances of an older generation are dropped."""
-        self._interrupting = threading.Event()
         self._warned: set[str] = set()
         self._muted = not play and save_audio is None
         self._closed = False
@@ -144,10 +143,11 @@ class Speaker:
             while self._pending > 0 and not self._muted:
                 self._lock.wait(0.1)
         player = self._player
-        if player is None or player.failed or self._muted:
+        if player is None or player.failed:
             return
+        # after an engine fault, what was already synthesized is still played out
         while not player.drain(timeout=0.1):
-            if player.failed or self._muted:
+            if player.failed:
                 return
             if time.monotonic() - player.progress_at > STALL_S:
                 self._disable("audio output stalled (the device stopped taking audio)", "device")
@@ -157,7 +157,6 @@ class Speaker:
         """Silence within ~100 ms; drop everything queued. The speaker stays usable."""
         with self._lock:
             self._generation += 1
-            self._interrupting.set()
         dropped = 0
         while True:
             try:
@@ -171,8 +170,6 @@ class Speaker:
         self._done(dropped)
         if self._player is not None:
             self._player.interrupt()
-        with self._lock:
-            self._interrupting.clear()
 
     def close(self) -> None:
         """Stop both threads (bounded waits) and release the device, engine and file."""
@@ -218,8 +215,6 @@ class Speaker:
             self._lock.notify_all()
         if not already:
             self._warn_once(kind, f"{message}; speech is off, the reply continues as text")
-        if self._player is not None and kind != "device":
-            self._player.interrupt()
 
     def _device_fault(self, message: str) -> None:
         """The playback thread cannot play: keep saving if asked to, else mute."""
@@ -270,6 +265,7 @@ class Speaker:
     def _speak(self, engine: Engine, utterance: Utterance, generation: int) -> None:
         from voicechat.playback import Clip, as_samples, fade, trim
 
+        epoch = self._player.epoch if self._player is not None else 0
         try:
             audio = engine.synthesize(utterance.text, utterance.lang)
         except VoicechatError as exc:
@@ -286,7 +282,7 @@ class Speaker:
             self._save(samples, audio.sample_rate, pause)
         player = self._player
         if player is not None and not player.failed:
-            player.put(Clip(samples, audio.sample_rate, pause), stop=self._interrupting)
+            player.put(Clip(samples, audio.sample_rate, pause), epoch)
 
     def _save(self, samples: np.ndarray, rate: int, pause: float) -> None:
         import numpy as np
