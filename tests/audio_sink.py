@@ -203,6 +203,10 @@ class Recorder:
         if self._process is not None and self._process.stdout is not None:
             self._process.stdout.close()
 
+    def reset(self) -> None:
+        """Forget what was recorded so far (the recording itself goes on)."""
+        self._blocks = []
+
     def wait_quiet(self, quiet_s: float = 0.3, timeout: float = 30.0) -> bool:
         """Wait until the last ``quiet_s`` seconds recorded were silent (playback ended)."""
         deadline = time.monotonic() + timeout
@@ -299,8 +303,15 @@ def null_sink() -> Iterator[NullSink]:
         sink.stop()
 
 
-@pytest.fixture
-def monitor(null_sink: NullSink) -> Iterator[Recorder]:
-    """A recorder of the null sink's monitor, running for the test."""
+@pytest.fixture(scope="session")
+def _session_recorder(null_sink: NullSink) -> Iterator[Recorder]:
+    # one parec for the session: parec takes ~2 s to deliver its first block
     with Recorder(null_sink.env) as recorder:
         yield recorder
+
+
+@pytest.fixture
+def monitor(_session_recorder: Recorder) -> Recorder:
+    """The recorder of the null sink's monitor, holding only what this test played."""
+    _session_recorder.reset()
+    return _session_recorder
