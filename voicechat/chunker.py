@@ -1,29 +1,35 @@
 """Cut a stream of text deltas into speakable pieces, as early as sense allows.
 
 Pure text logic: no threads, no I/O. `Chunker.feed` takes each delta and returns the pieces
-it completed; `flush` returns the rest at the end of the stream. Decisions depend only on
-the text, never on how it was split into deltas: where the next character decides (is this
-``.`` a decimal point? does a closing quote follow ``。``?), the chunker waits for exactly
-that character. Each character is examined a bounded number of times and the buffer never
-grows past ``max_chars`` (4x for one endless word), so the work is linear in the reply.
+it completed; `flush` returns the rest at the end of the stream. The chunker is a state
+machine that reads each character once, in order, and decides only on characters it has
+seen: where the next character decides (is this ``.`` a decimal point? does ``”`` follow
+``。``?), it waits for exactly that character. So the pieces never depend on how the text was
+cut into deltas, and the work is linear: a character is examined at most twice, and the
+pending text is bounded (about ``max_chars``; 4x that for one endless word), so appending a
+delta never copies more than that.
 
-Rules, in order of precedence:
+Rules:
 
-* A newline ends a piece (Markdown lines are read one by one); a blank line never makes an
-  empty piece.
-* Sentence marks ``。！？!?…`` and ``.`` end a sentence, with the closing quotes and brackets
-  after them (``。」`` ``.”`` ``）``) and repeated marks (``?!`` ``……`` ``...``) kept together.
-* ``.`` is not an end before a letter or digit (3.14, v1.2.3, main.py, 192.168.0.1,
-  a@b.com), after an abbreviation or an initial (Dr. e.g. U.S. J.), after a list number at
-  the start of a line (``1.``), or when the sentence goes on in lower case (an ellipsis in
-  the middle of a sentence). ``?`` ``!`` ``:`` inside a URL, ``,`` ``:`` between digits
-  (1,000 3:30 １，０００) are not marks.
-* The first piece (``clause`` mode) may end at a clause mark ``，、；：,;:`` once it has
-  ``first_min_chars`` Chinese characters (or ``first_min_words`` words), so speech starts
-  one clause in. Later pieces end at sentences; one shorter than ``min_chars`` merges with
-  the next.
-* Text without marks is cut at ``max_chars``: at the last clause mark, else the last space,
-  else between Chinese characters; never inside a Latin word or a number.
+* A newline ends a piece (Markdown is read line by line); a piece is never only whitespace
+  unless a run of whitespace exceeds ``max_chars``.
+* Sentence marks ``。！？!?…`` and ``.`` end a sentence, together with repeated marks
+  (``?!`` ``……`` ``...``) and the closing quotes, brackets and emphasis after them
+  (``。”`` ``.)`` ``！**``).
+* Not an end: ``.`` before a letter, digit or other ASCII character (3.14, 13.81万亿, v1.2.3,
+  main.py, 192.168.0.1, a@b.com, ./run.sh); ``.`` after an abbreviation (Dr. e.g. etc. U.S.)
+  or an initial (J. K.), after a list number at the start of a line (``1.``), or after
+  ``No.`` before a number; Latin marks when the sentence goes on in lower case (an ellipsis
+  in the middle of a sentence, ``"Why?" she asked``); an ellipsis straight before Chinese
+  text (然后……他走了); ``!`` ``?`` glued to a word (Yahoo!Japan); any mark inside a URL.
+* The first piece (``clause`` mode) may end at a clause mark ``，、；：,;:`` once it holds
+  ``first_min_chars`` Chinese characters (words count too) or ``first_min_words`` words, so
+  speech starts one clause in. Later pieces end at sentences; a sentence with fewer than
+  ``min_chars`` visible characters merges with the next one. ``,`` ``:`` between digits
+  (1,000 3:30 １，０００) and ``:`` before ``/`` (http://) are not clause marks.
+* A piece without marks is cut at ``max_chars``: at a clause mark or a space in its second
+  half, else between Chinese characters, else at any clause mark or space; never inside a
+  Latin word, a number or a URL (unless one runs past 4x ``max_chars``).
 """
 
 from __future__ import annotations
@@ -32,20 +38,37 @@ from dataclasses import dataclass
 
 from voicechat.settings import ChunkingSettings
 
-SENTENCE_MARKS = frozenset("。！？!?…．")
+SENTENCE_MARKS = frozenset(".。！？!?…．｡‼⁇⁈⁉")
+LATIN_MARKS = frozenset(".!?")
+"""After these, whitespace and then a lower-case letter mean the sentence goes on."""
 CLAUSE_MARKS = frozenset("，、；：,;:")
-CLOSERS = frozenset("\"'”’」』）)]】》〉")
-FULLWIDTH_DIGITS = frozenset("０１２３４５６７８９")
+CLOSERS = frozenset("\"'”’」』）)]】》〉｣*_`")
+"""Stay with the sentence mark before them (quotes, brackets, Markdown emphasis)."""
+TOKEN_BREAKS = frozenset("([{<\"'")
+"""Start a new token (for abbreviations and URLs), like whitespace and non-ASCII text."""
+WORD_INNER = frozenset("'’-")
+"""Inside a word (don't, well-known): the letters after them start no new word."""
+JOINERS = frozenset(".,:/-_@'’%&=?#+~，：．")
+"""Between word characters these glue one token (3.14 1,000 a@b.com): never cut beside them."""
 ABBREVIATIONS = frozenset(
-    ("dr", "mr", "mrs", "ms", "prof", "sr", "jr", "st", "vs", "e.g", "i.e", "u.s", "u.k",
-     "a.m", "p.m", "no", "fig", "approx", "inc", "ltd", "co", "mt", "dept", "est", "vol",
-     "ch", "cf", "al")
+    ("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "u.s",
+     "u.k", "u.n", "cf", "al", "approx", "dept", "mt", "ft", "gen", "col", "lt", "sgt", "capt",
+     "gov", "rev", "hon", "esp", "viz", "ca")
 )  # fmt: skip
+"""A ``.`` after these never ends a sentence."""
+NUMBER_ABBREVIATIONS = frozenset(("no", "nr", "vol", "fig", "ch", "p", "pp", "sec", "eq", "art"))
+"""A ``.`` after these is no end when a number follows (``No. 5``), but ``I said no.`` is."""
 HARD_LIMIT = 4
-"""A single word longer than ``HARD_LIMIT * max_chars`` is cut anyway (memory stays bounded)."""
+"""One unbroken word longer than ``HARD_LIMIT * max_chars`` is cut anyway (memory stays bounded)."""
+RUN_CAP = 32
+"""Longest run of sentence marks (or of closers) kept together; more is cut anyway."""
+SPACE_CAP = 8
+"""Spaces after a Latin mark searched for the next word's case before deciding it is an end."""
 
-WAIT = -1
-NO = -2
+# Scanner states.
+_NORMAL, _CLAUSE, _MARKS, _CLOSING, _SPACES = range(5)
+# Line states, for list numbers at the start of a line.
+_LINE_START, _LINE_DIGITS, _LINE_OTHER = range(3)
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,7 @@ class Chunk:
     text: str
     """The raw text; all chunks of a reply, concatenated, are the reply."""
     sentence_end: bool
-    """True when the piece ends a sentence, a line or the reply (not a clause)."""
+    """True when the piece ends a sentence, a line or the reply (not a clause or a long run)."""
 
 
 def is_cjk(ch: str) -> bool:
@@ -70,8 +93,17 @@ def is_cjk(ch: str) -> bool:
     )
 
 
-def _word_char(ch: str) -> bool:
+def _latin(ch: str) -> bool:
+    """A letter or digit of a space-separated script: a cut beside another one splits a word."""
     return ch.isalnum() and not is_cjk(ch)
+
+
+def _ascii_token(ch: str) -> bool:
+    return ch.isascii() and ch.isprintable() and not ch.isspace() and ch != ""
+
+
+def _digit(ch: str) -> bool:
+    return ch.isdigit()  # also full-width ０-９
 
 
 class Chunker:
@@ -79,199 +111,341 @@ class Chunker:
 
     def __init__(self, settings: ChunkingSettings | None = None) -> None:
         self.settings = settings or ChunkingSettings()
-        self._reset()
-
-    def _reset(self) -> None:
+        self._max = max(1, self.settings.max_chars)
+        self.examined = 0
+        """Characters looked at so far, repeats included: the measure of work tests bound."""
         self._buf = ""
-        self._first = True
-        self._line_start = True
-        """``_buf`` starts at the beginning of a line."""
-        self._restart()
-
-    def _restart(self) -> None:
+        """Text from the start of the current piece (or a little before) to the end of input."""
+        self._base = 0
+        """Absolute offset of ``_buf[0]``; all other offsets below are absolute."""
         self._pos = 0
-        """Next index of ``_buf`` to examine; everything before it holds no cut."""
-        self._last_clause = -1
-        self._last_space = -1
+        """Next character to examine."""
+        self._start = 0
+        """Where the current piece starts."""
+        self._first = True
+        """No piece with visible text has been cut yet."""
+        self._state = _NORMAL
+        # Text state before _pos (independent of where pieces were cut).
+        self._p1 = self._p2 = ""
+        """The two characters before ``_pos``."""
+        self._line = _LINE_START
+        self._line_digits = 0
+        self._tok_start = 0
+        """Start of the current token (URL, file name, abbreviation...)."""
+        self._tok_url = False
+        # A pending sentence end or clause mark.
+        self._mark = 0
+        """Where the pending marks start."""
+        self._cut_at = 0
+        """Where the pending piece would end (after its marks and closers)."""
+        self._run = ""
+        self._closers = 0
+        self._spaces = 0
+        self._mark_url = False
+        self._mark_number_abbr = False
+        self._new_piece()
+
+    def _new_piece(self) -> None:
         self._cjk = 0
-        """Chinese characters in ``_buf[:_pos]``."""
         self._words = 0
-        """Latin words started in ``_buf[:_pos]``."""
+        self._visible = 0
+        self._clause_snap: tuple[int, int, int, int] | None = None
+        """(offset after the last clause mark, cjk, words, visible before it)."""
+        self._space_snap: tuple[int, int, int, int] | None = None
+        """The same for the last whitespace."""
+
+    # --- public -------------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Characters held: what each `feed` may copy, so tests bound it to prove linearity."""
+        return len(self._buf)
 
     def feed(self, delta: str) -> list[Chunk]:
+        """The pieces completed by this delta (often none)."""
+        if not delta:
+            return []
+        keep = self._start - self._base
+        if keep > 0:  # drop emitted text so appending stays cheap
+            self._buf = self._buf[keep:]
+            self._base += keep
         self._buf += delta
         return self._scan(final=False)
 
     def flush(self) -> list[Chunk]:
+        """The end of the stream: everything not yet returned."""
         chunks = self._scan(final=True)
-        if self._buf:
-            chunks.append(Chunk(self._buf, True))
-        self._reset()
+        rest = self._buf[self._start - self._base :]
+        if chunks and not rest:
+            chunks[-1] = Chunk(chunks[-1].text, True)  # the end of the reply ends a sentence
+        if rest:
+            if chunks and not rest.strip():
+                chunks[-1] = Chunk(chunks[-1].text + rest, True)  # trailing whitespace
+            else:
+                chunks.append(Chunk(rest, True))
+        examined = self.examined
+        self.__init__(self.settings)  # type: ignore[misc]  # ready for another reply
+        self.examined = examined
         return chunks
 
-    # --- scanning ----------------------------------------------------------------------------
+    # --- scanning -----------------------------------------------------------------------------
 
     def _scan(self, final: bool) -> list[Chunk]:
-        chunks: list[Chunk] = []
-        buf = self._buf
-        while self._pos < len(buf):
-            i = self._pos
-            if i >= self.settings.max_chars:
-                cut = self._forced_cut(i)
-                if cut > 0:
-                    chunks.append(self._cut(cut, False))
-                    buf = self._buf
-                    continue
-            ch = buf[i]
-            end, kind = self._decide(i, ch, final)
-            if end == WAIT:
-                break
-            self._advance(i, max(end, i + 1))
-            if end >= 0 and self._long_enough(end, kind):
-                chunks.append(self._cut(end, kind != "clause"))
-                buf = self._buf
-        return chunks
+        out: list[Chunk] = []
+        end = self._base + len(self._buf)
+        while self._pos < end or (final and self._state != _NORMAL):
+            c = self._buf[self._pos - self._base] if self._pos < end else ""
+            self.examined += 1
+            state = self._state
+            if state == _NORMAL:
+                self._normal(c, out)
+            elif state == _CLAUSE:
+                self._clause_decide(c, out)
+            elif state == _SPACES:
+                self._spaces_step(c, out)
+            else:
+                self._marks_step(c, out)
+        return out
 
-    def _advance(self, start: int, stop: int) -> None:
-        buf = self._buf
-        for j in range(start, stop):
-            ch = buf[j]
-            if ch.isspace():
-                self._last_space = j
-            elif ch in CLAUSE_MARKS:
-                self._last_clause = j
-            elif is_cjk(ch):
+    def _consume(self, c: str) -> None:
+        """Take ``c`` into the current piece, updating counts and the text state."""
+        pos, p1 = self._pos, self._p1
+        if c.isspace():
+            self._space_snap = (pos + 1, self._cjk, self._words, self._visible)
+            self._tok_start, self._tok_url = pos + 1, False
+            if c == "\n":
+                self._line, self._line_digits = _LINE_START, 0
+        else:
+            self._visible += 1
+            if is_cjk(c):
                 self._cjk += 1
-            elif _word_char(ch) and (j == 0 or not _word_char(buf[j - 1])):
+            elif _latin(c) and not _latin(p1) and p1 not in WORD_INNER:
                 self._words += 1
-        self._pos = stop
+            if c in TOKEN_BREAKS or not c.isascii():
+                self._tok_start, self._tok_url = pos + 1, False
+            elif c == "/" and p1 == "/" and self._p2 == ":":
+                self._tok_url = True
+            line = self._line
+            if line == _LINE_START:
+                if _digit(c):
+                    self._line, self._line_digits = _LINE_DIGITS, 1
+                elif c not in "#>*+-":
+                    self._line = _LINE_OTHER
+            elif line == _LINE_DIGITS:
+                if _digit(c) and self._line_digits < 3:
+                    self._line_digits += 1
+                else:
+                    self._line = _LINE_OTHER
+        self._p2, self._p1 = p1, c
+        self._pos = pos + 1
 
-    def _cut(self, end: int, sentence: bool) -> Chunk:
-        chunk = Chunk(self._buf[:end], sentence)
-        self._buf = self._buf[end:]
-        self._first = False
-        self._line_start = chunk.text.endswith("\n")
-        self._restart()
-        return chunk
+    def _normal(self, c: str, out: list[Chunk]) -> None:
+        pos = self._pos
+        if pos - self._start >= self._max and self._forced_cut(c, out):
+            return
+        if c == "\n":
+            self._consume(c)
+            if self._visible:
+                self._emit(self._pos, True, out)
+        elif c in SENTENCE_MARKS:
+            if c == "." and self._dot_is_not_a_mark():
+                self._consume(c)
+                return
+            self._mark, self._run, self._closers, self._spaces = pos, c, 0, 0
+            self._mark_url = self._tok_url
+            self._mark_number_abbr = c == "." and self._token(pos).lower() in NUMBER_ABBREVIATIONS
+            self._consume(c)
+            self._cut_at = self._pos
+            self._state = _MARKS
+        elif c in CLAUSE_MARKS and not self._tok_url:
+            before = self._p1
+            self._mark, self._run = pos, c
+            self._consume(c)
+            if (c in ",，:：" and _digit(before)) or (c == ":" and _latin(before)):
+                self._state = _CLAUSE  # 1,000 3:30 http://: the next character decides
+            else:
+                self._clause_ok(out)
+        else:
+            self._consume(c)
 
-    def _long_enough(self, end: int, kind: str) -> bool:
-        text = self._buf[:end]
-        if not text.strip():
-            return False
-        if kind == "line":
-            return True
-        if self._first and (self.settings.mode == "clause" or kind == "clause"):
-            if self._cjk:
-                return self._cjk + self._words >= self.settings.first_min_chars
-            return self._words >= self.settings.first_min_words
-        if kind == "clause":
-            return True
-        return sum(1 for c in text if not c.isspace()) >= self.settings.min_chars
-
-    def _decide(self, i: int, ch: str, final: bool) -> tuple[int, str]:
-        """Where a piece ending at ``ch`` would end (an index, ``NO`` or ``WAIT``), and
-        what ends it: ``line``, ``sentence`` or ``clause``."""
-        if ch == "\n":
-            return i + 1, "line"
-        if ch in SENTENCE_MARKS or ch == ".":
-            return self._sentence_end(i, final), "sentence"
-        if ch in CLAUSE_MARKS and self._first and self.settings.mode == "clause":
-            return self._clause_end(i, final), "clause"
-        return NO, ""
-
-    def _clause_end(self, i: int, final: bool) -> int:
-        buf, ch = self._buf, self._buf[i]
-        if ch in ",:，：":
-            if i + 1 >= len(buf):
-                return i + 1 if final else WAIT  # the next character decides
-            nxt = buf[i + 1]
-            if i > 0 and _is_digit(buf[i - 1]) and _is_digit(nxt):
-                return NO  # 1,000  3:30  １，０００
-            if ch == ":" and nxt == "/":
-                return NO  # http://
-        return i + 1
-
-    def _sentence_end(self, i: int, final: bool) -> int:
-        buf = self._buf
-        j = i
-        while j < len(buf) and (buf[j] in SENTENCE_MARKS or buf[j] == "."):
-            j += 1
-        marks = buf[i:j]
-        while j < len(buf) and buf[j] in CLOSERS:
-            j += 1
-        if j >= len(buf) and not final:
-            return WAIT  # a closer or another mark may follow
-        after = buf[j] if j < len(buf) else ""
-        if marks[0] in ".?!" and after and not after.isspace() and self._in_url(i):
-            return NO  # https://example.com/a?b=1
-        dots = marks.strip(".") == "" and "…" not in marks
-        if marks == "." or marks == "．":
-            if after and _word_char(after) and j == i + 1:
-                return NO  # 3.14  main.py  v1.2.3  a@b.com
-            if self._abbreviation(i) or self._list_number(i):
-                return NO
-        if dots or "…" in marks or marks == ".":
-            # The sentence may go on (lower case after an ellipsis or an abbreviation-like
-            # word): look past the spaces at the next visible character.
-            k = j
-            while k < len(buf) and buf[k] in " \t":
-                k += 1
-            if k >= len(buf) and not final:
-                return WAIT
-            nxt = buf[k] if k < len(buf) else ""
-            if nxt and nxt.islower() and not is_cjk(nxt):
-                return NO
-            if nxt and is_cjk(nxt) and k == j and marks != ".":
-                return NO  # 然后……他走了: a pause, not an end
-        elif marks[0] in "!?" and after and _word_char(after) and j == i + len(marks):
-            return NO  # Yahoo!Japan, a?b
-        return j
-
-    def _abbreviation(self, i: int) -> bool:
-        buf = self._buf
-        k = i
-        while k > 0 and not buf[k - 1].isspace() and buf[k - 1] not in "(\"'“‘":
-            k -= 1
-            if i - k > 12:
-                return False
-        word = buf[k:i]
-        if len(word) == 1 and word.isupper():
+    def _dot_is_not_a_mark(self) -> bool:
+        """A ``.`` that is part of a list number or an abbreviation: nothing to decide."""
+        if self._line == _LINE_DIGITS:
+            return True  # "1." at the start of a line
+        word = self._token(self._pos)
+        if len(word) == 1 and "A" <= word <= "Z" and word != "I":
             return True  # an initial: J. K. Rowling
         return word.lower() in ABBREVIATIONS
 
-    def _list_number(self, i: int) -> bool:
-        buf = self._buf
-        k = i
-        while k > 0 and buf[k - 1].isdigit() and i - k < 3:
-            k -= 1
-        if k == i:
+    def _token(self, pos: int) -> str:
+        """The token just before ``pos`` if it is short enough to be an abbreviation."""
+        start = self._tok_start
+        if pos - start > 8 or start < self._base:
+            return ""
+        return self._buf[start - self._base : pos - self._base]
+
+    # --- clause marks -------------------------------------------------------------------------
+
+    def _clause_decide(self, c: str, out: list[Chunk]) -> None:
+        self._state = _NORMAL
+        mark = self._run
+        if c and ((_digit(c) and mark in ",，:：") or (mark == ":" and c == "/")):
+            return  # 1,000  3:30  http://  -- c is examined again in the normal state
+        self._clause_ok(out)
+
+    def _clause_ok(self, out: list[Chunk]) -> None:
+        """A clause mark just before ``_pos`` is real: remember it; maybe end the first piece."""
+        self._clause_snap = (self._pos, self._cjk, self._words, self._visible)
+        if self._first and self.settings.mode == "clause" and self._first_long_enough():
+            self._emit(self._pos, False, out)
+
+    def _first_long_enough(self) -> bool:
+        s = self.settings
+        if self._cjk:
+            return self._cjk + self._words >= s.first_min_chars
+        return self._words >= s.first_min_words
+
+    # --- sentence marks -----------------------------------------------------------------------
+
+    def _marks_step(self, c: str, out: list[Chunk]) -> None:
+        """After sentence marks (state ``_MARKS``) or their closers (``_CLOSING``)."""
+        if c in SENTENCE_MARKS and self._state == _MARKS and len(self._run) < RUN_CAP:
+            self._run += c
+            self._consume(c)
+            self._cut_at = self._pos
+        elif c in CLOSERS and self._closers < RUN_CAP:
+            self._closers += 1
+            self._state = _CLOSING
+            self._consume(c)
+            self._cut_at = self._pos
+        else:
+            self._decide(c, out)
+
+    def _decide(self, c: str, out: list[Chunk]) -> None:
+        """The first character after the marks and closers decides (``""`` at the end)."""
+        if not c:
+            return self._sentence_end(out)
+        if c == "\n":
+            return self._sentence_end_with_newline(out)
+        run = self._run
+        latin = any(m in LATIN_MARKS for m in run)
+        ellipsis = "…" in run or run.count(".") >= 2
+        if c.isspace():
+            if (latin or ellipsis) and not self._mark_url:
+                self._state = _SPACES
+                self._spaces = 1
+                self._consume(c)
+                return None
+            return self._sentence_end(out)
+        if not self._closers:
+            if self._mark_url and c not in CLOSERS:
+                return self._not_an_end()  # https://example.com/a?b=1
+            if run in (".", "．") and (c.isascii() or _latin(c)):
+                return self._not_an_end()  # 3.14 main.py v1.2.3 ./run.sh ３．１４
+            if ellipsis and (is_cjk(c) or c.islower()):
+                return self._not_an_end()  # 然后……他走了  wait...what
+            if latin and _latin(c) and all(m in "!?" for m in run):
+                return self._not_an_end()  # Yahoo!Japan
+        return self._sentence_end(out)
+
+    def _spaces_step(self, c: str, out: list[Chunk]) -> None:
+        """Whitespace after Latin marks: the next visible character's case decides."""
+        if not c:
+            self._state = _NORMAL
+            self._emit_if_long(self._pos, out)  # keep the trailing spaces
+        elif c == "\n":
+            self._sentence_end_with_newline(out)
+        elif c.isspace():
+            if self._spaces >= SPACE_CAP:
+                self._sentence_end(out)
+            else:
+                self._spaces += 1
+                self._consume(c)
+        elif c.islower() or (_digit(c) and self._mark_number_abbr):
+            self._not_an_end()  # "Why?" she asked. / No. 5
+        else:
+            self._sentence_end(out)
+
+    def _not_an_end(self) -> None:
+        self._state = _NORMAL
+
+    def _sentence_end(self, out: list[Chunk]) -> None:
+        self._state = _NORMAL
+        self._emit_if_long(self._cut_at, out)
+
+    def _sentence_end_with_newline(self, out: list[Chunk]) -> None:
+        self._state = _NORMAL
+        self._consume("\n")
+        self._emit(self._pos, True, out)
+
+    def _emit_if_long(self, cut: int, out: list[Chunk]) -> None:
+        if self._first and self.settings.mode == "clause":
+            long_enough = self._first_long_enough()
+        else:
+            long_enough = self._visible >= self.settings.min_chars
+        if long_enough:
+            self._emit(cut, True, out)
+
+    # --- cutting ------------------------------------------------------------------------------
+
+    def _forced_cut(self, c: str, out: list[Chunk]) -> bool:
+        """The piece reached ``max_chars`` without a sentence end: cut it somewhere sane."""
+        pos, start = self._pos, self._start
+        half = start + self._max // 2
+        clause, space = self._clause_snap, self._space_snap
+        candidates = []
+        if clause and clause[0] >= half:
+            candidates.append(clause[0])
+        if space and space[0] >= half and space[3]:
+            candidates.append(space[0])
+        if self._visible and self._can_cut_before(c):
+            candidates.append(pos)
+        if clause:
+            candidates.append(clause[0])
+        if space and space[3]:
+            candidates.append(space[0])
+        if not candidates and (not self._visible or pos - start >= HARD_LIMIT * self._max):
+            candidates.append(pos)  # only whitespace, or one endless word
+        if not candidates:
             return False
-        line_start = buf.rfind("\n", 0, k) + 1
-        if line_start == 0 and not self._line_start:
+        self._emit(candidates[0], False, out)
+        return True
+
+    def _can_cut_before(self, c: str) -> bool:
+        """Whether a cut between the previous character and ``c`` keeps words and numbers whole."""
+        p1, p2 = self._p1, self._p2
+        if self._tok_url and not c.isspace():
             return False
-        return buf[line_start:k].strip() == ""
+        if _ascii_token(p1) and _ascii_token(c):
+            return False  # one Latin token: a word, number, path, URL or e-mail address
+        if _latin(c) and (_latin(p1) or (p1 in JOINERS and _latin(p2))):
+            return False
+        return not (_latin(p1) and c in JOINERS)
 
-    def _in_url(self, i: int) -> bool:
-        buf = self._buf
-        k = max(self._last_space + 1, buf.rfind("\n", 0, i) + 1, i - 300, 0)
-        token = buf[k:i]
-        return "://" in token or token.startswith("www.")
-
-    def _forced_cut(self, i: int) -> int:
-        """Cut a long piece without sentence marks: clause mark, space, CJK boundary."""
-        for cut in (self._last_clause + 1, self._last_space + 1):
-            if cut > 0 and self._buf[:cut].strip():
-                return cut
-        prev, cur = self._buf[i - 1], self._buf[i]
-        if not (_word_char(prev) and _word_char(cur)):
-            return i
-        if i >= HARD_LIMIT * self.settings.max_chars:
-            return i
-        return 0
-
-
-def _is_digit(ch: str) -> bool:
-    return ch.isdigit() or ch in FULLWIDTH_DIGITS
+    def _emit(self, cut: int, sentence_end: bool, out: list[Chunk]) -> None:
+        """Cut the current piece at ``cut`` (``_pos`` or an earlier offset)."""
+        text = self._buf[self._start - self._base : cut - self._base]
+        out.append(Chunk(text, sentence_end))
+        self._start = cut
+        if text.strip():
+            self._first = False
+        # Counts for the text after the cut, from the snapshots taken at the cut points.
+        cjk, words, visible = self._cjk, self._words, self._visible
+        at = None
+        for snap in (self._clause_snap, self._space_snap):
+            if snap and snap[0] == cut:
+                at = snap
+        if cut == self._pos:
+            self._new_piece()
+            return
+        if at is None:  # cut at a sentence end: only whitespace follows it
+            at = (cut, cjk, words, visible)
+        clause, space = self._clause_snap, self._space_snap
+        self._new_piece()
+        self._cjk, self._words, self._visible = cjk - at[1], words - at[2], visible - at[3]
+        for name, snap in (("_clause_snap", clause), ("_space_snap", space)):
+            if snap and snap[0] > cut:
+                setattr(self, name, (snap[0], snap[1] - at[1], snap[2] - at[2], snap[3] - at[3]))
 
 
 def split(text: str, settings: ChunkingSettings | None = None) -> list[Chunk]:
