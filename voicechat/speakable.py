@@ -13,12 +13,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from voicechat.chunker import Chunker, is_cjk
+from voicechat.chunker import Chunk, Chunker, is_cjk
 from voicechat.settings import ChunkingSettings
 
 Lang = Literal["zh", "other"]
 
 CODE_SHOWN = {"zh": "代码见屏幕。", "other": "The code is shown on screen."}
+"""Said once per fenced code block (``code_blocks: announce``), in the reply's language."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ class Utterance:
     """True when the piece ends a sentence or paragraph (playback may add a short pause)."""
 
 
-_FENCE = re.compile(r"^\s*(```|~~~)")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_HTML_TAGS = (
+    "a|abbr|b|br|blockquote|code|del|details|div|em|h[1-6]|hr|i|img|ins|kbd|li|mark|ol|p|pre|"
+    "s|small|span|strong|sub|summary|sup|table|tbody|td|th|thead|tr|u|ul"
+)
 _LINE_RULES = [
     (re.compile(r"^\s*([-*_])(\s*\1){2,}\s*$"), ""),  # horizontal rule
     (re.compile(r"^\s*\|?(\s*:?-{3,}:?\s*\|)+\s*(:?-{3,}:?\s*)?\|?\s*$"), ""),  # table rule
@@ -41,42 +46,69 @@ _LINE_RULES = [
     (re.compile(r"^\s*(>\s?)+"), ""),  # block quote
     (re.compile(r"^\s*[-*+•]\s+(\[[ xX]\]\s+)?"), ""),  # bullet (and task box)
 ]
+_URL = r"(?:https?|ftp)://[^\s<>()\[\]{}\"'，。、；！？）】」]+|www\.[^\s<>()\[\]{}\"'，。、；！？）】」]+"
 _INLINE_RULES = [
     (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), ""),  # image
     (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # link -> its text
+    (re.compile(r"\[\^[^\]]*\]"), ""),  # footnote mark
     (re.compile(r"\[([^\]]+)\]\[[^\]]*\]"), r"\1"),  # reference link
-    (re.compile(r"<(https?://[^>]+)>"), ""),  # autolink
-    (re.compile(r"https?://[^\s)\]>，。、]+|www\.[^\s)\]>，。、]+"), ""),  # bare URL
-    (re.compile(r"</?[A-Za-z][^>\n]*>"), " "),  # HTML tag
+    (re.compile(r"<(" + _URL + r")>"), r"\1"),  # autolink (then as a bare URL)
+    (re.compile(rf"</?(?:{_HTML_TAGS})\b[^<>\n]*>", re.IGNORECASE), " "),  # HTML, not x<y>z
     (re.compile(r"`+([^`]*)`+"), r"\1"),  # inline code -> its text
     (re.compile(r"(?<![\w*])\*\*(?=\S)(.+?)(?<=\S)\*\*(?![\w*])"), r"\1"),  # **bold**
-    (re.compile(r"(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)"), r"\1"),  # __bold__
-    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),  # *italic*, not 2*3
-    (re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1"),  # _italic_, not snake_case
+    (
+        re.compile(r"(?<!\w)__(?!\w+__(?!\w))(?=\S)(.+?)(?<=\S)__(?!\w)"),
+        r"\1",
+    ),  # __bold__, not __init__
+    (re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])"), r"\1"),  # *italic*, not 2*3
+    (re.compile(r"(?<![\w_])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])"), r"\1"),  # _it_, not snake_case
     (re.compile(r"~~(.+?)~~"), r"\1"),  # strikethrough
-    (re.compile(r"\*\*|~~|(?<!\w)__|__(?!\w)"), ""),  # markers whose pair is in another chunk
+    # markers whose pair is in another chunk: **, ~~, a * or ` at the edge of a word
+    (re.compile(r"\*\*|~~|`|(?<![\w*])\*(?=\w)|(?<=\w)\*(?![\w*])"), ""),
     (re.compile(r"\s*\|\s*"), ", "),  # table cells
 ]
+_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~>])")
+"""A backslash escape: the character is literal, kept out of the Markdown rules."""
+_ESCAPED = re.compile("[\ue000-\ue07f]")
+_BARE_URL = re.compile(_URL)
 _EMOJI = re.compile(
     "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff"
     "\ufe0f\u200d\u20e3\U000e0020-\U000e007f\u2b50\u2b55\u231a\u231b\u23e9-\u23fa]"
 )
 _SPACE = re.compile(r"\s+")
+_SPACE_BEFORE_MARK = re.compile(r" (?=[,.!?;:，。！？；：、)）」』”])")
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _host(match: re.Match[str]) -> str:
+    """Say where a bare URL points (``example.com``), never its path or query."""
+    url = match.group(0).rstrip(".,:;!?")
+    host = re.sub(r"^(?:https?|ftp)://", "", url).split("/")[0].split("?")[0].split("#")[0]
+    host = host.rsplit("@", 1)[-1].split(":")[0]
+    host = host.removeprefix("www.")
+    return host + match.group(0)[len(url) :]
 
 
 def clean(text: str) -> str:
     """What the voice should say for one chunk of Markdown-ish text ("" = nothing)."""
+    if "&" in text:
+        import html  # only replies with entities pay for it
+
+        text = html.unescape(text)
     lines = []
     for line in text.splitlines():
         for pattern, replacement in _LINE_RULES:
             line = pattern.sub(replacement, line)
         lines.append(line)
     text = " ".join(lines)
+    text = _ESCAPE.sub(lambda m: chr(0xE000 + ord(m.group(1))), text)
     for pattern, replacement in _INLINE_RULES:
         text = pattern.sub(replacement, text)
+    text = _ESCAPED.sub(lambda m: chr(ord(m.group(0)) - 0xE000), text)
+    text = _BARE_URL.sub(_host, text)
     text = _EMOJI.sub("", text)
     text = _SPACE.sub(" ", text).strip(" ,")
+    text = _SPACE_BEFORE_MARK.sub("", text)
     if not any(ch.isalnum() for ch in text):
         return ""  # only punctuation or symbols left: nothing to say
     return text
@@ -96,32 +128,48 @@ class Speakable:
     def __init__(self, settings: ChunkingSettings | None = None) -> None:
         self.settings = settings or ChunkingSettings()
         self._chunker = Chunker(self.settings)
+        self._line_start = True
+        """The next chunk starts at the beginning of a line (where a fence can open)."""
         self._fence: str | None = None
-        self._lang: Lang = "other"
-        """The language of the last spoken piece (for the code announcement)."""
+        """The open fence (```` ``` ````, ``~~~~``...) while inside a code block."""
+        self._lang: Lang | None = None
+        """The language of the last spoken piece; None until one was spoken."""
+        self._announce = False
+        """A code block was shown before anything was said: announce it in the next
+        piece's language."""
 
     def feed(self, delta: str) -> list[Utterance]:
+        """The utterances completed by this delta (cheap: runs between printed tokens)."""
         return self._speak(self._chunker.feed(delta))
 
     def flush(self) -> list[Utterance]:
-        return self._speak(self._chunker.flush())
+        """The end of the reply: the rest."""
+        out = self._speak(self._chunker.flush())
+        if self._announce:
+            self._announce_code(out, self._lang or "other")
+        self.__init__(self.settings)  # type: ignore[misc]  # ready for another reply
+        return out
 
-    def _speak(self, chunks: Iterable) -> list[Utterance]:  # type: ignore[type-arg]
+    def _speak(self, chunks: Iterable[Chunk]) -> list[Utterance]:
         out: list[Utterance] = []
         for chunk in chunks:
             prose: list[str] = []
             for line in chunk.text.splitlines(keepends=True):
-                fence = _FENCE.match(line)
+                at_line_start, self._line_start = self._line_start, line.endswith("\n")
+                fence = _FENCE.match(line.rstrip("\r\n")) if at_line_start else None
                 if self._fence is not None:
-                    if fence and fence.group(1) == self._fence and not line.strip()[3:].strip("`~"):
+                    if fence and _closes(fence, self._fence):
                         self._fence = None
                     continue
-                if fence:
-                    self._fence = fence.group(1)
-                    self._say(out, " ".join(prose), True)
+                if fence and not (fence.group(1)[0] == "`" and "`" in fence.group(2)):
+                    self._fence = fence.group(1)  # a fence, not ```inline code```
+                    self._say(out, "".join(prose), True)
                     prose = []
                     if self.settings.code_blocks == "announce":
-                        out.append(Utterance(CODE_SHOWN[self._lang], self._lang, True))
+                        if self._lang is None:
+                            self._announce = True  # nothing said yet: which language?
+                        else:
+                            self._announce_code(out, self._lang)
                     continue
                 prose.append(line)
             self._say(out, "".join(prose), chunk.sentence_end)
@@ -130,8 +178,21 @@ class Speakable:
     def _say(self, out: list[Utterance], raw: str, sentence_end: bool) -> None:
         text = clean(raw)
         if text:
-            self._lang = detect_lang(text)
-            out.append(Utterance(text, self._lang, sentence_end))
+            lang = detect_lang(text)
+            if self._announce:
+                self._announce_code(out, lang)
+            self._lang = lang
+            out.append(Utterance(text, lang, sentence_end))
+
+    def _announce_code(self, out: list[Utterance], lang: Lang) -> None:
+        self._announce = False
+        out.append(Utterance(CODE_SHOWN[lang], lang, True))
+
+
+def _closes(fence: re.Match[str], opening: str) -> bool:
+    """A closing fence: the same character, at least as long, nothing after it."""
+    run = fence.group(1)
+    return run[0] == opening[0] and len(run) >= len(opening) and not fence.group(2).strip()
 
 
 def utterances(
