@@ -47,6 +47,8 @@ _LINE_RULES = [
     (re.compile(r"^\s*[-*+•]\s+(\[[ xX]\]\s+)?"), ""),  # bullet (and task box)
 ]
 _URL = r"(?:https?|ftp)://[^\s<>()\[\]{}\"'，。、；！？）】」]+|www\.[^\s<>()\[\]{}\"'，。、；！？）】」]+"
+# Guards like "not inside a word" are ASCII (re.A): Chinese emphasis sits between characters
+# (是因为*瑞利散射*（), while 2*3 and snake_case must survive.
 _INLINE_RULES = [
     (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), ""),  # image
     (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # link -> its text
@@ -55,16 +57,21 @@ _INLINE_RULES = [
     (re.compile(r"<(" + _URL + r")>"), r"\1"),  # autolink (then as a bare URL)
     (re.compile(rf"</?(?:{_HTML_TAGS})\b[^<>\n]*>", re.IGNORECASE), " "),  # HTML, not x<y>z
     (re.compile(r"`+([^`]*)`+"), r"\1"),  # inline code -> its text
-    (re.compile(r"(?<![\w*])\*\*(?=\S)(.+?)(?<=\S)\*\*(?![\w*])"), r"\1"),  # **bold**
+    (re.compile(r"(?<![\w*])\*\*(?=\S)(.+?)(?<=\S)\*\*(?![\w*])", re.A), r"\1"),  # **bold**
     (
-        re.compile(r"(?<!\w)__(?!\w+__(?!\w))(?=\S)(.+?)(?<=\S)__(?!\w)"),
+        re.compile(r"(?<!\w)__(?!\w+__(?!\w))(?=\S)(.+?)(?<=\S)__(?!\w)", re.A),
         r"\1",
     ),  # __bold__, not __init__
-    (re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])"), r"\1"),  # *italic*, not 2*3
-    (re.compile(r"(?<![\w_])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])"), r"\1"),  # _it_, not snake_case
+    (
+        re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])", re.A),
+        r"\1",
+    ),  # *it*, not 2*3
+    (re.compile(r"(?<![\w_])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])", re.A), r"\1"),  # not snake_case
     (re.compile(r"~~(.+?)~~"), r"\1"),  # strikethrough
-    # markers whose pair is in another chunk: **, ~~, a * or ` at the edge of a word
-    (re.compile(r"\*\*|~~|`|(?<![\w*])\*(?=\w)|(?<=\w)\*(?![\w*])"), ""),
+    # markers whose pair is in another chunk: **, ~~, `, a * that is not arithmetic
+    (re.compile(r"(?<!\w)\*\*|\*\*(?!\w)|~~|`", re.A), ""),  # but x**2 stays
+    # a single * stays only between two word characters (2*3) or two spaces (2 * 3)
+    (re.compile(r"(?<!\*)\*(?!\*)(?!(?<=\w\*)\w)(?!(?<=\s\*)\s)(?!(?<=^\*)\s)", re.A), ""),
     (re.compile(r"\s*\|\s*"), ", "),  # table cells
 ]
 _ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~>])")
