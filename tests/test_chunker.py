@@ -45,6 +45,27 @@ def test_seed_reply_in_clause_mode_starts_one_clause_in() -> None:
     assert [c.text.strip() for c in chunks[2:]] == SEED_LINES[1:]
 
 
+def article_first_piece_chars(deltas: list[str]) -> int:
+    """Characters received when the article's generator yields its first piece (baseline)."""
+    received = ""
+    for delta in deltas:
+        received += delta
+        if any(p in delta for p in "。！？"):
+            return len(received)
+    return len(received)
+
+
+def test_seed_first_piece_is_at_least_twice_as_early_as_the_articles() -> None:
+    """The issue's bar, in characters, whether the reply arrives by character or by word."""
+    for deltas in (list(SEED), [SEED[i : i + 3] for i in range(0, len(SEED), 3)]):
+        chunker, received = Chunker(CLAUSE), 0
+        for delta in deltas:
+            received += len(delta)
+            if chunker.feed(delta):
+                break
+        assert 2 * received <= article_first_piece_chars(deltas)
+
+
 def test_seed_reply_streamed_char_by_char_is_the_same() -> None:
     for s in (SENTENCE, CLAUSE):
         feeds = streamed(list(SEED), s)
