@@ -244,11 +244,11 @@ def bench(lang: str, text: str, args: argparse.Namespace, sink: NullSink, rec: R
             )
             extra = ", ".join(f"{g:.2f}" for g in ours.extra_gaps) or "none"
             print(
-                f"         ours: gaps beyond the text's own pauses (+{EXTRA_GAP_S * 1000:.0f}"
-                f" ms): {extra}"
+                f"         ours: silences beyond the text's own pauses (+{EXTRA_GAP_S * 1000:.0f}"
+                f" ms) while the next chunk's text was there: {extra}"
             )
             print(
-                f"         ours: peak RSS of voicechat ask {ours.rss_mb:.0f} MB "
+                f"         ours: peak RSS of voicechat ask {fmt(ours.rss_mb)} MB "
                 f"(target <= 100 MB); exit {ours.returncode}"
             )
     return statistics.median(ratios)
