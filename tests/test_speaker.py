@@ -261,3 +261,63 @@ def test_no_audio_server_without_saving_is_muted_quickly(tmp_path: Path) -> None
     assert result.stdout == "active False True\n"
     assert result.stderr.count("WARN") == 1 and "--mute" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- Ctrl+C through the whole product ----------------------------------------------------
+
+
+@pytest.mark.audio
+@pytest.mark.parametrize("phase", ["before-first-token", "mid-speech", "text-done-speech-on"])
+def test_ctrl_c_in_each_phase_stops_sound_and_exits_130(
+    phase: str, null_sink, monitor, ollama_server, tmp_path: Path
+) -> None:
+    """SIGINT to `voicechat ask`: sound stops within ~100 ms, the process ends with 130."""
+    import signal
+
+    from tests.fakeservers import Script
+
+    words = "The sky looks blue because air scatters blue light more than red light. " * 4
+    tokens = [" " + w for w in words.split()]
+    fast = phase == "text-done-speech-on"
+    ollama_server.enqueue(
+        Script(
+            tokens=tokens,
+            first_delay=3.0 if phase == "before-first-token" else 0.2,
+            tokens_per_s=None if fast else 8,
+        )
+    )
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        f"backend:\n  kind: ollama\n  base_url: {ollama_server.url}\n  model: qwen2.5:7b\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicechat", "ask", "--profile", str(profile), "Why blue?"],
+        cwd=ROOT,
+        env=null_sink.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert ollama_server.received.wait(20)
+        if phase == "before-first-token":
+            time.sleep(0.5)
+        else:
+            deadline = time.monotonic() + 20
+            while monitor.onset() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert monitor.onset() is not None
+            time.sleep(1.0)
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    time.sleep(0.3)
+    sounds = monitor.sounds()
+    if phase == "before-first-token":
+        assert sounds == []
+    else:
+        assert sounds[-1][1] - asked < 0.15
