@@ -1,0 +1,228 @@
+"""`voicechat` against a real llama.cpp server (llama-cpp-python) serving Gemma 3 270M.
+
+Run by `scripts/e2e_real_server.sh`. The model is a base model that talks nonsense, so these
+tests assert protocol behaviour (text arrives, is spoken, ends with the right reason, exit
+codes, stats), never content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import MODEL_ALIAS, PrivateServer, Run, clean_env, realserver, write_profile
+from tests.e2e.record_sse import REQUESTS, body_for, events, record
+
+pytestmark = realserver
+
+TRANSCRIPTS = Path(__file__).resolve().parents[1] / "data" / "transcripts" / "llama-cpp-server"
+QUESTION = "Tell me about the sky."
+
+
+def no_traceback(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+
+
+# --- ask -------------------------------------------------------------------------------------
+
+
+def test_ask_prints_the_reply_and_exits_0(run: Run, profile: Path) -> None:
+    result = run("ask", QUESTION, "--profile", str(profile), "--max-tokens", "24", "--mute")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "no reply text on stdout"
+    no_traceback(result.stderr)
+
+
+def test_token_limit_exits_0_with_a_warning(run: Run, profile: Path) -> None:
+    result = run("ask", QUESTION, "--profile", str(profile), "--max-tokens", "3", "--mute")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "token limit" in warnings[0], result.stderr
+
+
+def test_stats_report_first_token_and_speed(run: Run, profile: Path) -> None:
+    result = run(
+        "ask", QUESTION, "--profile", str(profile), "--max-tokens", "24", "--mute", "--stats"
+    )
+    assert result.returncode == 0, result.stderr
+    stats = result.stderr
+    first = re.search(r"first token (\d+(?:\.\d+)?) ?s", stats)
+    speed = re.search(r"(\d+(?:\.\d+)?) tokens/s", stats)
+    assert first and speed, stats
+    assert 0 < float(first.group(1)) < 30
+    assert float(speed.group(1)) > 0
+    assert "24 tokens" in stats  # llama.cpp sends no usage: one chunk per token, counted here
+    assert "length" in stats
+    assert "tokens/s" not in result.stdout  # stats never pollute the reply
+
+
+def test_reply_is_spoken_into_the_null_sink(run: Run, profile: Path, null_sink, monitor) -> None:
+    started = time.monotonic()
+    result = run("ask", QUESTION, "--profile", str(profile), "--max-tokens", "24", **null_sink.env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert monitor.wait_quiet(timeout=10)
+    onset = monitor.onset()
+    assert onset is not None, f"nothing was heard; stderr: {result.stderr}"
+    assert onset > started
+    assert monitor.audible_seconds() > 0.3
+    no_traceback(result.stderr)
+
+
+def test_save_audio_writes_what_is_spoken(run: Run, profile: Path, tmp_path: Path) -> None:
+    import wave
+
+    out = tmp_path / "reply.wav"
+    result = run(
+        "ask", QUESTION, "--profile", str(profile), "--max-tokens", "12", "--mute",
+        "--save-audio", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with wave.open(str(out), "rb") as wav:
+        assert wav.getnframes() / wav.getframerate() > 0.3
+
+
+# --- chat through a pipe ------------------------------------------------------------------------
+
+
+def test_chat_through_a_pipe_answers_each_line(run: Run, profile: Path) -> None:
+    result = run("chat", "--profile", str(profile), "--mute", input="Hello\n\nHow are you?\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    # two turns (the blank line is not one), each cut at the profile's max_tokens
+    warnings = [line for line in result.stderr.splitlines() if "token limit" in line]
+    assert len(warnings) == 2, result.stderr
+    no_traceback(result.stderr)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: after llama.cpp's empty 200 stream the server resets the kept-alive "
+    "connection and the next request on it fails as 'cannot reach' (exit 3); the OpenAI "
+    "backend must drop pooled connections after an empty/broken stream",
+)
+def test_chat_turn_over_the_context_is_reported_and_the_next_goes_on(
+    run: Run, profile: Path
+) -> None:
+    """llama.cpp answers an over-long prompt with an empty 200 stream: a broken reply (9)."""
+    long_line = "sky " * 3000
+    result = run("chat", "--profile", str(profile), "--mute", input=f"{long_line}\nHello\n")
+    assert result.returncode == 9, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "empty" in errors[0], result.stderr
+    assert result.stdout.strip()  # the second line was still answered
+    no_traceback(result.stderr)
+
+
+# --- doctor ------------------------------------------------------------------------------------
+
+
+def test_doctor_checks_pass_against_the_real_server(server_url: str, tmp_path: Path) -> None:
+    from voicechat import profile as profiles
+    from voicechat.doctor import run_checks
+
+    loaded = profiles.load(str(write_profile(tmp_path, server_url)), env={})
+    rows = {row.name: row for row in run_checks(loaded, None, check_audio=False)}
+    for name in ("python", "profile", "server", "model", "generation", "voice", "voice (zh)"):
+        assert rows[name].ok is True, rows[name]
+    assert MODEL_ALIAS in rows["model"].detail
+    assert rows["generation"].detail.startswith("first token after")
+
+
+def test_doctor_command_exits_0_when_all_is_well(
+    run: Run, profile: Path, server_url: str, null_sink
+) -> None:
+    result = run("doctor", VOICECHAT_PROFILE=str(profile), **null_sink.env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "generation" in result.stdout and MODEL_ALIAS in result.stdout
+    no_traceback(result.stderr)
+
+
+def test_doctor_json_lists_every_check(run: Run, profile: Path, null_sink) -> None:
+    result = run("doctor", "--json", VOICECHAT_PROFILE=str(profile), **null_sink.env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    rows = data if isinstance(data, list) else data.get("checks", [])
+    assert {row["name"]: row["ok"] for row in rows}["generation"] is True
+
+
+def test_doctor_with_the_server_gone_fails(
+    run: Run, private_server: PrivateServer, tmp_path: Path
+) -> None:
+    profile = write_profile(tmp_path, private_server.url)
+    private_server.kill()
+    started = time.monotonic()
+    result = run("doctor", "--json", VOICECHAT_PROFILE=str(profile), timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode != 0
+    rows = json.loads(result.stdout)
+    rows = rows if isinstance(rows, list) else rows.get("checks", [])
+    server = {row["name"]: row for row in rows}["server"]
+    assert server["ok"] is False and server["fix"]
+
+
+# --- the server dies mid-reply -------------------------------------------------------------------
+
+
+def test_server_killed_mid_reply_exits_9_keeping_the_text(
+    private_server: PrivateServer, tmp_path: Path
+) -> None:
+    profile = write_profile(tmp_path, private_server.url, max_tokens=1500)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voicechat", "ask", QUESTION, "--profile", str(profile), "--mute"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(tmp_path),
+    )
+    assert process.stdout is not None and process.stderr is not None
+    received = bytearray()
+    enough = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        while chunk := process.stdout.read1(4096):  # type: ignore[attr-defined]
+            received.extend(chunk)
+            if len(received) >= 40:
+                enough.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert enough.wait(60), "no reply text arrived from the real server"
+        before_kill = bytes(received)
+        private_server.kill()
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(timeout=5)
+    stderr = process.stderr.read().decode()
+    assert code == 9, stderr
+    assert bytes(received).startswith(before_kill)  # the partial reply stays on stdout
+    errors = [line for line in stderr.splitlines() if line.strip() and "warning" not in line]
+    assert len(errors) == 1, stderr
+    no_traceback(stderr)
+
+
+# --- the recorded traffic is still what the server sends -----------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(REQUESTS))
+def test_live_stream_has_the_recorded_shape(server_url: str, name: str) -> None:
+    """If llama-cpp-python changes its framing, the replays in the fast tier are stale."""
+    recorded = (TRANSCRIPTS / f"{name}.sse").read_bytes()
+    live = record(server_url, body_for(name))
+    assert live.status == 200
+    assert events(live.body) == events(recorded)
+    headers = {k.lower(): v for k, v in live.headers}
+    assert headers["content-type"].startswith("text/event-stream")
