@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Set up voicechat on a Jetson (JetPack 6, Ubuntu 22.04, aarch64): system packages, Ollama as a
+# systemd service, the model pulled, voicechat in its own venv, and a `voicechat doctor` run.
+# Idempotent: every step checks first and skips what is already done, so running it again is
+# safe (and quick). Run it as your normal user; it uses sudo for apt and systemd.
+set -euo pipefail
+
+MODEL=${VOICECHAT_MODEL:-qwen2.5:7b}
+VENV=${VOICECHAT_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/voicechat/venv}
+BIN_DIR=${VOICECHAT_BIN_DIR:-$HOME/.local/bin}
+OLLAMA_URL=${OLLAMA_URL:-http://127.0.0.1:11434}
+OLLAMA_INSTALL=https://ollama.com/install.sh
+SOURCE=""          # where voicechat is installed from: a checkout, or PyPI
+DRY_RUN=0
+PULL=1
+DOCTOR=1
+APT_PACKAGES=(
+    espeak-ng libespeak-ng1       # the default voice (pyttsx3 drives libespeak-ng)
+    libportaudio2                 # audio output (sounddevice)
+    alsa-utils                    # aplay -l: find the speaker
+    python3-venv python3-pip      # voicechat's own virtual environment
+    curl ca-certificates          # the Ollama installer
+)
+
+usage() {
+    cat <<EOF
+Usage: scripts/setup_jetson.sh [options]
+
+Set up voicechat on a Jetson running JetPack 6. Safe to run again.
+
+Steps:
+  1. system packages: ${APT_PACKAGES[*]}
+  2. Ollama (official installer: $OLLAMA_INSTALL), running as the systemd service 'ollama'
+  3. ollama pull MODEL
+  4. voicechat in a venv ($VENV), linked into $BIN_DIR
+  5. voicechat doctor
+
+Options:
+  --dry-run         print the steps and commands; change nothing
+  --model NAME      model to pull and use [qwen2.5:7b]; qwen2.5:3b / qwen2.5:1.5b have
+                    shipped profiles for when the 7B model does not fit
+  --venv DIR        where voicechat's venv goes [$VENV]
+  --from PATH|pypi  install voicechat from this checkout or from PyPI
+                    [the checkout this script is in, if it is one; else pypi]
+  --no-pull         skip the model download
+  --no-doctor       skip the final voicechat doctor run
+  -h, --help        this text
+
+Environment: VOICECHAT_MODEL, VOICECHAT_VENV, VOICECHAT_BIN_DIR, OLLAMA_URL.
+EOF
+}
+
+while (($#)); do
+    case $1 in
+        --dry-run) DRY_RUN=1 ;;
+        --model) MODEL=${2:?--model needs a name}; shift ;;
+        --model=*) MODEL=${1#*=} ;;
+        --venv) VENV=${2:?--venv needs a folder}; shift ;;
+        --venv=*) VENV=${1#*=} ;;
+        --from) SOURCE=${2:?--from needs a path or pypi}; shift ;;
+        --from=*) SOURCE=${1#*=} ;;
+        --no-pull) PULL=0 ;;
+        --no-doctor) DOCTOR=0 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "setup_jetson: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ -z $SOURCE ]]; then
+    if grep -qs '^name = "voicechat"' "$HERE/pyproject.toml"; then SOURCE=$HERE; else SOURCE=pypi; fi
+fi
+PROFILE="ollama-${MODEL/:/-}"   # qwen2.5:7b -> ollama-qwen2.5-7b (a shipped profile)
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO=sudo
+STEP=0
+
+step() { STEP=$((STEP + 1)); printf '\n== %d/5 %s\n' "$STEP" "$*"; }
+note() { printf '   %s\n' "$*"; }
+# Print a command, then run it (unless --dry-run). Commands are given as separate words.
+run() {
+    printf '   + %s\n' "$*"
+    ((DRY_RUN)) || "$@"
+}
+# Same, for a pipeline given as one string.
+run_sh() {
+    printf '   + %s\n' "$1"
+    ((DRY_RUN)) || bash -o pipefail -c "$1"
+}
+
+((DRY_RUN)) && printf 'Dry run: nothing will be changed.\n'
+if [[ ! -e /etc/nv_tegra_release ]]; then
+    note "warning: /etc/nv_tegra_release not found: this does not look like a Jetson"
+fi
+if [[ $(uname -m) != aarch64 ]]; then
+    note "warning: $(uname -m) is not aarch64: this script is meant for JetPack 6 on a Jetson"
+fi
+
+# --- 1. system packages ---------------------------------------------------------------------
+
+step "system packages"
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    run $SUDO apt-get update
+    run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        "${missing[@]}"
+else
+    note "already installed: ${APT_PACKAGES[*]}"
+fi
+
+# --- 2. Ollama ------------------------------------------------------------------------------
+
+step "Ollama as a service"
+if command -v ollama >/dev/null 2>&1; then
+    note "ollama is installed: $(ollama --version 2>/dev/null | tail -n 1)"
+else
+    # the official installer knows JetPack: it fetches the CUDA build for the Jetson's GPU
+    # and registers the systemd service
+    run_sh "curl -fsSL $OLLAMA_INSTALL | sh"
+fi
+if systemctl is-active --quiet ollama 2>/dev/null; then
+    note "the ollama service is running"
+else
+    run $SUDO systemctl enable --now ollama
+fi
+if ((!DRY_RUN)); then
+    for _ in $(seq 60); do
+        curl -fsS "$OLLAMA_URL/" >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    curl -fsS "$OLLAMA_URL/" >/dev/null \
+        || { echo "setup_jetson: Ollama does not answer at $OLLAMA_URL: journalctl -u ollama" >&2; exit 1; }
+fi
+
+# --- 3. the model -----------------------------------------------------------------------------
+
+step "model $MODEL"
+if ((!PULL)); then
+    note "skipped (--no-pull)"
+elif command -v ollama >/dev/null 2>&1 && ollama list 2>/dev/null | awk 'NR > 1 {print $1}' \
+    | grep -qx -e "$MODEL" -e "$MODEL:latest"; then
+    note "$MODEL is pulled"
+else
+    run ollama pull "$MODEL"
+fi
+
+# --- 4. voicechat -----------------------------------------------------------------------------
+
+step "voicechat in $VENV"
+if [[ -x $VENV/bin/python ]]; then
+    note "venv exists"
+else
+    run python3 -m venv "$VENV"
+fi
+if [[ $SOURCE == pypi ]]; then
+    run "$VENV/bin/python" -m pip install --upgrade voicechat
+else
+    run "$VENV/bin/python" -m pip install --upgrade "$SOURCE"
+fi
+if [[ -L $BIN_DIR/voicechat && $(readlink "$BIN_DIR/voicechat") == "$VENV/bin/voicechat" ]]; then
+    note "$BIN_DIR/voicechat links to the venv"
+else
+    run mkdir -p "$BIN_DIR"
+    run ln -sfn "$VENV/bin/voicechat" "$BIN_DIR/voicechat"
+fi
+case ":$PATH:" in
+    *":$BIN_DIR:"*) ;;
+    *) note "add $BIN_DIR to PATH (e.g. in ~/.bashrc): export PATH=\"$BIN_DIR:\$PATH\"" ;;
+esac
+
+# --- 5. doctor --------------------------------------------------------------------------------
+
+step "voicechat doctor"
+shipped=("$HERE/configs/$PROFILE.yaml" "$VENV"/lib/python3*/site-packages/voicechat/configs/"$PROFILE.yaml")
+doctor=("$VENV/bin/voicechat" doctor)
+if [[ -f ${shipped[0]} || -f ${shipped[1]:-} ]]; then
+    doctor=(env "VOICECHAT_PROFILE=$PROFILE" "${doctor[@]}")
+    note "profile: $PROFILE (make it your default: export VOICECHAT_PROFILE=$PROFILE)"
+else
+    note "no shipped profile for $MODEL: the default profile is checked; for $MODEL copy one"
+    note "into \$HOME/.config/voicechat/profiles/ and set backend.model: $MODEL"
+fi
+status=0
+if ((DOCTOR)); then
+    run "${doctor[@]}" || status=$?
+else
+    note "skipped (--no-doctor)"
+fi
+
+printf '\nFor the most tokens/s: sudo nvpmodel -m 0 && sudo jetson_clocks (see the README).\n'
+((DRY_RUN)) && printf 'Dry run: nothing was changed.\n'
+exit "$status"
