@@ -76,8 +76,9 @@ build_wheel() {
     tmp=$(mktemp -d "$WHEELS/.build.XXXXXX")
     say "building llama-cpp-python $LLAMA_VERSION (portable; ~5 min on 2 cores) into $WHEELS"
     CMAKE_ARGS="$PORTABLE_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-        "$PYTHON" -m pip wheel --no-cache-dir --no-deps --disable-pip-version-check -q \
+        "$PYTHON" -m pip wheel --no-cache-dir --no-deps --disable-pip-version-check \
         -w "$tmp" "llama-cpp-python==$LLAMA_VERSION"
+    # (not -q: pip prints "still running..." while it compiles, so CI sees progress)
     # moved into place only when complete: an interrupted build is never reused
     mv "$tmp"/llama_cpp_python-*.whl "$WHEELS"/
     rm -rf "$tmp"
