@@ -437,3 +437,91 @@ def test_voices_lists_the_engines_voices_by_language(run: Run) -> None:
     assert "sit/cmn-latn-pinyin" in ids
     assert all(i.startswith(("sit/cmn", "sit/yue")) for i in ids)
     assert "voices of engine pyttsx3" in result.stderr
+
+
+# --- doctor ------------------------------------------------------------------------------------
+
+
+def doctor_rows(result: subprocess.CompletedProcess) -> dict[str, dict]:
+    """``voicechat doctor --json`` output by check name (stdout must be exactly the JSON)."""
+    import json
+
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def test_doctor_table_passes_against_a_working_server(
+    run: Run, openai_server: FakeServer, tmp_path: Path
+) -> None:
+    openai_server.enqueue(Script(tokens=["Hi"]))
+    result = run("doctor", "-p", openai_profile(tmp_path, openai_server))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    status = {line[6:20].strip(): line[:4].strip() for line in lines if not line.startswith(" ")}
+    assert status == {
+        "python": "ok", "profile": "ok", "api key": "--", "server": "ok", "model": "ok",
+        "generation": "ok", "voice": "--", "audio output": "--",
+    }  # fmt: skip
+    assert "local-model" in result.stdout
+    assert result.stderr == ""
+    assert openai_server.chats[0].body["max_tokens"] == 1  # one token proves the path
+
+
+def test_doctor_json_reports_a_dead_server_with_its_fix(run: Run, tmp_path: Path) -> None:
+    profile = tmp_path / "dead.yaml"
+    profile.write_text(
+        f"backend: {{kind: ollama, base_url: 'http://127.0.0.1:{dead_port()}', model: m}}\n"
+        "tts: {engine: none}\n"
+    )
+    result = run("doctor", "--json", "-p", str(profile))
+    assert result.returncode == 1
+    rows = doctor_rows(result)
+    assert rows["server"]["ok"] is False
+    assert "ollama serve" in rows["server"]["fix"]
+    assert rows["model"]["ok"] is None and rows["generation"]["ok"] is None
+    assert "Traceback" not in result.stderr
+
+
+def test_doctor_missing_model_says_ollama_pull(run: Run, ollama_server: FakeServer) -> None:
+    ollama_server.models.clear()
+    result = run("doctor", "--json", "--no-audio", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == 1
+    rows = doctor_rows(result)
+    assert rows["server"]["ok"] is True
+    assert rows["model"]["ok"] is False
+    assert rows["model"]["fix"] == "ollama pull qwen2.5:7b"
+    assert rows["voice"]["ok"] is True and rows["voice (zh)"]["ok"] is True  # real espeak-ng
+    assert rows["audio output"]["ok"] is None
+    assert rows["generation"]["fix"] == "ollama pull qwen2.5:7b"  # the server's own 404
+
+
+def test_doctor_unset_key_is_a_failing_row_and_a_set_one_stays_hidden(
+    run: Run, openai_server: FakeServer, tmp_path: Path
+) -> None:
+    profile = openai_profile(
+        tmp_path, openai_server, api_key_env="CLOUD_KEY", api_key_required="true"
+    )
+    unset = run("doctor", "--json", "-p", profile)
+    assert unset.returncode == 1
+    assert doctor_rows(unset)["api key"]["ok"] is False
+    assert "export CLOUD_KEY=" in doctor_rows(unset)["api key"]["fix"]
+    assert openai_server.requests == []
+
+    openai_server.api_key = "sk-doctor-secret"
+    openai_server.enqueue(Script(tokens=["Hi"]))
+    result = run("doctor", "-p", profile, CLOUD_KEY="sk-doctor-secret")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "api key" in result.stdout
+    assert "sk-doctor-secret" not in result.stdout + result.stderr
+
+
+def test_doctor_with_a_broken_profile_exits_2(run: Run, tmp_path: Path) -> None:
+    profile = tmp_path / "bad.yaml"
+    profile.write_text("backend: {kind: ollama, base_url: x, model: m, colour: red}\n")
+    result = run("doctor", "-p", str(profile))
+    assert result.returncode == 2
+    assert f"{profile}: backend.colour: unknown key" in result.stdout
+    assert result.stdout.splitlines()[1].startswith("FAIL  profile")
+    assert result.stderr.strip() == "voicechat: 1 check failed: see the fixes above"
+    as_json = run("doctor", "--json", "-p", str(profile))
+    assert as_json.returncode == 2
+    assert doctor_rows(as_json)["profile"]["ok"] is False

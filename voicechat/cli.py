@@ -9,6 +9,7 @@ the commands that need them: ``voicechat --help`` must stay fast on the Jetson's
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -443,6 +444,56 @@ def voices(
         rows = [(v.id, v.name, ", ".join(v.languages)) for v in found]
         term.table(("ID", "NAME", "LANGUAGES"), rows)
         term.info(f"{len(rows)} voices of engine {tts.engine}; set tts.voice / tts.voice_zh")
+
+
+# --- doctor --------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    profile: str | None = ProfileOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON (for scripts)."),
+    audio: bool = typer.Option(
+        True, "--audio/--no-audio", help="Check the audio output device (default: yes)."
+    ),
+) -> None:
+    """Check every link from question to sound (server, model, voice, audio) and say what to fix.
+
+    Exit code 0 when everything the profile needs works, 1 when something is broken,
+    2 when the profile itself does not load.
+    """
+    from voicechat import doctor as doctor_mod
+
+    term = Terminal()
+    rows: list[doctor_mod.Check] = []
+
+    def show(row: doctor_mod.Check) -> None:
+        rows.append(row)
+        if not as_json:
+            term.check(row.name, row.ok, row.detail, row.fix)
+
+    with boundary(term):
+        try:
+            loaded = profiles_mod.load(profile)
+        except ConfigError as exc:
+            # The rest depends on the profile: report Python and the error, nothing else.
+            show(doctor_mod.python_check())
+            show(doctor_mod.Check("profile", False, str(exc)))  # the message says the fix
+            code = exc.exit_code
+        else:
+            # The key's value, without the error that `profile.api_key` raises when it is
+            # missing: the doctor reports that as a row instead.
+            var = profiles_mod.api_key_var(loaded.profile.backend)
+            key = os.environ.get(var) if var else None
+            for row in doctor_mod.run_checks(loaded, key or None, check_audio=audio):
+                show(row)
+            code = 1 if any(row.ok is False for row in rows) else 0
+        if as_json:
+            term.print(json.dumps([dataclasses.asdict(r) for r in rows], ensure_ascii=False))
+        elif code:
+            broken = sum(row.ok is False for row in rows)
+            term.info(f"{broken} check{'s' if broken > 1 else ''} failed: see the fixes above")
+        raise typer.Exit(code)
 
 
 # --- entry point ---------------------------------------------------------------------------

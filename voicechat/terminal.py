@@ -44,6 +44,9 @@ class Terminal:
         self.no_color = "NO_COLOR" in env
         self.rich = _isatty(self.out) and env.get("TERM") != "dumb"
         self._ansi = _isatty(self.err) and not self.no_color and env.get("TERM") != "dumb"
+        self._ansi_out = self.rich and not self.no_color
+        self._lock = threading.Lock()
+        """Status lines come from the speech threads too: one line at a time."""
 
     # --- stderr --------------------------------------------------------------------------
 
@@ -64,11 +67,21 @@ class Terminal:
         line = f"{prefix}{label}{message}"
         if self._ansi:
             line = f"\x1b[{color}m{line}\x1b[0m"
-        try:
-            self.err.write(line + "\n")
-            self.err.flush()
-        except (BrokenPipeError, ValueError):
-            pass
+        with self._lock:
+            try:
+                self.err.write(line + "\n")
+                self.err.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+
+    def check(self, name: str, ok: bool | None, detail: str, fix: str = "") -> None:
+        """One row of ``voicechat doctor`` on stdout, printed as soon as it is known."""
+        mark, color = {True: ("ok", "32"), False: ("FAIL", "31"), None: ("--", "2")}[ok]
+        if self._ansi_out:
+            mark = f"\x1b[{color}m{mark:<4}\x1b[0m"
+        self.print(f"{mark:<4}  {name:<12}  {detail}")
+        if fix:
+            self.print(f"{'':<4}  {'':<12}  fix: {fix}")
 
     def stats(self, outcome: Outcome | None, first_audio_s: float | None = None) -> None:
         """One line of timing on stderr (``--stats``)."""
