@@ -15,7 +15,9 @@ For ``"openai"`` the base URL is ``http://127.0.0.1:PORT/v1``.
 
 Faults (``Script.fault``): ``error_line`` (an error object after the tokens, status 200),
 ``drop`` (connection closed mid-stream, chunked body left incomplete), ``empty`` (200 with an
-empty body), ``hang`` (no answer until ``hang_s`` passes), ``not_json`` (a garbage line).
+empty body; on the OpenAI side as llama.cpp's server sends it for a prompt over the context:
+a complete, empty chunked body, then the kept-alive connection closed ``hang_up_s`` later),
+``hang`` (no answer until ``hang_s`` passes), ``not_json`` (a garbage line).
 ``finish=None`` ends the stream without ``done``/``finish_reason`` (a truncated reply);
 ``status``/``body`` answer with an HTTP error instead; ``raw`` replays recorded bytes.
 """
@@ -59,6 +61,9 @@ class Script:
     """A failure to inject (see the module docstring)."""
     hang_s: float = 30.0
     """How long ``hang`` stalls before giving up."""
+    hang_up_s: float = 0.2
+    """OpenAI ``empty``: seconds until the server closes the connection it kept alive (the
+    real one takes ~30 ms; a request sent on the connection meanwhile gets no answer)."""
     usage: bool = True
     """OpenAI: send the usage chunk when the client asks for it (llama.cpp never does)."""
     counts: bool = True
@@ -251,6 +256,22 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             except OSError as exc:
                 raise _ClientGone from exc
 
+        def _empty_then_hang_up(self, script: Script) -> None:
+            """llama.cpp's stream raised before its first chunk: uvicorn ends the chunked
+            body cleanly, then drops the connection it had announced as kept alive."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Connection", "keep-alive")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self._chunk(b"")
+            self.close_connection = True
+            try:  # a next request arriving meanwhile is left unread, as on the real server
+                _sleep_until(server, time.monotonic() + script.hang_up_s, self.connection)
+                self.connection.shutdown(socket.SHUT_WR)
+            except (_ClientGone, OSError):
+                pass  # the client hung up first
+
         def _answer(self, script: Script, body: dict[str, Any]) -> None:
             if script.fault == "hang":
                 _sleep_until(server, time.monotonic() + script.hang_s, self.connection)
@@ -258,12 +279,11 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if script.status != 200:
                 self._send(script.status, script.body or "", _guess_type(script.body))
                 return
+            if script.fault == "empty" and server.protocol == "ollama":
+                self._send(200, "", "application/x-ndjson")
+                return
             if script.fault == "empty":
-                self._send(
-                    200,
-                    "",
-                    "text/event-stream" if server.protocol == "openai" else "application/x-ndjson",
-                )
+                self._empty_then_hang_up(script)
                 return
             ctype = "application/x-ndjson" if server.protocol == "ollama" else "text/event-stream"
             headers_sent = False

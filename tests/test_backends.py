@@ -339,6 +339,28 @@ def test_empty_200_body(server: FakeServer) -> None:
         list(backend_for(server).chat(ASK, GenerationSettings()))
 
 
+@pytest.mark.parametrize(
+    "broken",
+    [
+        Script(fault="empty", hang_up_s=1.0),
+        Script(tokens=["Half"], fault="drop"),
+        Script(tokens=["Half"], fault="error_line"),
+        Script(tokens=["Half"], fault="not_json"),
+    ],
+    ids=lambda script: script.fault,
+)
+def test_next_turn_after_a_broken_stream_goes_on(server: FakeServer, broken: Script) -> None:
+    """llama.cpp closes the kept-alive connection ~30 ms after its empty stream; a next turn
+    sent on it meanwhile got no answer and was reported as 'cannot reach' the server."""
+    backend = backend_for(server)
+    server.enqueue(broken, Script(tokens=["Still", " here"]))
+    with pytest.raises(StreamBroken):
+        list(backend.chat(ASK, GenerationSettings()))
+    assert list(backend.chat(ASK, GenerationSettings())) == ["Still", " here"]
+    assert len(server.chats) == 2
+    backend.close()
+
+
 def test_garbage_line(server: FakeServer) -> None:
     server.enqueue(Script(tokens=["a"], fault="not_json"))
     reply = backend_for(server).chat(ASK, GenerationSettings())

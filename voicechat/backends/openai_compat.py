@@ -5,6 +5,11 @@ None or "", a usage chunk has ``choices == []``, some servers never send usage, 
 arrive as an event mid-stream, and a stream may end without any ``finish_reason``. Its
 default retries are replaced by the profile's (none for local servers), so a dead server is
 reported at once.
+
+After a stream that failed (empty, dropped, an error event, garbage) the pooled connections
+are thrown away: llama.cpp's server answers a prompt over its context with a clean, empty
+200 body and then closes the connection it announced as kept alive, ~30 ms later. The next
+turn, reusing it in that window, would get no answer at all and look like a dead server.
 """
 
 from __future__ import annotations
@@ -46,12 +51,28 @@ class OpenAIBackend:
     def __init__(self, settings: BackendSettings, api_key: str | None = None) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
-        self._client = openai.OpenAI(
-            base_url=self.base_url,
-            api_key=api_key or NO_KEY,
-            max_retries=settings.retries,
-            timeout=openai.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-        )
+        self._api_key = api_key or NO_KEY
+        self._sdk: openai.OpenAI | None = None
+
+    @property
+    def _client(self) -> openai.OpenAI:
+        """The SDK client with its connection pool, made again after `_drop_connections`."""
+        if self._sdk is None:
+            self._sdk = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key,
+                max_retries=self.settings.retries,
+                timeout=openai.Timeout(
+                    self.settings.read_timeout, connect=self.settings.connect_timeout
+                ),
+            )
+        return self._sdk
+
+    def _drop_connections(self) -> None:
+        """Close every pooled connection: the next request opens a fresh one."""
+        sdk, self._sdk = self._sdk, None
+        if sdk is not None:
+            sdk.close()
 
     def request_params(
         self, messages: Sequence[Message], generation: GenerationSettings
@@ -91,11 +112,22 @@ class OpenAIBackend:
             raise self._translate(exc) from None
 
     def close(self) -> None:
-        self._client.close()
+        self._drop_connections()
 
     # --- the stream ----------------------------------------------------------------------
 
     def _deltas(self, stream: Iterator[Any]) -> Generator[str, None, ServerEnd]:
+        try:
+            return (yield from self._read(stream))
+        except GeneratorExit:
+            raise  # closed by the caller: the SDK closes that response's connection itself
+        except BaseException:
+            # The server may be about to close a connection it kept alive (see the module
+            # docstring): no later request may go out on it.
+            self._drop_connections()
+            raise
+
+    def _read(self, stream: Iterator[Any]) -> Generator[str, None, ServerEnd]:
         reason: str | None = None
         tokens: int | None = None
         events = 0
