@@ -380,6 +380,79 @@ def test_whitespace_only_text_is_not_cut_into_empty_speech() -> None:
     assert "".join(pieces) == " " * 25 + "end" and all(pieces)
 
 
+# --- eager: the voice is running dry ----------------------------------------------------------
+
+LONG_EN = (
+    "Good morning to you. The sky looks blue because, as sunlight passes through the air, "
+    "the short blue waves scatter far more than red ones do. Then more."
+)
+
+
+def eager_at(text: str, hungry: set[int], s: ChunkingSettings = CLAUSE) -> list[str]:
+    """Feed one character at a time, eager before the characters at the offsets in ``hungry``."""
+    chunker = Chunker(s)
+    pieces = [c.text for i, ch in enumerate(text) for c in chunker.feed(ch, eager=i in hungry)]
+    return pieces + [c.text for c in chunker.flush()]
+
+
+def test_eager_ends_the_piece_at_its_last_clause_mark() -> None:
+    at = LONG_EN.index(" the short")  # both commas of the second sentence have arrived
+    assert eager_at(LONG_EN, {at}) == [
+        "Good morning to you.",
+        " The sky looks blue because, as sunlight passes through the air,",
+        " the short blue waves scatter far more than red ones do.",
+        " Then more.",
+    ]
+
+
+def test_eager_takes_the_next_clause_mark_when_none_has_arrived() -> None:
+    chunker = Chunker(CLAUSE)
+    assert [c.text for c in chunker.feed("Good morning to you. The sky looks blue")] == [
+        "Good morning to you."
+    ]
+    assert chunker.feed(" because", eager=True) == []  # no clause mark yet: nothing to cut
+    pieces = chunker.feed(" of the air, and so on.", eager=True)
+    assert [c.text for c in pieces] == [" The sky looks blue because of the air,"]
+    assert pieces[0].sentence_end is False  # no sentence pause after a clause
+    assert [c.text for c in chunker.flush()] == [" and so on."]
+
+
+def test_eager_cuts_once_per_feed() -> None:
+    chunker = Chunker(CLAUSE)
+    assert [c.text for c in chunker.feed("Good morning to you. O")] == ["Good morning to you."]
+    pieces = chunker.feed("ne two three, four five six, seven eight nine, ten", eager=True)
+    assert [c.text for c in pieces] == [" One two three,"]
+
+
+def test_eager_respects_the_first_piece_length() -> None:
+    short = "Good morning to you. Yes, of course, the sky is blue."
+    assert eager_at(short, {short.index(" the")}) == [
+        "Good morning to you.",
+        " Yes, of course,",
+        " the sky is blue.",
+    ]
+    assert eager_at("Good morning to you. Yes, ok then.", {21}) == [
+        "Good morning to you.",
+        " Yes, ok then.",
+    ]
+    zh = "好的，我来解释。天空是蓝色的，因为阳光被散射了。"
+    assert eager_at(zh, {zh.index("因")}) == [
+        "好的，我来解释。",
+        "天空是蓝色的，",
+        "因为阳光被散射了。",
+    ]
+    zh_short = "好的，我来解释。是的，因为阳光。"
+    assert eager_at(zh_short, {zh_short.index("因")}) == ["好的，我来解释。", "是的，因为阳光。"]
+
+
+def test_eager_never_cuts_inside_numbers_or_in_sentence_mode() -> None:
+    text = "Good morning to you. It costs 1,000 dollars and 3:30 hours, roughly."
+    assert eager_at(text, {text.index("000"), text.index("30 h")}) == [
+        "Good morning to you.", " It costs 1,000 dollars and 3:30 hours, roughly.",
+    ]  # fmt: skip
+    assert eager_at(LONG_EN, set(range(len(LONG_EN))), SENTENCE) == texts(LONG_EN, SENTENCE)
+
+
 # --- invariants ------------------------------------------------------------------------------
 
 ALPHABET = "天空是蓝色的你好，。！？…、；：“”「」（）abcXYZ .,;:!?1230\n'\"-*_#`/@"
@@ -479,3 +552,16 @@ def test_one_megabyte_without_punctuation_is_linear() -> None:
             work.append(chunker.examined / size)
         assert work[1] <= work[0] * 1.01 + 0.01, (unit, work)
         assert work[1] <= 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut_text(), SETTINGS, st.lists(st.booleans(), min_size=61, max_size=61))
+def test_eager_loses_nothing(
+    case: tuple[str, list[str]], s: ChunkingSettings, hungry: list[bool]
+) -> None:
+    text, deltas = case
+    chunker = Chunker(s)
+    pieces = [c for d, h in zip(deltas, hungry, strict=False) for c in chunker.feed(d, eager=h)]
+    pieces += chunker.flush()
+    assert "".join(c.text for c in pieces) == text
+    assert all(c.text for c in pieces)

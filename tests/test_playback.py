@@ -125,6 +125,24 @@ def test_interrupt_silences_within_100_ms_and_drops_the_queue(player: Player, mo
 
 
 @pytest.mark.audio
+def test_ahead_counts_down_what_is_left_to_hear(player: Player) -> None:
+    """What the speaker asks to notice that speech is about to run dry."""
+    assert player.ahead_s() == 0.0
+    player.put(Clip(tone(440, 0.6), RATE, pause=0.2))
+    player.put(Clip(tone(440, 0.6), RATE))
+    assert 1.2 < player.ahead_s() <= 1.4  # both clips (and the pause), none heard yet
+    time.sleep(0.5)
+    assert 0.6 < player.ahead_s() < 1.0
+    assert player.drain(timeout=5)
+    assert player.ahead_s() == 0.0
+    player.put(Clip(tone(440, 1.0), RATE))
+    player.put(Clip(tone(440, 1.0), RATE))
+    time.sleep(0.2)
+    player.interrupt()
+    assert player.ahead_s() == 0.0  # dropped audio is not ahead
+
+
+@pytest.mark.audio
 def test_backpressure_blocks_the_producer(player: Player) -> None:
     """The clip queue is bounded: a producer far ahead waits instead of piling up audio."""
     done = threading.Event()

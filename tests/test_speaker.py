@@ -107,6 +107,23 @@ def test_reply_is_heard_as_saved_without_extra_gaps(null_sink, monitor, tmp_path
     assert speaker_threads() == []
 
 
+@pytest.mark.audio
+def test_hungry_while_speech_is_about_to_run_dry(null_sink) -> None:
+    with Speaker(TTSSettings(), warn=Warnings()) as speaker:
+        assert speaker.hungry  # nothing to say yet
+        speaker.say(
+            Utterance("This sentence takes well over a second to say aloud.", "other", True)
+        )
+        assert not speaker.hungry  # being synthesized, then played
+        time.sleep(0.3)
+        assert not speaker.hungry
+        speaker.finish()
+        assert speaker.hungry
+    saving = Speaker(TTSSettings(), play=False, save_audio=Path(os.devnull), warn=Warnings())
+    with saving:
+        assert not saving.hungry  # nothing is heard: pieces stay independent of timing
+
+
 def test_sentence_pause_is_in_the_saved_audio(tmp_path: Path) -> None:
     lengths = {}
     for pause in (0.0, 0.5):

@@ -89,3 +89,28 @@ def test_repl_ctrl_c_stops_text_and_voice_then_goes_on(
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_a_long_sentence_is_spoken_clause_by_clause_when_speech_runs_dry(
+    tmp_path: Path, null_sink: NullSink, monitor: Recorder, ollama_server: FakeServer
+) -> None:
+    """At 4 tokens/s this sentence takes ~9 s to arrive and its first clause ~1.5 s to say:
+    waiting for the full stop would leave ~6 s of silence after the first clause."""
+    sentence = (
+        "Well, the sky looks blue, because sunlight, as it passes through the air, scatters "
+        "in all directions, and the short blue waves scatter the most of all, which is why "
+        "we see blue."
+    )
+    words = sentence.split(" ")
+    tokens = [words[0]] + [" " + w for w in words[1:]]
+    ollama_server.enqueue(Script(tokens=tokens, tokens_per_s=4))
+    result = subprocess.run(
+        [sys.executable, "-m", "voicechat", "ask", "why is the sky blue"],
+        capture_output=True, text=True, timeout=60,
+        env=speech_env(tmp_path, null_sink, OLLAMA_HOST=ollama_server.url),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == sentence + "\n" and "warning" not in result.stderr
+    assert monitor.wait_quiet()
+    gaps = monitor.gaps()
+    assert gaps and max(gaps) < 2.0, gaps

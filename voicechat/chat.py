@@ -37,6 +37,8 @@ class Voice(Protocol):
     """What a turn needs of `voicechat.speaker.Speaker`."""
 
     first_audio_at: float | None
+    hungry: bool
+    """Speech is about to run dry: the next piece may end at a clause mark."""
 
     def start(self) -> None: ...
 
@@ -150,7 +152,10 @@ def _speaking(voice: Voice | None, chunking: ChunkingSettings) -> Callable[[str 
     speakable = Speakable(chunking)
 
     def say(delta: str | None) -> None:
-        for utterance in speakable.feed(delta) if delta is not None else speakable.flush():
+        # when speech is running dry, a clause may end the piece (eager)
+        end = delta is None
+        pieces = speakable.flush() if end else speakable.feed(delta or "", eager=voice.hungry)
+        for utterance in pieces:
             voice.say(utterance)
 
     return say

@@ -27,6 +27,9 @@ Rules:
   speech starts one clause in. Later pieces end at sentences; a sentence with fewer than
   ``min_chars`` visible characters merges with the next one. ``,`` ``:`` between digits
   (1,000 3:30 １，０００) and ``:`` before ``/`` (http://) are not clause marks.
+* ``eager`` (the voice is about to fall silent, in ``clause`` mode): the piece may end at its
+  last clause mark, or the next one, under the same length rule as the first piece. Only
+  this depends on timing; without it the pieces depend on the text alone.
 * A piece without marks is cut at ``max_chars``: at a clause mark or a space in its second
   half, else between Chinese characters, else at any clause mark or space; never inside a
   Latin word, a number or a URL (unless one runs past 4x ``max_chars``).
@@ -124,6 +127,8 @@ class Chunker:
         """Where the current piece starts."""
         self._first = True
         """No piece with visible text has been cut yet."""
+        self._eager = False
+        """The voice is running dry: the next clause mark may end the piece."""
         self._state = _NORMAL
         # Text state before _pos (independent of where pieces were cut).
         self._p1 = self._p2 = ""
@@ -161,16 +166,24 @@ class Chunker:
         """Characters held: what each `feed` may copy, so tests bound it to prove linearity."""
         return len(self._buf)
 
-    def feed(self, delta: str) -> list[Chunk]:
-        """The pieces completed by this delta (often none)."""
-        if not delta:
-            return []
+    def feed(self, delta: str, *, eager: bool = False) -> list[Chunk]:
+        """The pieces completed by this delta (often none).
+
+        ``eager``: speech is about to run dry, so rather than wait for the sentence to end,
+        end the piece at its last clause mark (or at the next one in ``delta``) when what
+        comes before it is as long as a first piece must be. One such cut per call.
+        """
         keep = self._start - self._base
         if keep > 0:  # drop emitted text so appending stays cheap
             self._buf = self._buf[keep:]
             self._base += keep
         self._buf += delta
-        return self._scan(final=False)
+        self._eager = eager and self.settings.mode == "clause"
+        out = self._scan(final=False) if delta else []
+        if self._eager and not out:
+            self._take_clause(out)
+        self._eager = False
+        return out
 
     def flush(self) -> list[Chunk]:
         """The end of the stream: everything not yet returned."""
@@ -296,14 +309,26 @@ class Chunker:
     def _clause_ok(self, out: list[Chunk]) -> None:
         """A clause mark just before ``_pos`` is real: remember it; maybe end the first piece."""
         self._clause_snap = (self._pos, self._cjk, self._words, self._visible)
-        if self._first and self.settings.mode == "clause" and self._first_long_enough():
+        early = (self._first and self.settings.mode == "clause") or self._eager
+        if early and self._first_long_enough():
             self._emit(self._pos, False, out)
 
-    def _first_long_enough(self) -> bool:
+    def _first_long_enough(self, cjk: int | None = None, words: int | None = None) -> bool:
+        """Whether the piece so far (or up to a snapshot's counts) may end at a clause mark."""
+        cjk = self._cjk if cjk is None else cjk
+        words = self._words if words is None else words
         s = self.settings
-        if self._cjk:
-            return self._cjk + self._words >= s.first_min_chars
-        return self._words >= s.first_min_words
+        if cjk:
+            return cjk + words >= s.first_min_chars
+        return words >= s.first_min_words
+
+    def _take_clause(self, out: list[Chunk]) -> None:
+        """Eager: end the piece at its last clause mark, if the text before it is long enough."""
+        snap = self._clause_snap
+        if self._state != _NORMAL or snap is None or snap[0] <= self._start:
+            return
+        if self._first_long_enough(snap[1], snap[2]):
+            self._emit(snap[0], False, out)
 
     # --- sentence marks -----------------------------------------------------------------------
 
@@ -427,6 +452,7 @@ class Chunker:
         text = self._buf[self._start - self._base : cut - self._base]
         out.append(Chunk(text, sentence_end))
         self._start = cut
+        self._eager = False  # one early cut is what the voice needed
         if text.strip():
             self._first = False
         # Counts for the text after the cut, from the snapshots taken at the cut points.

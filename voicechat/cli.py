@@ -397,7 +397,7 @@ def say(
                 "--save-audio); use --dry-run to see the chunks"
             )
         voice.start()
-        for utterance in utterances(deltas, chunking):
+        for utterance in utterances(deltas, chunking, hungry=lambda: voice.hungry):
             voice.say(utterance)
         voice.finish()
 

@@ -52,6 +52,11 @@ class Clip:
     pause: float = 0.0
     """Seconds of silence to play after it (after a sentence end)."""
 
+    @property
+    def seconds(self) -> float:
+        """How long it plays, pause included."""
+        return len(self.samples) / self.rate + self.pause
+
 
 class _Stop:
     """Sentinel: the thread ends."""
@@ -81,6 +86,10 @@ class Player:
         """Clips accepted and not yet fully written."""
         self._heard_at = 0.0
         """When the last written sample will have left the device."""
+        self._queued_s = 0.0
+        """Seconds of audio in clips accepted and not yet started."""
+        self._playing_until = 0.0
+        """When the clip being played will have been written (monotonic)."""
         self._interrupt = threading.Event()
         self._interrupted = threading.Event()
         self._opened = threading.Event()
@@ -125,11 +134,12 @@ class Player:
             if self.failed:
                 return False
             self._pending += 1
+            self._queued_s += clip.seconds
             if self._pending == 1:
                 self.progress_at = time.monotonic()
         while True:
             if self.failed or epoch != self.epoch:
-                self._done_with(1)
+                self._done_with(1, clip.seconds)
                 return False
             try:
                 self._queue.put((epoch, clip), timeout=0.05)
@@ -185,12 +195,22 @@ class Player:
             self._queue.put(_Stop(), timeout=timeout)
         thread.join(timeout)
 
+    def ahead_s(self) -> float:
+        """Seconds of audio still to be heard: queued clips and the rest of the one playing.
+
+        The speaker asks this to notice that speech is about to run dry.
+        """
+        with self._lock:
+            if self.failed:
+                return 0.0
+            return self._queued_s + max(0.0, self._playing_until - time.monotonic())
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def _drop_queued(self) -> None:
-        dropped = 0
+        dropped, seconds = 0, 0.0
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -200,11 +220,13 @@ class Player:
                 self._queue.put_nowait(item)  # room: we just took one
                 break
             dropped += 1
-        self._done_with(dropped)
+            seconds += item[1].seconds
+        self._done_with(dropped, seconds)
 
-    def _done_with(self, count: int) -> None:
+    def _done_with(self, count: int, unplayed_s: float = 0.0) -> None:
         with self._lock:
             self._pending = max(0, self._pending - count)
+            self._queued_s = max(0.0, self._queued_s - unplayed_s)
             self._lock.notify_all()
 
     def _fail(self, message: str) -> None:
@@ -268,8 +290,8 @@ class Player:
         return stream
 
     def _discard_until_stop(self) -> None:
-        while not isinstance(self._queue.get(), _Stop):
-            self._done_with(1)
+        while not isinstance(item := self._queue.get(), _Stop):
+            self._done_with(1, item.seconds if isinstance(item, tuple) else 0.0)
 
     def _loop(self, stream: Any) -> None:
         import numpy as np
@@ -294,7 +316,7 @@ class Player:
                 return
             epoch, clip = item
             if epoch != self.epoch:  # queued just as an interrupt came
-                self._done_with(1)
+                self._done_with(1, clip.seconds)
                 continue
             if not running:
                 stream.start()
@@ -307,6 +329,8 @@ class Player:
         if running:
             stream.abort()  # drops the device buffer: sound stops now
         self._running = False
+        with self._lock:
+            self._playing_until = 0.0
         self._interrupt.clear()
         self._interrupted.set()
         return False
@@ -317,6 +341,9 @@ class Player:
         samples = resample(clip.samples, clip.rate, int(stream.samplerate))
         pause = np.zeros(int(clip.pause * stream.samplerate), dtype=np.int16)
         data = np.concatenate([samples, pause]) if len(pause) else samples
+        with self._lock:
+            self._queued_s = max(0.0, self._queued_s - clip.seconds)
+            self._playing_until = time.monotonic() + len(data) / stream.samplerate
         for start in range(0, len(data), block):
             if self._interrupt.is_set():
                 return

@@ -9,7 +9,7 @@ block, or skipped). A chunk that cleans to nothing is not spoken.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -145,9 +145,12 @@ class Speakable:
         """A code block was shown before anything was said: announce it in the next
         piece's language."""
 
-    def feed(self, delta: str) -> list[Utterance]:
-        """The utterances completed by this delta (cheap: runs between printed tokens)."""
-        return self._speak(self._chunker.feed(delta))
+    def feed(self, delta: str, *, eager: bool = False) -> list[Utterance]:
+        """The utterances completed by this delta (cheap: runs between printed tokens).
+
+        ``eager``: the voice is about to run dry; see `Chunker.feed`.
+        """
+        return self._speak(self._chunker.feed(delta, eager=eager))
 
     def flush(self) -> list[Utterance]:
         """The end of the reply: the rest."""
@@ -203,10 +206,15 @@ def _closes(fence: re.Match[str], opening: str) -> bool:
 
 
 def utterances(
-    deltas: Iterable[str], settings: ChunkingSettings | None = None
+    deltas: Iterable[str],
+    settings: ChunkingSettings | None = None,
+    hungry: Callable[[], bool] | None = None,
 ) -> Iterator[Utterance]:
-    """Every utterance of a stream of deltas, each as soon as it is complete."""
+    """Every utterance of a stream of deltas, each as soon as it is complete.
+
+    ``hungry`` (e.g. the speaker's) is asked before each delta: see `Chunker.feed`'s ``eager``.
+    """
     speakable = Speakable(settings)
     for delta in deltas:
-        yield from speakable.feed(delta)
+        yield from speakable.feed(delta, eager=hungry() if hungry is not None else False)
     yield from speakable.flush()

@@ -47,6 +47,9 @@ MAX_TEXTS = 1000
 so `say()` does not block the text display, yet bounded."""
 MAX_CLIPS = 4
 """Synthesized chunks waiting to play: the worker stays a few chunks ahead, no more."""
+HUNGRY_S = 0.3
+"""Speech with less than this left to play (and nothing being synthesized) is about to run
+dry: the chunker may then end a piece at a clause mark instead of waiting for the sentence."""
 STALL_S = 10.0
 """`finish()` gives up (with a warning) when playback makes no progress for this long."""
 JOIN_S = 2.0
@@ -103,6 +106,20 @@ class Speaker:
     def first_audio_at(self) -> float | None:
         """``time.monotonic()`` when the first chunk's audio was handed to the device."""
         return self._player.first_audio_at if self._player is not None else None
+
+    @property
+    def hungry(self) -> bool:
+        """Speech is about to fall silent while the reply goes on: a clause now beats a gap.
+
+        False when nothing is played (muted, saving only), so those stay deterministic.
+        """
+        player = self._player
+        if self._muted or player is None or player.failed:
+            return False
+        with self._lock:
+            if self._pending:
+                return False  # an utterance is still being synthesized
+        return player.ahead_s() < HUNGRY_S
 
     def start(self) -> None:
         """Load the engine and open the device in the background; returns at once."""
