@@ -103,11 +103,32 @@ def test_chat_through_a_pipe_answers_each_line(run: Run, profile: Path) -> None:
     no_traceback(result.stderr)
 
 
+def test_next_request_after_an_empty_stream_reaches_the_server(server_url: str) -> None:
+    """After its empty 200 stream the server closes the kept-alive connection ~30 ms later:
+    the backend must not send the next request on it (that read as 'cannot reach')."""
+    from voicechat.backends import create_backend
+    from voicechat.errors import StreamBroken
+    from voicechat.settings import BackendSettings, GenerationSettings
+
+    backend = create_backend(BackendSettings(kind="openai", base_url=server_url, model=MODEL_ALIAS))
+    generation = GenerationSettings(temperature=0, seed=1, max_tokens=4)
+    try:
+        for _ in range(3):
+            too_long = [{"role": "user", "content": "sky " * 3000}]
+            with pytest.raises(StreamBroken, match="empty reply"):
+                list(backend.chat(too_long, generation))
+            reply = backend.chat([{"role": "user", "content": "Hello"}], generation)
+            assert "".join(reply)
+            assert reply.outcome is not None and reply.outcome.finish in ("length", "stop")
+    finally:
+        backend.close()
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="known bug: after llama.cpp's empty 200 stream the server resets the kept-alive "
-    "connection and the next request on it fails as 'cannot reach' (exit 3); the OpenAI "
-    "backend must drop pooled connections after an empty/broken stream",
+    reason="chat keeps a turn whose stream broke before any text in the history, so the "
+    "over-long question is sent again with the next line and overflows the context too "
+    "(voicechat/chat.py Conversation.ask); the backend part is fixed (test above)",
 )
 def test_chat_turn_over_the_context_is_reported_and_the_next_goes_on(
     run: Run, profile: Path
