@@ -336,6 +336,30 @@ def test_chat_over_a_pipe_reports_failures_in_the_exit_code(
     assert "boom" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("fault", "kept"),
+    [("empty", []), ("drop", ["one", "partial"])],  # a reply cut mid-way keeps what was shown
+)
+def test_a_turn_that_broke_stays_out_of_the_next_request_only_if_nothing_came(
+    tmp_path: Path, ollama_server: FakeServer, fault: str, kept: list[str]
+) -> None:
+    """llama.cpp answers a prompt over its context with an empty stream: resending that
+    question with the next line would fail it too."""
+    ollama_server.enqueue(Script(tokens=["par", "tial"], fault=fault), Script(tokens=["ok"]))
+    result = subprocess.run(
+        [sys.executable, "-m", "voicechat", "chat", "--mute"],
+        input="one\ntwo\n",
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path, ollama_server),
+        timeout=30,
+    )
+    assert result.returncode == 9, result.stderr
+    assert result.stdout.endswith("ok\n")
+    contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
+    assert contents == [*kept, "two"]
+
+
 @pytest.mark.parametrize("protocol", ["ollama", "openai"])
 def test_ctrl_c_before_the_first_token_closes_the_request(tmp_path: Path, protocol: str) -> None:
     """The server learns at once (the connection closes), so it stops generating."""

@@ -114,6 +114,10 @@ class Conversation:
             turn.reply = reply.text
             turn.interrupted = isinstance(exc, KeyboardInterrupt)
             turn.failed = None if turn.interrupted else str(exc)
+            if turn.failed and not turn.reply:
+                # Nothing came back (e.g. llama.cpp's empty stream for a prompt over the
+                # context): resending the question would fail the next turn the same way.
+                self.turns.pop()
             view.end()
             if isinstance(exc, VoicechatError):
                 say(None)  # speak what did arrive
