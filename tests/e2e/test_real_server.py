@@ -124,12 +124,6 @@ def test_next_request_after_an_empty_stream_reaches_the_server(server_url: str) 
         backend.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chat keeps a turn whose stream broke before any text in the history, so the "
-    "over-long question is sent again with the next line and overflows the context too "
-    "(voicechat/chat.py Conversation.ask); the backend part is fixed (test above)",
-)
 def test_chat_turn_over_the_context_is_reported_and_the_next_goes_on(
     run: Run, profile: Path
 ) -> None:
