@@ -156,10 +156,22 @@ def test_stats_go_to_stderr(run: Run, ollama_server: FakeServer) -> None:
 
 def test_length_finish_warns_and_succeeds(run: Run, ollama_server: FakeServer) -> None:
     ollama_server.enqueue(Script(tokens=["cut"], finish="length"))
+    result = run("ask", "--mute", "--max-tokens", "1", "q", OLLAMA_HOST=ollama_server.url)
+    assert result.returncode == 0
+    assert result.stdout == "cut\n"
+    assert "token limit (1): raise --max-tokens" in result.stderr
+
+
+def test_a_cut_we_did_not_ask_for_blames_the_server_limit(
+    run: Run, ollama_server: FakeServer
+) -> None:
+    """No max_tokens was sent (the shipped profiles set none): --max-tokens cannot be the fix."""
+    ollama_server.enqueue(Script(tokens=["cut"], finish="length"))
     result = run("ask", "--mute", "q", OLLAMA_HOST=ollama_server.url)
     assert result.returncode == 0
     assert result.stdout == "cut\n"
-    assert "token limit" in result.stderr and "--max-tokens" in result.stderr
+    assert "its own token limit" in result.stderr and "context_size" in result.stderr
+    assert "--max-tokens" not in result.stderr
 
 
 def test_usage_errors_are_one_line(run: Run) -> None:

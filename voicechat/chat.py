@@ -66,6 +66,20 @@ class Turn:
     """Seconds from sending the question to its first sound (``None`` when muted)."""
 
 
+def length_warning(max_tokens: int | None, raise_with: str) -> str:
+    """Why a reply ended with finish reason ``length``, with the fix that applies.
+
+    With no ``max_tokens`` of ours the cap was the server's (llama.cpp stops when its context
+    is full), and raising a flag we never sent would not help.
+    """
+    if max_tokens is not None:
+        return f"the reply was cut at the token limit ({max_tokens}): raise {raise_with}"
+    return (
+        "the server cut the reply at its own token limit (its context is full, or it caps "
+        "replies): give it a larger context (Ollama: generation.context_size)"
+    )
+
+
 @dataclass
 class Conversation:
     """The turns so far; every request sends all of them (the model has no memory)."""

@@ -137,7 +137,7 @@ def ask(
         voice = open_voice(prof, mute=mute, save_audio=save_audio, term=term, stack=stack)
         term.prefetch()
         turn = conversation.ask(text, term.reply_view(), voice)
-        report_end(term, turn, stats)
+        report_end(term, turn, stats, prof.generation.max_tokens)
 
 
 def read_question(words: list[str] | None) -> str:
@@ -217,11 +217,13 @@ def open_voice(
     return speaker
 
 
-def report_end(term: Terminal, turn: object, stats: bool) -> None:
+def report_end(term: Terminal, turn: object, stats: bool, max_tokens: int | None) -> None:
     """Warnings about how the reply ended, and ``--stats``."""
+    from voicechat.chat import length_warning
+
     outcome = getattr(turn, "outcome", None)
     if outcome is not None and outcome.finish == "length":
-        term.warn("the reply was cut at the token limit: raise --max-tokens (or max_tokens)")
+        term.warn(length_warning(max_tokens, "--max-tokens (or generation.max_tokens)"))
     elif outcome is not None and outcome.finish not in ("stop", "length", "eos"):
         term.warn(f"the server ended the reply with finish reason {outcome.finish!r}")
     if stats:
@@ -341,7 +343,7 @@ def chat_lines(
             term.error(str(exc))
             status = status or exc.exit_code
             continue
-        report_end(term, turn, stats)
+        report_end(term, turn, stats, conversation.generation.max_tokens)
     return status
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from voicechat import __version__
 from voicechat import profile as profiles_mod
-from voicechat.chat import Conversation, Turn
+from voicechat.chat import Conversation, Turn, length_warning
 from voicechat.errors import ConfigError, VoicechatError
 from voicechat.settings import Profile
 from voicechat.terminal import Terminal, format_stats
@@ -119,7 +119,8 @@ class Repl:
             return
         outcome = self.last.outcome
         if outcome is not None and outcome.finish == "length":
-            self.term.warn("the reply was cut at the token limit (generation.max_tokens)")
+            limit = self.conversation.generation.max_tokens
+            self.term.warn(length_warning(limit, "generation.max_tokens in the profile"))
         if self.stats:
             self.term.stats(outcome, self.last.first_audio_s)
 
