@@ -14,6 +14,10 @@
 #   6. stops the server it started (trap EXIT).
 #
 # Cold: ~5 min on 2 cores (the build); warm: the tier itself.
+#
+# --serve instead keeps the same server running in the foreground on 127.0.0.1:8080 (the
+# shipped local-openai profile's address) until Ctrl+C: a local LLM for trying voicechat on a
+# machine without Ollama. The model is tiny and a base model: it streams, it rambles.
 set -euo pipefail
 
 LLAMA_VERSION=0.3.36
@@ -29,15 +33,20 @@ VENV=${VOICECHAT_E2E_VENV:-$CACHE/server-venv}
 MODEL=${VOICECHAT_E2E_MODEL:-$CACHE/models/gemma3-270m-q4_k_m.gguf}
 START_TIMEOUT=${VOICECHAT_E2E_START_TIMEOUT:-120}
 SETUP_ONLY=0
+SERVE=0
+SERVE_PORT=8080
 
 usage() {
     cat <<EOF
-Usage: scripts/e2e_real_server.sh [--setup-only] [-h|--help] [-- PYTEST_ARGS...]
+Usage: scripts/e2e_real_server.sh [--setup-only | --serve [--port N]] [-h|--help] [-- PYTEST_ARGS...]
 
 Build (once) and start a real llama.cpp server, run the realserver test tier against it,
 and stop the server again. Arguments after -- go to pytest.
 
   --setup-only   build/install the server and assemble the model, then stop
+  --serve        serve the model on 127.0.0.1 until Ctrl+C instead of running tests
+                 (then: voicechat ask -p local-openai "...")
+  --port N       the port for --serve [8080, the local-openai profile's]
   -h, --help     this text
 
 Environment (defaults in brackets):
@@ -53,6 +62,12 @@ EOF
 while (($#)); do
     case $1 in
         --setup-only) SETUP_ONLY=1 ;;
+        --serve) SERVE=1 ;;
+        --port)
+            [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "e2e: --port needs a number (e.g. --port 8080)" >&2; exit 2; }
+            SERVE_PORT=$2
+            shift
+            ;;
         -h | --help) usage; exit 0 ;;
         --) shift; break ;;
         *) echo "e2e: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -197,12 +212,33 @@ say "set-up done in $(elapsed "$T0")"
 ((SETUP_ONLY)) && exit 0
 
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/voicechat-e2e.XXXXXX")
-PORT=$(free_port)
+if ((SERVE)); then
+    PORT=$SERVE_PORT
+    if ! "$PYTHON" -c 'import socket, sys; socket.create_server(("127.0.0.1", int(sys.argv[1]))).close()' "$PORT" 2>/dev/null; then
+        say "port $PORT on 127.0.0.1 is taken (another server already?); pick another with --port N"
+        exit 2
+    fi
+else
+    PORT=$(free_port)
+fi
 URL="http://127.0.0.1:$PORT/v1"
 T1=$SECONDS
 start_server "$PORT" "$LOGDIR/server.log"
 wait_ready "$URL" "$LOGDIR/server.log"
 say "server ready at $URL in $(elapsed "$T1") (pid $SERVER_PID)"
+
+if ((SERVE)); then
+    if ((PORT == 8080)); then
+        say "serving $MODEL_ALIAS; in another terminal: voicechat ask -p local-openai \"Hello!\""
+    else
+        say "serving $MODEL_ALIAS; in another terminal: OPENAI_BASE_URL=$URL voicechat ask -p local-openai \"Hello!\""
+    fi
+    say "Ctrl+C stops it"
+    wait "$SERVER_PID" || true
+    say "the server exited; its log:"
+    tail -n 30 "$LOGDIR/server.log" >&2
+    exit 1
+fi
 
 T2=$SECONDS
 set +e

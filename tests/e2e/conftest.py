@@ -114,13 +114,13 @@ class PrivateServer:
             self.process.wait(timeout=10)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _ready(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/models", timeout=1) as response:
             return response.status == 200
@@ -134,7 +134,7 @@ def private_server(server_url: str) -> Iterator[PrivateServer]:
     python, model = os.environ.get("VOICECHAT_E2E_PYTHON"), os.environ.get("VOICECHAT_E2E_MODEL")
     if not python or not model:
         pytest.skip("needs VOICECHAT_E2E_PYTHON and VOICECHAT_E2E_MODEL (set by the script)")
-    port = _free_port()
+    port = free_port()
     log = Path(tempfile.mkstemp(prefix="voicechat-e2e-private-", suffix=".log")[1])
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -150,7 +150,7 @@ def private_server(server_url: str) -> Iterator[PrivateServer]:
     server = PrivateServer(process, f"http://127.0.0.1:{port}/v1", log)
     try:
         deadline = time.monotonic() + 60
-        while not _ready(server.url):
+        while not answers(server.url):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the private server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.2)

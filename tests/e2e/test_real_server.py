@@ -8,6 +8,7 @@ codes, stats), never content.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,9 +16,19 @@ import threading
 import time
 from pathlib import Path
 
+import pexpect
 import pytest
 
-from tests.e2e.conftest import MODEL_ALIAS, PrivateServer, Run, clean_env, realserver, write_profile
+from tests.e2e.conftest import (
+    MODEL_ALIAS,
+    PrivateServer,
+    Run,
+    answers,
+    clean_env,
+    free_port,
+    realserver,
+    write_profile,
+)
 from tests.e2e.record_sse import REQUESTS, body_for, events, record
 
 pytestmark = realserver
@@ -227,6 +238,46 @@ def test_server_killed_mid_reply_exits_9_keeping_the_text(
     errors = [line for line in stderr.splitlines() if line.strip() and "warning" not in line]
     assert len(errors) == 1, stderr
     no_traceback(stderr)
+
+
+# --- the README's route for a machine without Ollama -------------------------------------------
+
+
+def test_serve_mode_answers_the_local_profile_and_stops_on_ctrl_c(run: Run, tmp_path: Path) -> None:
+    """`scripts/e2e_real_server.sh --serve` then `voicechat ask -p local-openai` (the README's
+    way to try voicechat without Ollama), a second --serve on the same port refused, Ctrl+C."""
+    python, model = os.environ.get("VOICECHAT_E2E_PYTHON"), os.environ.get("VOICECHAT_E2E_MODEL")
+    if not python or not model:
+        pytest.skip("needs VOICECHAT_E2E_PYTHON and VOICECHAT_E2E_MODEL (set by the script)")
+    script = str(Path(__file__).resolve().parents[2] / "scripts" / "e2e_real_server.sh")
+    env = clean_env(
+        tmp_path,
+        PYTHON=sys.executable,
+        VOICECHAT_E2E_VENV=str(Path(python).parents[1]),
+        VOICECHAT_E2E_MODEL=model,
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    serve = pexpect.spawn(
+        "bash", [script, "--serve", "--port", str(port)], env=env, encoding="utf-8", timeout=120
+    )
+    try:
+        serve.expect("Ctrl\\+C stops it")
+        assert f"OPENAI_BASE_URL={url} voicechat ask -p local-openai" in serve.before
+        result = run("ask", "-p", "local-openai", "--mute", "--max-tokens", "8", QUESTION,
+                     OPENAI_BASE_URL=url)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip(), "no reply text on stdout"
+        again = subprocess.run(["bash", script, "--serve", "--port", str(port)], env=env,
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert again.returncode == 2 and f"port {port} on 127.0.0.1 is taken" in again.stderr
+        assert answers(url)  # the refused second one did not disturb the first
+        serve.sendintr()
+        serve.expect(pexpect.EOF)
+    finally:
+        serve.close(force=True)
+    assert serve.exitstatus == 130, serve.before
+    assert not answers(url), "the server outlived its script"
 
 
 # --- the recorded traffic is still what the server sends -----------------------------------------
