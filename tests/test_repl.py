@@ -252,6 +252,26 @@ def test_stats_after_a_reply(repl: pexpect.spawn, ollama_server: FakeServer) -> 
     assert "first token" in shown and "tokens/s" in shown
 
 
+@pytest.mark.parametrize(
+    ("finish", "warning"),
+    [
+        ("length", "its own token limit"),  # the profile sets no max_tokens: the server's cap
+        ("content_filter", "finish reason 'content_filter'"),
+    ],
+)
+def test_an_unusual_end_of_reply_is_said_once_and_the_turn_stays(
+    repl: pexpect.spawn, ollama_server: FakeServer, finish: str, warning: str
+) -> None:
+    ollama_server.enqueue(Script(tokens=["cut sh"], finish=finish))
+    shown = ask(repl, "q")
+    assert "cut sh" in shown and shown.count(warning) == 1, shown
+    ask(repl, "again")
+    assert ollama_server.chats[-1].body["messages"][-2] == {
+        "role": "assistant",
+        "content": "cut sh",
+    }
+
+
 def test_save_and_load_json_and_export_markdown(
     repl: pexpect.spawn, tmp_path: Path, ollama_server: FakeServer
 ) -> None:

@@ -66,12 +66,16 @@ class Turn:
     """Seconds from sending the question to its first sound (``None`` when muted)."""
 
 
-def length_warning(max_tokens: int | None, raise_with: str) -> str:
-    """Why a reply ended with finish reason ``length``, with the fix that applies.
+def ending_warning(outcome: Outcome | None, max_tokens: int | None, raise_with: str) -> str | None:
+    """What the user should know about how a reply ended (a cut, an unusual finish reason).
 
-    With no ``max_tokens`` of ours the cap was the server's (llama.cpp stops when its context
-    is full), and raising a flag we never sent would not help.
+    A cut with no ``max_tokens`` of ours was the server's own limit (llama.cpp stops when its
+    context is full): raising a limit we never sent would not help, so that is not the fix.
     """
+    if outcome is None or outcome.finish in ("stop", "eos"):
+        return None
+    if outcome.finish != "length":
+        return f"the server ended the reply with finish reason {outcome.finish!r}"
     if max_tokens is not None:
         return f"the reply was cut at the token limit ({max_tokens}): raise {raise_with}"
     return (

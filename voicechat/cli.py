@@ -27,7 +27,7 @@ from voicechat.terminal import OutputClosed, Terminal
 
 if TYPE_CHECKING:
     from voicechat.backends import Backend
-    from voicechat.chat import Conversation
+    from voicechat.chat import Conversation, Turn
     from voicechat.speaker import Speaker
 
 app = typer.Typer(
@@ -217,17 +217,15 @@ def open_voice(
     return speaker
 
 
-def report_end(term: Terminal, turn: object, stats: bool, max_tokens: int | None) -> None:
+def report_end(term: Terminal, turn: Turn, stats: bool, max_tokens: int | None) -> None:
     """Warnings about how the reply ended, and ``--stats``."""
-    from voicechat.chat import length_warning
+    from voicechat.chat import ending_warning
 
-    outcome = getattr(turn, "outcome", None)
-    if outcome is not None and outcome.finish == "length":
-        term.warn(length_warning(max_tokens, "--max-tokens (or generation.max_tokens)"))
-    elif outcome is not None and outcome.finish not in ("stop", "length", "eos"):
-        term.warn(f"the server ended the reply with finish reason {outcome.finish!r}")
+    warning = ending_warning(turn.outcome, max_tokens, "--max-tokens (or generation.max_tokens)")
+    if warning:
+        term.warn(warning)
     if stats:
-        term.stats(outcome, getattr(turn, "first_audio_s", None))
+        term.stats(turn.outcome, turn.first_audio_s)
 
 
 # --- profiles ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from voicechat import __version__
 from voicechat import profile as profiles_mod
-from voicechat.chat import Conversation, Turn, length_warning
+from voicechat.chat import Conversation, Turn, ending_warning
 from voicechat.errors import ConfigError, VoicechatError
 from voicechat.settings import Profile
 from voicechat.terminal import Terminal, format_stats
@@ -118,9 +118,10 @@ class Repl:
             self.term.error(str(exc))
             return
         outcome = self.last.outcome
-        if outcome is not None and outcome.finish == "length":
-            limit = self.conversation.generation.max_tokens
-            self.term.warn(length_warning(limit, "generation.max_tokens in the profile"))
+        limit = self.conversation.generation.max_tokens
+        warning = ending_warning(outcome, limit, "generation.max_tokens in the profile")
+        if warning:
+            self.term.warn(warning)
         if self.stats:
             self.term.stats(outcome, self.last.first_audio_s)
 
