@@ -146,3 +146,28 @@ def test_say_speaks_with_the_piper_voice_from_a_profile(
     assert max(gaps) < 0.35, gaps
     with wave.open(str(wav)) as saved:
         assert saved.getnframes() / saved.getframerate() > 3.0
+
+
+def test_waiting_for_the_first_token_keeps_the_cpu_idle(
+    tmp_path: Path, null_sink: NullSink, ollama_server: FakeServer
+) -> None:
+    """The Jetson's CPU is shared with the GPU making the tokens: while voicechat waits (the
+    model loading, a long prompt), its threads sleep; the speech engine and device are
+    ready by then, so they must not spin either."""
+
+    def cpu_seconds(first_delay: float) -> float:
+        ollama_server.enqueue(Script(tokens=["Hi", " there", "."], first_delay=first_delay))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voicechat", "ask", "hi"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=speech_env(tmp_path, null_sink, OLLAMA_HOST=ollama_server.url),
+        )  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0
+        return usage.ru_utime + usage.ru_stime
+
+    at_once = cpu_seconds(0.0)
+    after_4s = cpu_seconds(4.0)
+    # measured here: +0.02 s of CPU for 6 s of waiting; a thread polling would cost seconds
+    assert after_4s - at_once < 0.4, (at_once, after_4s)
