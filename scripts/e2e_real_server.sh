@@ -16,8 +16,9 @@
 # Cold: ~5 min on 2 cores (the build); warm: the tier itself.
 #
 # --serve instead keeps the same server running in the foreground on 127.0.0.1:8080 (the
-# shipped local-openai profile's address) until Ctrl+C: a local LLM for trying voicechat on a
-# machine without Ollama. The model is tiny and a base model: it streams, it rambles.
+# shipped local-openai profile's address) until Ctrl+C, or while the command after -- runs
+# (with OPENAI_BASE_URL pointing at it): a local LLM for trying voicechat on a machine
+# without Ollama. The model is tiny and a base model: it streams, it rambles.
 set -euo pipefail
 
 LLAMA_VERSION=0.3.36
@@ -38,14 +39,17 @@ SERVE_PORT=8080
 
 usage() {
     cat <<EOF
-Usage: scripts/e2e_real_server.sh [--setup-only | --serve [--port N]] [-h|--help] [-- PYTEST_ARGS...]
+Usage: scripts/e2e_real_server.sh [--setup-only] [-- PYTEST_ARGS...]
+       scripts/e2e_real_server.sh --serve [--port N] [-- COMMAND...]
 
 Build (once) and start a real llama.cpp server, run the realserver test tier against it,
 and stop the server again. Arguments after -- go to pytest.
 
   --setup-only   build/install the server and assemble the model, then stop
-  --serve        serve the model on 127.0.0.1 until Ctrl+C instead of running tests
-                 (then: voicechat ask -p local-openai "...")
+  --serve        serve the model on 127.0.0.1 instead of running tests: until Ctrl+C, or
+                 while COMMAND runs (with OPENAI_BASE_URL set to the server; the exit
+                 status is the command's), e.g.
+                 --serve -- voicechat ask -p local-openai "Why is the sky blue?"
   --port N       the port for --serve [8080, the local-openai profile's]
   -h, --help     this text
 
@@ -227,6 +231,13 @@ start_server "$PORT" "$LOGDIR/server.log"
 wait_ready "$URL" "$LOGDIR/server.log"
 say "server ready at $URL in $(elapsed "$T1") (pid $SERVER_PID)"
 
+if ((SERVE && $#)); then
+    set +e
+    OPENAI_BASE_URL="$URL" "$@"
+    STATUS=$?
+    set -e
+    exit "$STATUS"
+fi
 if ((SERVE)); then
     if ((PORT == 8080)); then
         say "serving $MODEL_ALIAS; in another terminal: voicechat ask -p local-openai \"Hello!\""

@@ -243,23 +243,51 @@ def test_server_killed_mid_reply_exits_9_keeping_the_text(
 # --- the README's route for a machine without Ollama -------------------------------------------
 
 
-def test_serve_mode_answers_the_local_profile_and_stops_on_ctrl_c(run: Run, tmp_path: Path) -> None:
-    """`scripts/e2e_real_server.sh --serve` then `voicechat ask -p local-openai` (the README's
-    way to try voicechat without Ollama), a second --serve on the same port refused, Ctrl+C."""
+def serve_env(tmp_path: Path) -> dict[str, str]:
+    """The script's environment, reusing the server and model the tier runs on."""
     python, model = os.environ.get("VOICECHAT_E2E_PYTHON"), os.environ.get("VOICECHAT_E2E_MODEL")
     if not python or not model:
         pytest.skip("needs VOICECHAT_E2E_PYTHON and VOICECHAT_E2E_MODEL (set by the script)")
-    script = str(Path(__file__).resolve().parents[2] / "scripts" / "e2e_real_server.sh")
-    env = clean_env(
+    return clean_env(
         tmp_path,
         PYTHON=sys.executable,
         VOICECHAT_E2E_VENV=str(Path(python).parents[1]),
         VOICECHAT_E2E_MODEL=model,
     )
+
+
+SCRIPT = str(Path(__file__).resolve().parents[2] / "scripts" / "e2e_real_server.sh")
+
+
+def test_serve_with_a_command_is_the_readme_first_command(tmp_path: Path) -> None:
+    """`--serve -- voicechat ask -p local-openai ...`: the README's set-up without Ollama."""
+    env = serve_env(tmp_path)
+    port = free_port()
+    ask = [sys.executable, "-m", "voicechat", "ask", "-p", "local-openai", "--mute",
+           "--max-tokens", "8", QUESTION]  # fmt: skip
+    result = subprocess.run(
+        ["bash", SCRIPT, "--serve", "--port", str(port), "--", *ask],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "no reply text on stdout"
+    assert "token limit (8)" in result.stderr
+    assert not answers(f"http://127.0.0.1:{port}/v1"), "the server outlived its command"
+    failing = subprocess.run(
+        ["bash", SCRIPT, "--serve", "--port", str(port), "--", "sh", "-c", "exit 5"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=180,
+    )  # fmt: skip
+    assert failing.returncode == 5, failing.stderr  # the command's status, passed on
+
+
+def test_serve_mode_answers_the_local_profile_and_stops_on_ctrl_c(run: Run, tmp_path: Path) -> None:
+    """`scripts/e2e_real_server.sh --serve` then `voicechat ask -p local-openai` (the README's
+    way to try voicechat without Ollama), a second --serve on the same port refused, Ctrl+C."""
+    env = serve_env(tmp_path)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     serve = pexpect.spawn(
-        "bash", [script, "--serve", "--port", str(port)], env=env, encoding="utf-8", timeout=120
+        "bash", [SCRIPT, "--serve", "--port", str(port)], env=env, encoding="utf-8", timeout=120
     )
     try:
         serve.expect("Ctrl\\+C stops it")
@@ -268,7 +296,7 @@ def test_serve_mode_answers_the_local_profile_and_stops_on_ctrl_c(run: Run, tmp_
                      OPENAI_BASE_URL=url)  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip(), "no reply text on stdout"
-        again = subprocess.run(["bash", script, "--serve", "--port", str(port)], env=env,
+        again = subprocess.run(["bash", SCRIPT, "--serve", "--port", str(port)], env=env,
                                capture_output=True, text=True, timeout=120)  # fmt: skip
         assert again.returncode == 2 and f"port {port} on 127.0.0.1 is taken" in again.stderr
         assert answers(url)  # the refused second one did not disturb the first
