@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -125,3 +126,71 @@ def test_markdown_is_rendered_on_a_terminal(
     has_color = any(n.isdigit() and 30 <= int(n) <= 107 and int(n) not in range(50, 90)
                     for params in sgr for n in params)  # fmt: skip
     assert has_color is (not no_color)
+
+
+# --- the waiting line ------------------------------------------------------------------------
+
+ERASE = "\r\x1b[2K"
+
+
+def spawn_ask(tmp_path: Path, server: FakeServer, *args: str) -> pexpect.spawn:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "VOICECHAT"))}
+    env.update(OLLAMA_HOST=server.url, XDG_CONFIG_HOME=str(tmp_path), TERM="xterm")
+    return pexpect.spawn(
+        sys.executable, ["-m", "voicechat", "ask", "--mute", *args, "q"], env=env,
+        encoding="utf-8", timeout=15, dimensions=(24, 100),
+    )  # fmt: skip
+
+
+def test_a_slow_first_token_shows_a_waiting_line_that_leaves_no_trace(
+    tmp_path: Path, ollama_server: FakeServer
+) -> None:
+    """A cold model takes seconds to load: say so, then clear the line before the reply."""
+    ollama_server.enqueue(Script(tokens=["The sky", " is blue."], first_delay=2.2))
+    child = spawn_ask(tmp_path, ollama_server)
+    child.expect(pexpect.EOF)
+    child.close()
+    shown = child.before
+    assert child.exitstatus == 0
+    assert "waiting for qwen2.5:7b... 1 s" in shown and "waiting for qwen2.5:7b... 2 s" in shown
+    last = shown.rindex("waiting for")
+    reply = shown.index("The sky")
+    assert last < shown.index(ERASE, last) < reply  # erased before the first text
+    assert "waiting" not in shown[reply:]
+
+
+def test_a_prompt_reply_shows_no_waiting_line(tmp_path: Path, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["Quick."], first_delay=0.2))
+    child = spawn_ask(tmp_path, ollama_server)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "Quick." in child.before and "waiting" not in child.before
+
+
+def test_ctrl_c_while_waiting_erases_the_line(tmp_path: Path, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["never shown"], first_delay=10))
+    child = spawn_ask(tmp_path, ollama_server)
+    child.expect_exact("waiting for qwen2.5:7b...")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    after = child.before
+    assert child.exitstatus == 130
+    assert after.startswith(tuple(f" {n} s" for n in range(1, 3)))  # the line being drawn
+    assert ERASE in after and "waiting" not in after  # erased, never drawn again
+    assert "Traceback" not in after
+
+
+def test_no_waiting_line_when_stderr_is_not_a_terminal(
+    tmp_path: Path, ollama_server: FakeServer
+) -> None:
+    ollama_server.enqueue(Script(tokens=["Late."], first_delay=1.6))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "VOICECHAT"))}
+    env.update(OLLAMA_HOST=ollama_server.url, XDG_CONFIG_HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "voicechat", "ask", "--mute", "q"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=15,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert result.stdout == "Late.\n" and result.stderr == ""

@@ -118,6 +118,7 @@ class Conversation:
             reply = self.backend.chat(messages, self.generation)
         except BaseException as exc:
             self.turns.pop()  # nothing was said: keep the history as it was
+            view.end()
             _stop_voice(voice, exc)
             raise
         say = _speaking(voice, self.chunking)

@@ -136,7 +136,7 @@ def ask(
         conversation = open_conversation(prof, stack)
         voice = open_voice(prof, mute=mute, save_audio=save_audio, term=term, stack=stack)
         term.prefetch()
-        turn = conversation.ask(text, term.reply_view(), voice)
+        turn = conversation.ask(text, term.reply_view(prof.backend.model), voice)
         report_end(term, turn, stats, prof.generation.max_tokens)
 
 
@@ -318,12 +318,12 @@ def chat(
             )  # fmt: skip
             code = repl.run()
         else:
-            code = chat_lines(conversation, voice, term, stats=stats)
+            code = chat_lines(conversation, voice, term, stats=stats, model=prof.backend.model)
     raise typer.Exit(code)
 
 
 def chat_lines(
-    conversation: Conversation, voice: Speaker | None, term: Terminal, *, stats: bool
+    conversation: Conversation, voice: Speaker | None, term: Terminal, *, stats: bool, model: str
 ) -> int:
     """Piped chat: each non-empty stdin line is a user turn of one conversation.
 
@@ -336,7 +336,7 @@ def chat_lines(
         if not question:
             continue
         try:
-            turn = conversation.ask(question, term.reply_view(), voice)
+            turn = conversation.ask(question, term.reply_view(model), voice)
         except VoicechatError as exc:
             term.error(str(exc))
             status = status or exc.exit_code

@@ -109,7 +109,8 @@ class Repl:
     def turn(self, question: str) -> None:
         voice = None if self.muted else self.voice
         try:
-            self.last = self.conversation.ask(question, self.term.reply_view(), voice)
+            view = self.term.reply_view(self.profile.backend.model)
+            self.last = self.conversation.ask(question, view, voice)
         except KeyboardInterrupt:
             self.last = self.conversation.turns[-1] if self.conversation.turns else None
             self.term.note("interrupted (the reply so far stays in the conversation)")

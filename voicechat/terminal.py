@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from voicechat.backends import Outcome
@@ -23,6 +23,10 @@ from voicechat.backends import Outcome
 FENCES = ("```", "~~~")
 REFRESH_S = 0.08
 """Least time between redraws of the live paragraph: cheap on the Jetson's CPU."""
+WAIT_SHOWN_AFTER_S = 1.0
+"""A first token later than this gets a "waiting for MODEL" line (a warm model answers
+sooner; a cold 7B model on the Jetson takes 10-20 s to load, which looks like a hang)."""
+WAIT_TICK_S = 0.25
 
 
 class OutputClosed(Exception):
@@ -45,8 +49,11 @@ class Terminal:
         self.rich = _isatty(self.out) and env.get("TERM") != "dumb"
         self._ansi = _isatty(self.err) and not self.no_color and env.get("TERM") != "dumb"
         self._ansi_out = self.rich and not self.no_color
+        self._ansi_capable_err = _isatty(self.err) and env.get("TERM") != "dumb"
         self._lock = threading.Lock()
         """Status lines come from the speech threads too: one line at a time."""
+        self._waiting: Waiting | None = None
+        """The transient waiting line of the reply in progress, if one may be drawn."""
 
     # --- stderr --------------------------------------------------------------------------
 
@@ -69,6 +76,8 @@ class Terminal:
             line = f"\x1b[{color}m{line}\x1b[0m"
         with self._lock:
             try:
+                if self._waiting is not None:
+                    self._waiting.erase()  # redrawn below the status line on its next tick
                 self.err.write(line + "\n")
                 self.err.flush()
             except (BrokenPipeError, ValueError):
@@ -94,9 +103,22 @@ class Terminal:
         if self.rich:
             threading.Thread(target=_import_rich, name="voicechat-prefetch", daemon=True).start()
 
-    def reply_view(self) -> ReplyView:
-        """Where one reply's text goes as it streams."""
-        return RichView(self.out, self.no_color) if self.rich else PlainView(self.out)
+    def reply_view(self, model: str = "the model") -> ReplyView:
+        """Where one reply's text goes as it streams.
+
+        Until its first text (or its end), a "waiting for MODEL" line may show on stderr
+        when that is a terminal; the view's first ``write`` or ``end`` removes it.
+        """
+        view = RichView(self.out, self.no_color) if self.rich else PlainView(self.out)
+        if self._ansi_capable_err:
+            self._waiting = Waiting(self.err, self._lock, f"waiting for {model}")
+            view.before_text = self._end_waiting
+        return view
+
+    def _end_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.stop()
 
     def print(self, text: str = "") -> None:
         """A line of program output (lists, tables, dry-run chunks) on stdout."""
@@ -117,6 +139,14 @@ class Terminal:
 class ReplyView:
     """One reply on stdout."""
 
+    before_text: Callable[[], None] | None = None
+    """Called once, before the first text or the end (removes the waiting line)."""
+
+    def _text_comes(self) -> None:
+        if self.before_text is not None:
+            callback, self.before_text = self.before_text, None
+            callback()
+
     def write(self, delta: str) -> None:
         raise NotImplementedError
 
@@ -133,6 +163,7 @@ class PlainView(ReplyView):
         self._last = "\n"
 
     def write(self, delta: str) -> None:
+        self._text_comes()
         try:
             self.out.write(delta)
             self.out.flush()
@@ -141,6 +172,7 @@ class PlainView(ReplyView):
         self._last = delta[-1:] or self._last
 
     def end(self) -> None:
+        self._text_comes()
         if self._last != "\n":
             self.write("\n")
 
@@ -164,6 +196,7 @@ class RichView(ReplyView):
         self._started = False
 
     def write(self, delta: str) -> None:
+        self._text_comes()
         if not self._started:
             self._live.start()
             self._started = True
@@ -175,6 +208,7 @@ class RichView(ReplyView):
             self._drawn = now
 
     def end(self) -> None:
+        self._text_comes()
         rest = self._blocks.flush()
         if self._started:
             self._live.update("", refresh=True)
@@ -192,6 +226,61 @@ class RichView(ReplyView):
     def _print(self, block: str) -> None:
         if block.strip():
             self.console.print(_markdown(block))
+
+
+class Waiting:
+    """A transient "waiting for MODEL... 3 s" line on stderr until the reply's first text.
+
+    Drawn only after `WAIT_SHOWN_AFTER_S`, redrawn 4 times a second (the thread otherwise
+    sleeps: the Jetson's CPU is busy making the tokens), erased without a trace.
+    """
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, err: TextIO, lock: threading.Lock, label: str) -> None:
+        self.err = err
+        self.label = label
+        self._lock = lock
+        self._stop = threading.Event()
+        self._shown = False
+        self._since = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="voicechat-waiting", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self._stop.wait(WAIT_SHOWN_AFTER_S):
+            return
+        frame = 0
+        while True:
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                waited = time.monotonic() - self._since
+                self._write(f"\r\x1b[2K{self.FRAMES[frame % 4]} {self.label}... {waited:.0f} s")
+                self._shown = True
+            frame += 1
+            if self._stop.wait(WAIT_TICK_S):
+                return
+
+    def erase(self) -> None:
+        """Clear the line (the caller holds the terminal's lock)."""
+        if self._shown:
+            self._write("\r\x1b[2K")
+            self._shown = False
+
+    def stop(self) -> None:
+        """Stop drawing and leave no trace; returns once the thread is gone."""
+        self._stop.set()
+        self._thread.join()
+        with self._lock:
+            self.erase()
+
+    def _write(self, text: str) -> None:
+        try:
+            self.err.write(text)
+            self.err.flush()
+        except (BrokenPipeError, ValueError, UnicodeEncodeError):
+            pass
 
 
 class Blocks:
