@@ -25,7 +25,7 @@ REFRESH_S = 0.08
 """Least time between redraws of the live paragraph: cheap on the Jetson's CPU."""
 WAIT_SHOWN_AFTER_S = 1.0
 """A first token later than this gets a "waiting for MODEL" line (a warm model answers
-sooner; a cold 7B model on the Jetson takes 10-20 s to load, which looks like a hang)."""
+sooner; loading a 7B model from storage takes seconds, which would look like a hang)."""
 WAIT_TICK_S = 0.25
 
 
