@@ -323,16 +323,23 @@ def test_backend_error_keeps_the_repl_and_the_conversation(
 # --- pipes ---------------------------------------------------------------------------------------
 
 
-def test_chat_over_a_pipe_is_one_conversation(tmp_path: Path, ollama_server: FakeServer) -> None:
-    ollama_server.enqueue(Script(tokens=["A1"]), Script(tokens=["A2"]))
-    result = subprocess.run(
+def chat_through_a_pipe(
+    tmp_path: Path, server: FakeServer, lines: str
+) -> subprocess.CompletedProcess[str]:
+    """``voicechat chat --mute`` with ``lines`` on stdin, as a real process."""
+    return subprocess.run(
         [sys.executable, "-m", "voicechat", "chat", "--mute"],
-        input="first question\n\nsecond question\n",
+        input=lines,
         capture_output=True,
         text=True,
-        env=env_for(tmp_path, ollama_server),
+        env=env_for(tmp_path, server),
         timeout=30,
     )
+
+
+def test_chat_over_a_pipe_is_one_conversation(tmp_path: Path, ollama_server: FakeServer) -> None:
+    ollama_server.enqueue(Script(tokens=["A1"]), Script(tokens=["A2"]))
+    result = chat_through_a_pipe(tmp_path, ollama_server, "first question\n\nsecond question\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "A1\nA2\n"
     contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
@@ -343,14 +350,7 @@ def test_chat_over_a_pipe_reports_failures_in_the_exit_code(
     tmp_path: Path, ollama_server: FakeServer
 ) -> None:
     ollama_server.enqueue(Script(status=500, body='{"error": "boom"}'), Script(tokens=["ok"]))
-    result = subprocess.run(
-        [sys.executable, "-m", "voicechat", "chat", "--mute"],
-        input="one\ntwo\n",
-        capture_output=True,
-        text=True,
-        env=env_for(tmp_path, ollama_server),
-        timeout=30,
-    )
+    result = chat_through_a_pipe(tmp_path, ollama_server, "one\ntwo\n")
     assert result.returncode == 7
     assert result.stdout == "ok\n"
     assert "boom" in result.stderr
@@ -366,14 +366,7 @@ def test_a_turn_that_broke_stays_out_of_the_next_request_only_if_nothing_came(
     """llama.cpp answers a prompt over its context with an empty stream: resending that
     question with the next line would fail it too."""
     ollama_server.enqueue(Script(tokens=["par", "tial"], fault=fault), Script(tokens=["ok"]))
-    result = subprocess.run(
-        [sys.executable, "-m", "voicechat", "chat", "--mute"],
-        input="one\ntwo\n",
-        capture_output=True,
-        text=True,
-        env=env_for(tmp_path, ollama_server),
-        timeout=30,
-    )
+    result = chat_through_a_pipe(tmp_path, ollama_server, "one\ntwo\n")
     assert result.returncode == 9, result.stderr
     assert result.stdout.endswith("ok\n")
     contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
