@@ -176,8 +176,7 @@ def _speaking(voice: Voice | None, chunking: ChunkingSettings) -> Callable[[str 
 
     def say(delta: str | None) -> None:
         # when speech is running dry, a clause may end the piece (eager)
-        end = delta is None
-        pieces = speakable.flush() if end else speakable.feed(delta or "", eager=voice.hungry)
+        pieces = speakable.flush() if delta is None else speakable.feed(delta, eager=voice.hungry)
         for utterance in pieces:
             voice.say(utterance)
 

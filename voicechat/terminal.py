@@ -47,9 +47,9 @@ class Terminal:
         env = os.environ if env is None else env
         self.no_color = "NO_COLOR" in env
         self.rich = _isatty(self.out) and env.get("TERM") != "dumb"
-        self._ansi = _isatty(self.err) and not self.no_color and env.get("TERM") != "dumb"
+        self._tty_err = _isatty(self.err) and env.get("TERM") != "dumb"
+        self._ansi = self._tty_err and not self.no_color
         self._ansi_out = self.rich and not self.no_color
-        self._ansi_capable_err = _isatty(self.err) and env.get("TERM") != "dumb"
         self._lock = threading.Lock()
         """Status lines come from the speech threads too: one line at a time."""
         self._waiting: Waiting | None = None
@@ -75,13 +75,9 @@ class Terminal:
         if self._ansi:
             line = f"\x1b[{color}m{line}\x1b[0m"
         with self._lock:
-            try:
-                if self._waiting is not None:
-                    self._waiting.erase()  # redrawn below the status line on its next tick
-                self.err.write(line + "\n")
-                self.err.flush()
-            except (BrokenPipeError, ValueError):
-                pass
+            if self._waiting is not None:
+                self._waiting.erase()  # redrawn below the status line on its next tick
+            _write_quietly(self.err, line + "\n")
 
     def check(self, name: str, ok: bool | None, detail: str, fix: str = "") -> None:
         """One row of ``voicechat doctor`` on stdout, printed as soon as it is known."""
@@ -110,7 +106,7 @@ class Terminal:
         when that is a terminal; the view's first ``write`` or ``end`` removes it.
         """
         view = RichView(self.out, self.no_color) if self.rich else PlainView(self.out)
-        if self._ansi_capable_err:
+        if self._tty_err:
             self._waiting = Waiting(self.err, self._lock, f"waiting for {model}")
             view.before_text = self._end_waiting
         return view
@@ -256,7 +252,11 @@ class Waiting:
                 if self._stop.is_set():
                     return
                 waited = time.monotonic() - self._since
-                self._write(f"\r\x1b[2K{self.FRAMES[frame % 4]} {self.label}... {waited:.0f} s")
+                spinner = self.FRAMES[frame % len(self.FRAMES)]
+                try:
+                    _write_quietly(self.err, f"\r\x1b[2K{spinner} {self.label}... {waited:.0f} s")
+                except UnicodeEncodeError:
+                    return  # a terminal that cannot show the model's name: no waiting line
                 self._shown = True
             frame += 1
             if self._stop.wait(WAIT_TICK_S):
@@ -265,7 +265,7 @@ class Waiting:
     def erase(self) -> None:
         """Clear the line (the caller holds the terminal's lock)."""
         if self._shown:
-            self._write("\r\x1b[2K")
+            _write_quietly(self.err, "\r\x1b[2K")
             self._shown = False
 
     def stop(self) -> None:
@@ -274,13 +274,6 @@ class Waiting:
         self._thread.join()
         with self._lock:
             self.erase()
-
-    def _write(self, text: str) -> None:
-        try:
-            self.err.write(text)
-            self.err.flush()
-        except (BrokenPipeError, ValueError, UnicodeEncodeError):
-            pass
 
 
 class Blocks:
@@ -355,6 +348,15 @@ def _import_rich() -> None:
     import rich.console
     import rich.live
     import rich.markdown  # noqa: F401
+
+
+def _write_quietly(stream: TextIO, text: str) -> None:
+    """Write to stderr; a closed stderr must not break the reply."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (BrokenPipeError, ValueError):
+        pass
 
 
 def _isatty(stream: TextIO) -> bool:
