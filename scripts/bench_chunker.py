@@ -11,6 +11,10 @@ Nano) that gives the simulated seconds until the first piece exists. "Ours" is t
 the first text the generator in ../shared/seeds/streaming-article.md yields (it cuts only at
 。！？ found inside one delta; without them it yields only at the end of the reply).
 
+Replies include unpunctuated Chinese (a 7B model sometimes drops the marks: the article's
+method waits for the end; we cut in speaking time) and a mixed reply with a full-width mark
+glued to English.
+
 (b) Throughput and linearity: the time for 100 k and 1 M characters fed token by token, for
 typical replies and for text without any punctuation; t(1M)/t(100k) near 10 means linear.
 """
@@ -37,6 +41,8 @@ REPLIES = {
     "English": DATA / "chunker" / "en_sky.txt",
     "mixed zh/en": DATA / "chunker" / "mixed.txt",
     "Markdown-heavy": DATA / "chunker" / "markdown.md",
+    "zh, no marks": DATA / "chunker" / "zh_unpunctuated.txt",
+    "mixed, glued": DATA / "chunker" / "mixed_glued.txt",
 }
 _TOKEN = re.compile(r" ?[A-Za-z]+| ?\d{1,3}|\s+|.", re.DOTALL)
 

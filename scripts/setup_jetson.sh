@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up voicechat on a Jetson (JetPack 6, Ubuntu 22.04, aarch64): system packages, Ollama as a
-# systemd service, the model pulled, voicechat in its own venv, and a `voicechat doctor` run.
+# systemd service, the model pulled, voicechat in its own venv (with Piper), a Chinese and an
+# English neural voice pulled from Hugging Face, and a `voicechat doctor` run.
 # Idempotent: every step checks first and skips what is already done, so running it again is
 # safe (and quick). Run it as your normal user; it uses sudo for apt and systemd.
 set -euo pipefail
@@ -13,7 +14,12 @@ OLLAMA_INSTALL=https://ollama.com/install.sh
 SOURCE=""          # where voicechat is installed from: a checkout, or PyPI
 DRY_RUN=0
 PULL=1
+VOICES_PULL=1
 DOCTOR=1
+# Piper voices the Jetson profiles name (tts.voice_zh / tts.voice); until they are pulled,
+# those profiles fall back to espeak (tts.fallback)
+VOICES=(zh_CN-huayan-medium en_US-lessac-medium)
+VOICES_DIR=${XDG_DATA_HOME:-$HOME/.local/share}/voicechat/voices
 APT_PACKAGES=(
     espeak-ng libespeak-ng1       # the default voice (pyttsx3 drives libespeak-ng)
     libportaudio2                 # audio output (sounddevice)
@@ -32,8 +38,9 @@ Steps:
   1. system packages: ${APT_PACKAGES[*]}
   2. Ollama (official installer: $OLLAMA_INSTALL), running as the systemd service 'ollama'
   3. ollama pull MODEL
-  4. voicechat in a venv ($VENV), linked into $BIN_DIR
-  5. voicechat doctor
+  4. voicechat with Piper (voicechat[piper]) in a venv ($VENV), linked into $BIN_DIR
+  5. Piper voices from Hugging Face: ${VOICES[*]}
+  6. voicechat doctor
 
 Options:
   --dry-run         print the steps and commands; change nothing
@@ -43,6 +50,7 @@ Options:
   --from PATH|pypi  install voicechat from this checkout or from PyPI
                     [the checkout this script is in, if it is one; else pypi]
   --no-pull         skip the model download
+  --no-voices       skip the Piper voices (the profiles then speak with espeak)
   --no-doctor       skip the final voicechat doctor run
   -h, --help        this text
 
@@ -60,6 +68,7 @@ while (($#)); do
         --from) SOURCE=${2:?--from needs a path or pypi}; shift ;;
         --from=*) SOURCE=${1#*=} ;;
         --no-pull) PULL=0 ;;
+        --no-voices) VOICES_PULL=0 ;;
         --no-doctor) DOCTOR=0 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "setup_jetson: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -76,7 +85,7 @@ SUDO=""
 [[ $(id -u) -ne 0 ]] && SUDO=sudo
 STEP=0
 
-step() { STEP=$((STEP + 1)); printf '\n== %d/5 %s\n' "$STEP" "$*"; }
+step() { STEP=$((STEP + 1)); printf '\n== %d/6 %s\n' "$STEP" "$*"; }
 note() { printf '   %s\n' "$*"; }
 # Print a command, then run it (unless --dry-run). Commands are given as separate words.
 run() {
@@ -158,9 +167,9 @@ else
     run python3 -m venv "$VENV"
 fi
 if [[ $SOURCE == pypi ]]; then
-    run "$VENV/bin/python" -m pip install --upgrade voicechat
+    run "$VENV/bin/python" -m pip install --upgrade "voicechat[piper]"
 else
-    run "$VENV/bin/python" -m pip install --upgrade "$SOURCE"
+    run "$VENV/bin/python" -m pip install --upgrade "${SOURCE}[piper]"
 fi
 if [[ -L $BIN_DIR/voicechat && $(readlink "$BIN_DIR/voicechat") == "$VENV/bin/voicechat" ]]; then
     note "$BIN_DIR/voicechat links to the venv"
@@ -173,7 +182,25 @@ case ":$PATH:" in
     *) note "add $BIN_DIR to PATH (e.g. in ~/.bashrc): export PATH=\"$BIN_DIR:\$PATH\"" ;;
 esac
 
-# --- 5. doctor --------------------------------------------------------------------------------
+# --- 5. Piper voices ---------------------------------------------------------------------------
+
+step "Piper voices"
+wanted=()
+for voice in "${VOICES[@]}"; do
+    if [[ -f $VOICES_DIR/$voice/$voice.onnx && -f $VOICES_DIR/$voice/$voice.onnx.json ]]; then
+        note "$voice is pulled"
+    else
+        wanted+=("$voice")
+    fi
+done
+if ((!VOICES_PULL)); then
+    note "skipped (--no-voices): the profiles speak with espeak until: voicechat voices pull ${VOICES[*]}"
+elif ((${#wanted[@]})); then
+    # verified against the repository's checksums; run again to resume after a failure
+    run "$VENV/bin/voicechat" voices pull "${wanted[@]}"
+fi
+
+# --- 6. doctor --------------------------------------------------------------------------------
 
 step "voicechat doctor"
 shipped=("$HERE/configs/$PROFILE.yaml" "$VENV"/lib/python3*/site-packages/voicechat/configs/"$PROFILE.yaml")

@@ -76,40 +76,42 @@ class NullSink:
         runtime, home = root / "run", root / "home"
         runtime.mkdir(mode=0o700)
         home.mkdir()
-        config = root / "sink.pa"
-        config.write_text(_CONFIG)
+        (root / "sink.pa").write_text(_CONFIG)
         env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), HOME=str(home))
         env.pop("PULSE_SERVER", None)
-        process = subprocess.Popen(
-            [
-                "pulseaudio",
-                "--daemonize=no",
-                "-n",
-                "-F",
-                str(config),
-                "--exit-idle-time=-1",
-                "--use-pid-file=no",
-                "--log-target=stderr",
-                "--log-level=error",
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
         client_env = dict(env, PULSE_SERVER=f"unix:{runtime}/pulse/native")
-        sink = cls(root, process, client_env)
+        sink = cls(root, _spawn(root, env), client_env)
+        try:
+            sink._wait_up(timeout)
+        except RuntimeError:
+            sink.stop()
+            raise
+        return sink
+
+    def _wait_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                sink.stop()
+            if self.process.poll() is not None:
+                stderr = self.process.stderr
+                err = stderr.read().decode(errors="replace") if stderr else ""
                 raise RuntimeError(f"pulseaudio exited at start: {err.strip()[-300:]}")
-            if sink.answers():
-                return sink
+            if self.answers():
+                return
             time.sleep(0.05)
-        sink.stop()
-        raise RuntimeError("pulseaudio did not answer `pactl info` within {timeout} s")
+        raise RuntimeError(f"pulseaudio did not answer `pactl info` within {timeout} s")
+
+    def kill(self) -> None:
+        """Kill the server (SIGKILL, as a crash would): clients lose it mid-stream."""
+        self.process.kill()
+        self.process.wait(timeout=5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Start the server again on the same socket (after `kill`)."""
+        env = {k: v for k, v in self.env.items() if k != "PULSE_SERVER"}
+        self.process = _spawn(self.root, env)
+        self._wait_up(timeout)
 
     def answers(self) -> bool:
         """True when the server is up (``pactl info`` succeeds against it)."""
@@ -136,6 +138,26 @@ class NullSink:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _spawn(root: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            "pulseaudio",
+            "--daemonize=no",
+            "-n",
+            "-F",
+            str(root / "sink.pa"),
+            "--exit-idle-time=-1",
+            "--use-pid-file=no",
+            "--log-target=stderr",
+            "--log-level=error",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 @dataclass

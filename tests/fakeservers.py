@@ -4,7 +4,8 @@ Real HTTP over real sockets (chunked transfer, NDJSON lines, SSE events), so the
 parsers, timeouts and connection handling are exercised for real. Each chat request is
 answered by the next queued `Script` (or ``server.default``); every request is recorded.
 
-Usage (pytest fixtures ``ollama_server`` / ``openai_server``, or directly from scripts)::
+Usage (pytest fixtures ``ollama_server`` / ``openai_server`` from tests/server_fixtures.py,
+or directly from scripts: this module needs nothing beyond the standard library)::
 
     with FakeServer("ollama") as server:          # server.url == "http://127.0.0.1:PORT"
         server.enqueue(Script(tokens=["Hi", "!"], tokens_per_s=8, first_delay=0.5))
@@ -34,8 +35,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-
-import pytest
 
 Protocol = Literal["ollama", "openai"]
 Fault = Literal["error_line", "drop", "empty", "hang", "not_json"]
@@ -491,40 +490,8 @@ _OPENAI_GET = {
 }
 
 
-# --- pytest fixtures -------------------------------------------------------------------
-
-
-@pytest.fixture
-def ollama_server() -> Iterator[FakeServer]:
-    """A fresh fake Ollama server (models: qwen2.5:7b)."""
-    with FakeServer("ollama") as server:
-        yield server
-
-
-@pytest.fixture
-def openai_server() -> Iterator[FakeServer]:
-    """A fresh fake OpenAI-compatible server at ``server.url`` (ending in /v1)."""
-    with FakeServer("openai", models=["local-model"]) as server:
-        yield server
-
-
 def dead_port() -> int:
     """A loopback port with nothing listening (connection refused)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-def blackhole() -> Iterator[str]:
-    """A loopback URL whose connections never complete (a full accept queue): connect timeout."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port = server.getsockname()[1]
-    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        filler.close()
-        server.close()

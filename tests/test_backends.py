@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakeservers import FakeServer, Script, dead_port
-from voicechat.backends import create_backend
+from voicechat.backends import create_backend, settings_for
 from voicechat.errors import (
     AuthFailed,
     BackendTimeout,
@@ -18,7 +18,7 @@ from voicechat.errors import (
     ServerError,
     StreamBroken,
 )
-from voicechat.settings import BackendSettings, GenerationSettings
+from voicechat.settings import GenerationSettings
 
 TRANSCRIPTS = Path(__file__).parent / "data" / "transcripts" / "llama-cpp-server"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "transcripts" / "llama-cpp-server"
@@ -36,7 +36,7 @@ def transcript(name: str) -> bytes:
 def backend_for(server: FakeServer, **settings: object):  # type: ignore[no-untyped-def]
     model = server.models[0]
     return create_backend(
-        BackendSettings(kind=server.protocol, base_url=server.url, model=model, **settings)  # type: ignore[arg-type]
+        settings_for(server.protocol, base_url=server.url, model=model, **settings)  # type: ignore[arg-type]
     )
 
 
@@ -94,7 +94,7 @@ def test_openai_request_body(openai_server: FakeServer) -> None:
 def test_openai_sends_the_api_key(openai_server: FakeServer) -> None:
     openai_server.api_key = "sk-test-123"
     backend = create_backend(
-        BackendSettings(kind="openai", base_url=openai_server.url, model="local-model"),
+        settings_for("openai", base_url=openai_server.url, model="local-model"),
         "sk-test-123",
     )
     assert "".join(backend.chat(ASK, GenerationSettings())) == "Hello there."
@@ -133,9 +133,16 @@ def test_length_finish_is_reported(server: FakeServer) -> None:
 
 
 def test_stream_without_end_marker_is_truncated_and_keeps_text(server: FakeServer) -> None:
-    deltas, reply = collect(server, Script(tokens=["part", "ial"], finish=None))
+    """Issue 11: the backend raises StreamBroken itself (no finish="truncated" for chat)."""
+    server.enqueue(Script(tokens=["part", "ial"], finish=None))
+    reply = backend_for(server).chat(ASK, GenerationSettings())
+    deltas: list[str] = []
+    with pytest.raises(StreamBroken, match="without an end marker"):
+        for delta in reply:
+            deltas.append(delta)
     assert deltas == ["part", "ial"]
-    assert reply.outcome.finish == "truncated"
+    assert reply.text == "partial"
+    assert reply.outcome is None
 
 
 def test_ollama_speed_comes_from_server_counts(ollama_server: FakeServer) -> None:
@@ -155,7 +162,8 @@ def test_ollama_without_counts_measures_speed(ollama_server: FakeServer) -> None
 def test_openai_usage_chunk_with_empty_choices(openai_server: FakeServer) -> None:
     deltas, reply = collect(openai_server, Script(tokens=["x", "y", "z"]))
     assert deltas == ["x", "y", "z"]
-    assert reply.outcome.tokens == 3 and reply.outcome.measured is False
+    # the count is the server's; the speed is measured here (issue 12: not "(server)")
+    assert reply.outcome.tokens == 3 and reply.outcome.measured is True
 
 
 def test_openai_without_usage_chunk_counts_deltas(openai_server: FakeServer) -> None:
@@ -203,10 +211,10 @@ def test_replays_of_real_llama_cpp_streams(
 @pytest.mark.parametrize("kind", ["ollama", "openai"])
 def test_unreachable_server_is_reported_at_once(kind: str) -> None:
     url = f"http://127.0.0.1:{dead_port()}" + ("/v1" if kind == "openai" else "")
-    backend = create_backend(BackendSettings(kind=kind, base_url=url, model="m"))  # type: ignore[arg-type]
+    backend = create_backend(settings_for(kind, base_url=url, model="m"))  # type: ignore[arg-type]
     started = time.monotonic()
     with pytest.raises(BackendUnreachable) as caught:
-        backend.chat(ASK, GenerationSettings())
+        list(backend.chat(ASK, GenerationSettings()))
     assert time.monotonic() - started < 1.0  # no hidden SDK retries with backoff
     assert url in str(caught.value)
     if kind == "ollama":
@@ -217,10 +225,10 @@ def test_unreachable_server_is_reported_at_once(kind: str) -> None:
 def test_connect_timeout(kind: str, blackhole: str) -> None:
     url = blackhole + ("/v1" if kind == "openai" else "")
     backend = create_backend(
-        BackendSettings(kind=kind, base_url=url, model="m", connect_timeout=0.3)  # type: ignore[arg-type]
+        settings_for(kind, base_url=url, model="m", connect_timeout=0.3)  # type: ignore[arg-type]
     )
     with pytest.raises(BackendTimeout, match="connect timeout"):
-        backend.chat(ASK, GenerationSettings())
+        list(backend.chat(ASK, GenerationSettings()))
 
 
 def test_read_timeout(server: FakeServer) -> None:
@@ -240,29 +248,27 @@ def test_read_timeout_mid_stream(server: FakeServer) -> None:
 
 def test_model_not_found(server: FakeServer) -> None:
     backend = create_backend(
-        BackendSettings(kind=server.protocol, base_url=server.url, model="llama9:70b")  # type: ignore[arg-type]
+        settings_for(server.protocol, base_url=server.url, model="llama9:70b")  # type: ignore[arg-type]
     )
     with pytest.raises(ModelNotFound, match=r"ollama pull llama9:70b"):
-        backend.chat(ASK, GenerationSettings())
+        list(backend.chat(ASK, GenerationSettings()))
 
 
 def test_wrong_path_suggests_v1() -> None:
     """An OpenAI profile pointed at Ollama's root: Go's plain-text 404."""
     with FakeServer("ollama", models=["qwen2.5:7b"]) as ollama:
-        backend = create_backend(
-            BackendSettings(kind="openai", base_url=ollama.url, model="qwen2.5:7b")
-        )
+        backend = create_backend(settings_for("openai", base_url=ollama.url, model="qwen2.5:7b"))
         with pytest.raises(EndpointNotFound, match="does the base URL need /v1"):
-            backend.chat(ASK, GenerationSettings())
+            list(backend.chat(ASK, GenerationSettings()))
 
 
 def test_ollama_profile_at_an_openai_server() -> None:
     with FakeServer("openai") as openai_like:
         backend = create_backend(
-            BackendSettings(kind="ollama", base_url=openai_like.url[:-3], model="qwen2.5:7b")
+            settings_for("ollama", base_url=openai_like.url[:-3], model="qwen2.5:7b")
         )
         with pytest.raises(EndpointNotFound, match="kind: openai"):
-            backend.chat(ASK, GenerationSettings())
+            list(backend.chat(ASK, GenerationSettings()))
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -270,13 +276,13 @@ def test_auth_failure_names_the_variable(openai_server: FakeServer, status: int)
     body = '{"error": {"message": "Incorrect API key provided: sk-***", "type": "x"}}'
     openai_server.enqueue(Script(status=status, body=body))
     backend = create_backend(
-        BackendSettings(
-            kind="openai", base_url=openai_server.url, model="local-model", api_key_env="MY_KEY"
+        settings_for(
+            "openai", base_url=openai_server.url, model="local-model", api_key_env="MY_KEY"
         ),
         "sk-secret-value",
     )
     with pytest.raises(AuthFailed) as caught:
-        backend.chat(ASK, GenerationSettings())
+        list(backend.chat(ASK, GenerationSettings()))
     assert "MY_KEY" in str(caught.value)
     assert "sk-secret-value" not in str(caught.value)
 
@@ -284,7 +290,7 @@ def test_auth_failure_names_the_variable(openai_server: FakeServer, status: int)
 def test_ollama_auth_failure(ollama_server: FakeServer) -> None:
     ollama_server.enqueue(Script(status=401, body='{"error": "unauthorized"}'))
     with pytest.raises(AuthFailed):
-        backend_for(ollama_server).chat(ASK, GenerationSettings())
+        list(backend_for(ollama_server).chat(ASK, GenerationSettings()))
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
@@ -292,7 +298,7 @@ def test_server_errors(server: FakeServer, status: int) -> None:
     body = '{"error": "server busy"}' if server.protocol == "ollama" else "Internal Server Error"
     server.enqueue(Script(status=status, body=body))
     with pytest.raises(ServerError) as caught:
-        backend_for(server).chat(ASK, GenerationSettings())
+        list(backend_for(server).chat(ASK, GenerationSettings()))
     assert str(status) in str(caught.value)
     assert len(server.chats) == 1  # retries are 0 for local profiles: no hidden repeats
 
@@ -311,7 +317,7 @@ def test_context_exceeded_400(openai_server: FakeServer) -> None:
     )
     openai_server.enqueue(Script(status=400, body=body))
     with pytest.raises(ServerError, match="context"):
-        backend_for(openai_server).chat(ASK, GenerationSettings())
+        list(backend_for(openai_server).chat(ASK, GenerationSettings()))
 
 
 # --- errors during the stream ------------------------------------------------------------------

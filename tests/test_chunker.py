@@ -267,6 +267,27 @@ def test_numbered_list_markers_are_not_ends() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a full-width mark straight before Latin text ends the piece however short it is
+        ("这是因为散射！Makes sense? 是的。", ["这是因为散射！", "Makes sense?", " 是的。"]),
+        ("……散射！Makes sense?", ["……散射！", "Makes sense?"]),
+        ("结果是42！2024年就这样。", ["结果是42！", "2024年就这样。"]),
+        ("好。OK的。", ["好。", "OK的。"]),
+        ("他问：“真的吗？”Yes, it is.", ["他问：“真的吗？”", "Yes, it is."]),
+        ("这是版本一．Next one.", ["这是版本一．", "Next one."]),
+        # still one piece: a full-width number, Latin marks, and a mark alone on its line
+        ("圆周率是３．１４左右。", ["圆周率是３．１４左右。"]),
+        ("Yahoo!Japan is big.", ["Yahoo!Japan is big."]),
+        ("好的\n！OK", ["好的\n", "！OK"]),
+    ],
+)
+def test_fullwidth_mark_before_latin_ends_the_piece(text: str, expected: list[str]) -> None:
+    for s in (SENTENCE, CLAUSE):
+        assert texts(text, s) == expected
+
+
 def test_mixed_chinese_and_english() -> None:
     text = "我用Python 3.11写了main.py。Then I ran it."
     for s in (SENTENCE, CLAUSE):
@@ -337,10 +358,56 @@ def test_long_text_prefers_a_clause_mark_then_a_space() -> None:
 
 
 def test_long_chinese_is_cut_between_characters() -> None:
-    s = ChunkingSettings(mode="sentence", max_chars=10)
+    s = ChunkingSettings(mode="sentence", max_chars=10, cjk_weight=1.0)
     assert texts("天" * 35, s) == ["天" * 10, "天" * 10, "天" * 10, "天" * 5]
     # a clause mark in the second half wins over the character boundary
     assert texts("天天天天天天，天天天天天天天天", s)[0] == "天天天天天天，"
+
+
+# Unpunctuated Chinese (a 7B model sometimes drops the marks): cut in speaking time.
+UNPUNCTUATED_ZH = (
+    "我们今天讨论的问题是为什么天空是蓝色的这个问题其实和光的散射有关系太阳光包含各种颜色的光"
+    "当它穿过大气层时会和空气中的分子发生碰撞波长较短的蓝光更容易被散射所以我们看到的天空是蓝色的"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "settings", "expected"),
+    [
+        # 160 Latin characters of speaking time = 53 Chinese characters (weight 3); the cut
+        # goes after the last function character in the second half (穿过|大气层), not at 53
+        (
+            UNPUNCTUATED_ZH,
+            ChunkingSettings(mode="sentence"),
+            [UNPUNCTUATED_ZH[:48], UNPUNCTUATED_ZH[48:]],
+        ),
+        # the weight is a setting: 2 gives pieces of up to 80 characters (更容易被|散射)
+        (
+            UNPUNCTUATED_ZH,
+            ChunkingSettings(mode="sentence", cjk_weight=2.0),
+            [UNPUNCTUATED_ZH[:75], UNPUNCTUATED_ZH[75:]],
+        ),
+        # no function character in the second half: between any two characters
+        ("天" * 60, ChunkingSettings(mode="sentence"), ["天" * 53, "天" * 7]),
+        # a function character early on is not worth a piece of a few characters
+        ("的" + "天" * 59, ChunkingSettings(mode="sentence"), ["的" + "天" * 52, "天" * 7]),
+        # English is counted as before: 160 characters
+        ("word " * 40, ChunkingSettings(mode="sentence"), ["word " * 32, "word " * 8]),
+    ],
+)
+def test_unpunctuated_chinese_is_cut_in_speaking_time(
+    text: str, settings: ChunkingSettings, expected: list[str]
+) -> None:
+    assert texts(text, settings) == expected
+    assert [c.text for feed in streamed(list(text), settings) for c in feed] == expected
+
+
+def test_a_long_sentence_with_commas_stays_whole() -> None:
+    """Only a run without clause marks is weighed: the seed's longest sentence (87 characters,
+    3 commas) is still one piece in sentence mode (the article's lines)."""
+    sentence = max(SEED_LINES, key=len)
+    assert len(sentence) > 160 / 3
+    assert texts(sentence, SENTENCE) == [sentence]
 
 
 @pytest.mark.parametrize(
@@ -463,6 +530,7 @@ SETTINGS = st.builds(
     first_min_words=st.integers(1, 4),
     min_chars=st.integers(1, 20),
     max_chars=st.integers(1, 200),
+    cjk_weight=st.sampled_from([1.0, 2.5, 3.0, 6.0]),
 )
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.fakeservers import FakeServer, Script, dead_port
-from voicechat import doctor
+from voicechat import doctor, tts
+from voicechat.backends import settings_for
 from voicechat.doctor import Check, run_checks
 from voicechat.profile import LoadedProfile, ProfileSource
-from voicechat.settings import BackendSettings, Profile, TTSSettings
+from voicechat.settings import Profile, TTSSettings
 
 TEXT_ONLY = TTSSettings(engine="none")
 
@@ -24,7 +25,7 @@ TEXT_ONLY = TTSSettings(engine="none")
 def loaded(
     kind: str, url: str, model: str, tts: TTSSettings = TEXT_ONLY, **backend: object
 ) -> LoadedProfile:
-    settings = BackendSettings(kind=kind, base_url=url, model=model, **backend)  # type: ignore[arg-type]
+    settings = settings_for(kind, base_url=url, model=model, **backend)
     source = ProfileSource("test", Path("/profiles/test.yaml"), "path")
     return LoadedProfile(source, Profile(backend=settings, tts=tts))
 
@@ -237,14 +238,14 @@ def test_generation_that_does_not_answer_in_time(ollama_server: FakeServer) -> N
 
 
 def test_pyttsx3_speaks_english_and_chinese() -> None:
-    rows = {row.name: row for row in doctor.voice_checks(TTSSettings(engine="pyttsx3"))}
+    rows = {row.name: row for row in tts.checks(TTSSettings(engine="pyttsx3"))}
     assert rows["voice"].ok is True and rows["voice (zh)"].ok is True
     assert "cmn" in rows["voice (zh)"].detail  # espeak's Mandarin voice, not the English one
     assert "s of speech" in rows["voice"].detail
 
 
 def test_unknown_voice_fails_with_the_profile_key() -> None:
-    rows = list(doctor.voice_checks(TTSSettings(engine="pyttsx3", voice="no-such-voice")))
+    rows = list(tts.checks(TTSSettings(engine="pyttsx3", voice="no-such-voice")))
     assert [(r.name, r.ok) for r in rows] == [("voice", False)]
     assert "no-such-voice" in rows[0].detail
     assert "voicechat voices" in rows[0].fix
@@ -253,7 +254,7 @@ def test_unknown_voice_fails_with_the_profile_key() -> None:
 def test_no_chinese_voice_is_a_failing_line() -> None:
     """Chinese given to the English voice is read as gibberish: the user must know."""
     settings = TTSSettings(engine="pyttsx3", voice="gmw/en", voice_zh="gmw/en")
-    rows = {row.name: row for row in doctor.voice_checks(settings)}
+    rows = {row.name: row for row in tts.checks(settings)}
     assert rows["voice"].ok is True
     assert rows["voice (zh)"].ok is False
     assert "tts.voice_zh" in rows["voice (zh)"].fix
@@ -261,19 +262,19 @@ def test_no_chinese_voice_is_a_failing_line() -> None:
 
 def test_piper_without_its_model_fails(tmp_path: Path) -> None:
     settings = TTSSettings(engine="piper", model=str(tmp_path / "missing.onnx"))
-    rows = list(doctor.voice_checks(settings))
+    rows = list(tts.checks(settings))
     assert [(r.name, r.ok) for r in rows] == [("voice", False)]
     assert "missing.onnx" in rows[0].detail
 
 
 def test_text_only_profile_needs_no_voice() -> None:
-    rows = list(doctor.voice_checks(TEXT_ONLY))
+    rows = list(tts.checks(TEXT_ONLY))
     assert [(r.name, r.ok) for r in rows] == [("voice", None)]
 
 
 def test_peak_of_silence_and_sound() -> None:
-    assert doctor._peak(b"\x00\x00" * 10) == 0
-    assert doctor._peak((-1234).to_bytes(2, "little", signed=True) + b"\x01\x00") == 1234
+    assert tts.peak(b"\x00\x00" * 10) == 0
+    assert tts.peak((-1234).to_bytes(2, "little", signed=True) + b"\x01\x00") == 1234
 
 
 # --- the audio device (in a fresh process: PortAudio lists devices once, at import) ------------
@@ -282,10 +283,10 @@ def test_peak_of_silence_and_sound() -> None:
 def audio_row(env: dict[str, str], device: str | None = None) -> dict[str, object]:
     code = (
         "import dataclasses, json, sys\n"
-        "from voicechat.doctor import audio_check\n"
+        "from voicechat.playback import checks\n"
         "from voicechat.settings import TTSSettings\n"
         "device = sys.argv[1] or None\n"
-        "print(json.dumps(dataclasses.asdict(audio_check(TTSSettings(device=device)))))\n"
+        "print(json.dumps(dataclasses.asdict(next(checks(TTSSettings(device=device))))))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, device or ""],
@@ -327,9 +328,9 @@ def test_portaudio_missing_says_apt_get(tmp_path: Path) -> None:
         "import ctypes.util, dataclasses, json\n"
         "ctypes.util.find_library = lambda name: None\n"  # what a box without PortAudio sees
         "import sys\n"
-        "from voicechat.doctor import audio_check\n"
+        "from voicechat.playback import checks\n"
         "from voicechat.settings import TTSSettings\n"
-        "print(json.dumps(dataclasses.asdict(audio_check(TTSSettings()))))\n"
+        "print(json.dumps(dataclasses.asdict(next(checks(TTSSettings())))))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True

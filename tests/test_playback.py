@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from voicechat.playback import Clip, Player, fade, resample, trim
+from voicechat.audio import fade, resample, trim
+from voicechat.playback import Clip, Player
 
 RATE = 22050
 
@@ -180,3 +181,45 @@ def test_missing_device_is_one_fault_naming_the_devices(null_sink) -> None:
     p.close()
     assert len(faults) == 1
     assert "tts.device 'no-such-device'" in faults[0] and "'pulse'" in faults[0]
+
+
+# --- the device check the doctor runs (a fresh process: PortAudio lists devices at import) ------
+
+
+def device_rows(env: dict[str, str], device: str = "") -> list[dict[str, object]]:
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import dataclasses, json, sys\n"
+        "from voicechat.playback import checks\n"
+        "from voicechat.settings import TTSSettings\n"
+        "rows = checks(TTSSettings(device=sys.argv[1] or None))\n"
+        "print(json.dumps([dataclasses.asdict(r) for r in rows]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, device], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.audio
+def test_device_check_on_the_null_sink_and_with_a_wrong_device(null_sink) -> None:
+    import os
+
+    env = {**os.environ, **null_sink.env}
+    [row] = device_rows(env)
+    assert row["name"] == "audio output" and row["ok"] is True and "accepts audio" in row["detail"]
+    [row] = device_rows(env, "no-such-device")
+    assert row["ok"] is False and "tts.device 'no-such-device'" in row["detail"]
+    assert "set tts.device to one of" in row["fix"] and "'pulse'" in row["fix"]
+
+
+def test_device_check_without_any_audio_server(tmp_path) -> None:
+    import os
+
+    [row] = device_rows(dict(os.environ, PULSE_SERVER=f"unix:{tmp_path}/nothing-here"))
+    assert row["ok"] is False and "no audio output device" in row["detail"]
+    assert "start PulseAudio" in row["fix"]

@@ -57,7 +57,8 @@ def test_default_profile_is_ollama_qwen() -> None:
         "http://127.0.0.1:11434",
         "qwen2.5:7b",
     )
-    assert backend.api_key_required is False
+    assert profile.api_key_var(backend) is None  # Ollama has no API keys
+    assert profile.api_key(backend, {"OPENAI_API_KEY": "sk-x"}) is None
     assert backend.keep_alive is not None
 
 
@@ -216,3 +217,146 @@ def test_local_servers_need_no_key() -> None:
 def test_openai_api_key_is_the_fallback_for_openai_profiles() -> None:
     backend = profile.load("local-openai", env={}).profile.backend
     assert profile.api_key(backend, {"OPENAI_API_KEY": "sk-x"}) == "sk-x"
+
+
+# --- ranges and the one door for changes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "generation: {temperature: 2.5}",
+            r"generation.temperature: 2.5 is out of range: allowed 0 to 2",
+        ),
+        ("generation: {top_p: -0.1}", r"generation.top_p: -0.1 is out of range: allowed 0 to 1"),
+        ("generation: {max_tokens: 0}", r"generation.max_tokens: 0 is out of range"),
+        ("generation: {context_size: 8}", r"generation.context_size: 8 is out of range"),
+        ("generation: {temperature: .nan}", r"generation.temperature: nan is not a number"),
+        ("tts: {volume: 3.0}", r"tts.volume: 3.0 is out of range: allowed 0 to 1"),
+        ("tts: {rate: 5000}", r"tts.rate: 5000 is out of range: allowed 50 to 600"),
+        ("tts: {sentence_pause: -1}", r"tts.sentence_pause: -1.0 is out of range"),
+        ("chunking: {max_chars: 5}", r"chunking.max_chars: 5 is out of range: allowed 20 to"),
+        ("chunking: {first_min_words: 0}", r"chunking.first_min_words: 0 is out of range"),
+    ],
+)
+def test_values_out_of_range_are_refused_at_load(
+    tmp_path: Path, section: str, expected: str
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(MINIMAL + section + "\n")
+    with pytest.raises(ConfigError, match=expected) as caught:
+        profile.load(str(path), env={})
+    assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("connect_timeout: -1", r"backend.connect_timeout: -1.0 is out of range"),
+        ("read_timeout: .inf", r"backend.read_timeout: inf is not a number"),
+        ("retries: 11", r"backend.retries: 11 is out of range: allowed 0 to 10"),
+        ("progress_timeout: 0", r"backend.progress_timeout: 0.0 is out of range"),
+        ("keep_alive: -5", r"backend.keep_alive: -5 is out of range"),
+    ],
+)
+def test_backend_ranges(tmp_path: Path, backend: str, expected: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"backend: {{kind: ollama, base_url: 'http://h:1', model: m, {backend}}}\n")
+    with pytest.raises(ConfigError, match=expected):
+        profile.load(str(path), env={})
+
+
+def test_each_kind_has_its_own_keys(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("backend: {kind: openai, base_url: 'http://h:1/v1', model: m, keep_alive: 5}\n")
+    with pytest.raises(ConfigError, match=r"backend.keep_alive: unknown key \(expected one of: "):
+        profile.load(str(path), env={})
+    path.write_text("backend: {kind: ollama, base_url: 'http://h:1', model: m, api_key_env: K}\n")
+    with pytest.raises(ConfigError, match=r"backend.api_key_env: unknown key"):
+        profile.load(str(path), env={})
+
+
+def test_unknown_kind_lists_the_known_ones_and_quotes_little(tmp_path: Path) -> None:
+    from voicechat.backends import KINDS, kind_module
+
+    with pytest.raises(ConfigError) as caught:
+        kind_module("x" * 10_000)
+    message = str(caught.value)
+    assert all(kind in message for kind in KINDS) and len(message) < 200
+
+
+def test_change_is_the_one_door() -> None:
+    prof = profile.load("ollama-qwen2.5-7b", env={}).profile
+    changed = profile.change(prof, {"backend.model": "llama3.2", "tts.rate": 200})
+    assert changed.backend.model == "llama3.2" and changed.tts.rate == 200
+    assert type(changed.backend) is type(prof.backend)
+    assert changed.backend.keep_alive == prof.backend.keep_alive
+    assert prof.backend.model == "qwen2.5:7b"  # the old one is untouched
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"tts.rate": 5000}, r"^--rate: tts.rate: 5000 is out of range: allowed 50 to 600$"),
+        ({"generation.temperature": float("nan")}, r"generation.temperature: nan is not a number"),
+        ({"generation.temperature": "hot"}, r"expected a number or null, got a string"),
+        (
+            {"backend.base_url": "localhost:8080"},
+            r"backend.base_url: 'localhost:8080' has no scheme",
+        ),
+        ({"backend.colour": "red"}, r"backend.colour: unknown key"),
+        ({"tts.nope.deeper": 1}, r"tts.nope.deeper: no such setting"),
+        ({"backend.kind": "grpc"}, r"backend.kind: expected one of ollama, openai"),
+    ],
+)
+def test_change_validates_exactly_as_loading(changes: dict, expected: str) -> None:
+    prof = profile.load("ollama-qwen2.5-7b", env={}).profile
+    with pytest.raises(ConfigError, match=expected):
+        profile.change(prof, changes, where="--rate")
+
+
+def test_bad_environment_values_are_config_errors() -> None:
+    for value in ("::::", "a b", "http://h:1:2", "ftp://x", "http://u:p@h:port", "h:0"):
+        with pytest.raises(ConfigError, match=r"^\$OLLAMA_HOST="):
+            profile.load("ollama-qwen2.5-7b", env={"OLLAMA_HOST": value})
+    for value in ("http://[bad/v1", "localhost:8080/v1", "ftp://h/v1"):
+        with pytest.raises(ConfigError, match=r"^\$OPENAI_BASE_URL: "):
+            profile.load("local-openai", env={"OPENAI_BASE_URL": value})
+
+
+def test_ollama_host_keeps_url_credentials_but_never_shows_them() -> None:
+    loaded = profile.load("ollama-qwen2.5-7b", env={"OLLAMA_HOST": "http://bob:pw-1234567@h:8"})
+    assert loaded.profile.backend.base_url == "http://bob:pw-1234567@h:8"
+    assert profile.shown(loaded.profile)["backend"]["base_url"] == "http://***@h:8"
+
+
+def test_shown_masks_query_keys() -> None:
+    prof = profile.load("local-openai", env={}).profile
+    prof = profile.change(prof, {"backend.base_url": "https://h/v1?api-key=k123456789&v=2"})
+    assert profile.shown(prof)["backend"]["base_url"] == "https://h/v1?api-key=***&v=2"
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nbackend: {kind: *i, base_url: 'http://h:1', model: m}\n")
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="expands to over 10000 values"):
+        profile.load(str(path), env={})
+    assert time.monotonic() - started < 2
+
+
+def test_small_aliases_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        "common: &c {kind: ollama, base_url: 'http://h:1', model: m}\nbackend: *c\n".replace(
+            "common", "description: x\nx-common"
+        )
+    )
+    with pytest.raises(ConfigError, match="x-common: unknown key"):
+        profile.load(str(path), env={})  # the alias itself was fine; the extra key is not

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pexpect
 import pytest
 
 from tests.fakeservers import FakeServer, Script
+from tests.ptys import kill, reap
 
 PROMPT = ">>> "
 
@@ -30,8 +32,8 @@ def env_for(tmp_path: Path, server: FakeServer, **extra: str) -> dict[str, str]:
         XDG_STATE_HOME=str(tmp_path / "state"),
         NO_COLOR="1",
         TERM="xterm",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -39,7 +41,7 @@ def env_for(tmp_path: Path, server: FakeServer, **extra: str) -> dict[str, str]:
 def repl(tmp_path: Path, ollama_server: FakeServer) -> Iterator[pexpect.spawn]:
     child = spawn(tmp_path, ollama_server)
     yield child
-    child.close(force=True)
+    kill(child)
 
 
 def spawn(tmp_path: Path, server: FakeServer, *args: str, **env: str) -> pexpect.spawn:
@@ -48,7 +50,7 @@ def spawn(tmp_path: Path, server: FakeServer, *args: str, **env: str) -> pexpect
         ["-m", "voicechat", "chat", "--mute", *args],
         env=env_for(tmp_path, server, **env),
         encoding="utf-8",
-        timeout=15,
+        timeout=60,
         dimensions=(40, 120),
     )
     child.expect_exact(PROMPT)
@@ -78,7 +80,7 @@ def test_banner_names_profile_model_and_voice(tmp_path: Path, ollama_server: Fak
         ["-m", "voicechat", "chat", "--mute"],
         env=env_for(tmp_path, ollama_server),
         encoding="utf-8",
-        timeout=15,
+        timeout=60,
     )
     child.expect_exact(PROMPT)
     banner = child.before
@@ -86,7 +88,7 @@ def test_banner_names_profile_model_and_voice(tmp_path: Path, ollama_server: Fak
     assert "muted" in banner and "loading qwen2.5:7b in the background" in banner
     child.sendeof()
     child.expect(pexpect.EOF)
-    child.close()
+    reap(child)
     assert child.exitstatus == 0
 
 
@@ -126,7 +128,7 @@ def test_ctrl_c_at_the_prompt_does_not_exit_and_ctrl_d_does(repl: pexpect.spawn)
     repl.expect_exact(PROMPT)
     repl.sendeof()
     repl.expect(pexpect.EOF)
-    repl.close()
+    reap(repl)
     assert repl.exitstatus == 0
 
 
@@ -134,7 +136,7 @@ def test_ctrl_c_at_the_prompt_does_not_exit_and_ctrl_d_does(repl: pexpect.spawn)
 def test_exit_commands(repl: pexpect.spawn, command: str) -> None:
     repl.sendline(command)
     repl.expect(pexpect.EOF)
-    repl.close()
+    reap(repl)
     assert repl.exitstatus == 0
 
 
@@ -156,7 +158,7 @@ def test_history_with_arrow_keys_persists_across_runs(
     ask(child, "remember this question")
     child.sendeof()
     child.expect(pexpect.EOF)
-    child.close()
+    reap(child)
     assert "remember this question" in (tmp_path / "state" / "voicechat" / "history").read_text()
 
     child = spawn(tmp_path, ollama_server)
@@ -165,7 +167,7 @@ def test_history_with_arrow_keys_persists_across_runs(
     child.send("\r")
     child.expect_exact(PROMPT)
     assert ollama_server.chats[-1].body["messages"][-1]["content"] == "remember this question"
-    child.close(force=True)
+    kill(child)
 
 
 def test_history_can_be_switched_off(tmp_path: Path, ollama_server: FakeServer) -> None:
@@ -393,7 +395,7 @@ def test_ctrl_c_before_the_first_token_closes_the_request(tmp_path: Path, protoc
         child.expect_exact("interrupted")
         child.expect_exact(PROMPT)
         assert server.disconnected.wait(5)
-        child.close(force=True)
+        kill(child)
 
 
 def test_voice_and_rate_commands(repl: pexpect.spawn) -> None:
@@ -402,3 +404,101 @@ def test_voice_and_rate_commands(repl: pexpect.spawn) -> None:
     shown = ask(repl, "/voice nosuchvoice")
     assert "'nosuchvoice' is not a voice of engine pyttsx3" in shown
     assert "rate 200 words per minute" in ask(repl, "/rate 200")
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGHUP, 129), (signal.SIGTERM, 143)])
+def test_hangup_and_terminate_at_the_prompt_keep_the_history(
+    tmp_path: Path, ollama_server: FakeServer, signum: int, code: int
+) -> None:
+    """Closing the terminal window (SIGHUP) or a kill (SIGTERM) ends cleanly."""
+    child = spawn(tmp_path, ollama_server)
+    ask(child, "a question worth keeping")
+    child.kill(signum)
+    child.expect(pexpect.EOF)
+    reap(child)
+    assert child.exitstatus == code, child.before
+    assert "Traceback" not in child.before
+    history = tmp_path / "state" / "voicechat" / "history"
+    assert "a question worth keeping" in history.read_text()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGHUP, 129), (signal.SIGTERM, 143)])
+def test_hangup_and_terminate_mid_reply_restore_the_terminal(
+    tmp_path: Path, ollama_server: FakeServer, signum: int, code: int
+) -> None:
+    ollama_server.enqueue(Script(tokens=["tok "] * 200, tokens_per_s=10))
+    child = spawn(tmp_path, ollama_server)
+    child.sendline("count forever")
+    child.expect_exact("tok tok tok")
+    child.kill(signum)
+    child.expect(pexpect.EOF)
+    reap(child)
+    assert child.exitstatus == code, child.before
+    assert "Traceback" not in child.before
+    assert child.before.rstrip().endswith(f"ended by {signal.Signals(signum).name}")
+    assert "\x1b[?25l" not in child.before or child.before.rfind("\x1b[?25h") > child.before.rfind(
+        "\x1b[?25l"
+    )  # a cursor hidden while rendering is shown again
+    assert ollama_server.disconnected.wait(5)
+    assert "count forever" in (tmp_path / "state" / "voicechat" / "history").read_text()
+
+
+def test_a_burst_of_ctrl_c_mid_reply_returns_to_the_prompt(
+    repl: pexpect.spawn, ollama_server: FakeServer
+) -> None:
+    ollama_server.enqueue(Script(tokens=["tok "] * 200, tokens_per_s=10), Script(tokens=["ok"]))
+    repl.sendline("count forever")
+    repl.expect_exact("tok tok tok")
+    for _ in range(10):
+        os.kill(repl.pid, signal.SIGINT)
+        time.sleep(0.002)
+    repl.expect_exact("interrupted")
+    repl.expect_exact(PROMPT)
+    assert "ok" in ask(repl, "still there?")
+    assert "Traceback" not in repl.before
+    assert repl.isalive()
+
+
+def test_history_after_load_shows_no_escape_codes(repl: pexpect.spawn, tmp_path: Path) -> None:
+    saved = tmp_path / "hostile.json"
+    turns = [
+        {"question": "q\x1b]0;pwned\x07", "reply": "a\x1b[2J\x1b[Hnswer", "interrupted": False}
+    ]
+    saved.write_text(json.dumps({"voicechat": 1, "turns": turns}), encoding="utf-8")
+    ask(repl, f"/load {saved}")
+    shown = ask(repl, "/history")
+    assert "1. you: q" in shown and "assistant: answer" in shown
+    assert "pwned" not in shown and "\x1b]" not in shown and "\x1b[2J" not in shown
+
+
+def test_every_command_that_needs_an_argument_has_an_example() -> None:
+    from voicechat.repl import COMMANDS, EXAMPLES, example
+
+    for name, (_, _, needs) in COMMANDS.items():
+        if needs:
+            assert name in EXAMPLES, f"{name} has no EXAMPLES row"
+            assert example(name).startswith(name + " ")
+    assert example("/unlisted") == "/unlisted"  # derived, never a KeyError
+
+
+@pytest.mark.audio
+def test_banner_names_the_fallback_voice_that_speaks(
+    tmp_path: Path, ollama_server: FakeServer, null_sink
+) -> None:
+    """The default profile wants a Piper voice; none is pulled here, so espeak (pyttsx3)
+    speaks, and the banner says so rather than naming the voice that cannot."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "voicechat", "chat"],
+        env=env_for(tmp_path, ollama_server, **null_sink.env), encoding="utf-8", timeout=60,
+        dimensions=(40, 200),
+    )  # fmt: skip
+    child.expect_exact(PROMPT)
+    banner = " ".join(child.before.split())
+    assert "model qwen2.5:7b · pyttsx3 (tts.fallback: piper cannot start here" in banner
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    reap(child)
+    assert child.exitstatus == 0

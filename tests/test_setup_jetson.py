@@ -53,6 +53,11 @@ def box(tmp_path: Path, *, set_up: bool) -> tuple[dict[str, str], Path, Path]:
             (venv / "bin" / program).write_text("#!/bin/sh\nexit 1\n")
             (venv / "bin" / program).chmod(0o755)
         (home / ".local" / "bin").mkdir()
+        for name in ("zh_CN-huayan-medium", "en_US-lessac-medium"):  # the Piper voices
+            pulled = home / ".local" / "share" / "voicechat" / "voices" / name
+            pulled.mkdir(parents=True)
+            (pulled / f"{name}.onnx").write_bytes(b"onnx")
+            (pulled / f"{name}.onnx.json").write_text("{}")
         (home / ".local" / "bin" / "voicechat").symlink_to(venv / "bin" / "voicechat")
     else:
         stand_in(bin_dir, "dpkg-query", "exit 1")  # nothing installed
@@ -101,14 +106,15 @@ def test_dry_run_on_a_fresh_box_prints_every_step_and_changes_nothing(tmp_path: 
         "sudo systemctl enable --now ollama",
         "ollama pull qwen2.5:7b",
         f"python3 -m venv {venv}",
-        f"{venv}/bin/python -m pip install --upgrade {ROOT}",
+        f"{venv}/bin/python -m pip install --upgrade {ROOT}[piper]",
         f"mkdir -p {home}/.local/bin",
         f"ln -sfn {venv}/bin/voicechat {home}/.local/bin/voicechat",
+        f"{venv}/bin/voicechat voices pull zh_CN-huayan-medium en_US-lessac-medium",
         f"env VOICECHAT_PROFILE=ollama-qwen2.5-7b {venv}/bin/voicechat doctor",
     ]
     assert commands(result.stdout) == expected
     steps = [line for line in result.stdout.splitlines() if line.startswith("== ")]
-    assert [s.split(" ", 2)[1] for s in steps] == ["1/5", "2/5", "3/5", "4/5", "5/5"]
+    assert [s.split(" ", 2)[1] for s in steps] == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
     assert "nvpmodel -m 0" in result.stdout and "jetson_clocks" in result.stdout
     # only questions were asked: nothing installed, started, created or linked
     asked = calls.read_text().splitlines()
@@ -127,7 +133,7 @@ def test_dry_run_on_a_set_up_box_skips_what_is_done(tmp_path: Path) -> None:
     venv = f"{home}/.local/share/voicechat/venv"
     # what remains: refresh voicechat itself, and the doctor
     assert commands(result.stdout) == [
-        f"{venv}/bin/python -m pip install --upgrade {ROOT}",
+        f"{venv}/bin/python -m pip install --upgrade {ROOT}[piper]",
         f"env VOICECHAT_PROFILE=ollama-qwen2.5-7b {venv}/bin/voicechat doctor",
     ]
     for done in (
@@ -137,6 +143,8 @@ def test_dry_run_on_a_set_up_box_skips_what_is_done(tmp_path: Path) -> None:
         "qwen2.5:7b is pulled",
         "venv exists",
         "links to the venv",
+        "zh_CN-huayan-medium is pulled",
+        "en_US-lessac-medium is pulled",
     ):
         assert done in result.stdout, done
     asked = calls.read_text().splitlines()
@@ -159,8 +167,16 @@ def test_a_model_without_a_profile_says_how_to_add_one(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     cmds = commands(result.stdout)
     assert "ollama pull llama3.2:1b" in cmds
-    assert any(c.endswith("-m pip install --upgrade voicechat") for c in cmds)
+    assert any(c.endswith("-m pip install --upgrade voicechat[piper]") for c in cmds)
     assert "no shipped profile for llama3.2:1b" in result.stdout
+
+
+def test_no_voices_skips_the_pull_and_says_espeak_speaks(tmp_path: Path) -> None:
+    env, _, _ = box(tmp_path, set_up=False)
+    result = dry_run(env, "--no-voices")
+    assert result.returncode == 0, result.stderr
+    assert not any("voices pull" in c for c in commands(result.stdout))
+    assert "the profiles speak with espeak until: voicechat voices pull" in result.stdout
 
 
 def test_help_lists_the_steps_and_options() -> None:

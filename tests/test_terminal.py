@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fakeservers import FakeServer, Script
+from tests.ptys import reap
 from voicechat.backends import Outcome
 from voicechat.terminal import Blocks, PlainView, Terminal, format_stats
 
@@ -113,10 +114,10 @@ def test_markdown_is_rendered_on_a_terminal(
         env["NO_COLOR"] = "1"
     child = pexpect.spawn(
         sys.executable, ["-m", "voicechat", "ask", "--mute", "q"], env=env, encoding="utf-8",
-        timeout=15, dimensions=(30, 100),
+        timeout=60, dimensions=(30, 100),
     )  # fmt: skip
     child.expect(pexpect.EOF)
-    child.close()
+    reap(child)
     shown = child.before
     assert child.exitstatus == 0
     assert "**blue**" not in shown and "blue" in shown  # rendered, not raw Markdown
@@ -138,7 +139,7 @@ def spawn_ask(tmp_path: Path, server: FakeServer, *args: str) -> pexpect.spawn:
     env.update(OLLAMA_HOST=server.url, XDG_CONFIG_HOME=str(tmp_path), TERM="xterm")
     return pexpect.spawn(
         sys.executable, ["-m", "voicechat", "ask", "--mute", *args, "q"], env=env,
-        encoding="utf-8", timeout=15, dimensions=(24, 100),
+        encoding="utf-8", timeout=60, dimensions=(24, 100),
     )  # fmt: skip
 
 
@@ -149,7 +150,7 @@ def test_a_slow_first_token_shows_a_waiting_line_that_leaves_no_trace(
     ollama_server.enqueue(Script(tokens=["The sky", " is blue."], first_delay=2.2))
     child = spawn_ask(tmp_path, ollama_server)
     child.expect(pexpect.EOF)
-    child.close()
+    reap(child)
     shown = child.before
     assert child.exitstatus == 0
     assert "waiting for qwen2.5:7b... 1 s" in shown and "waiting for qwen2.5:7b... 2 s" in shown
@@ -163,7 +164,7 @@ def test_a_prompt_reply_shows_no_waiting_line(tmp_path: Path, ollama_server: Fak
     ollama_server.enqueue(Script(tokens=["Quick."], first_delay=0.2))
     child = spawn_ask(tmp_path, ollama_server)
     child.expect(pexpect.EOF)
-    child.close()
+    reap(child)
     assert child.exitstatus == 0
     assert "Quick." in child.before and "waiting" not in child.before
 
@@ -174,7 +175,7 @@ def test_ctrl_c_while_waiting_erases_the_line(tmp_path: Path, ollama_server: Fak
     child.expect_exact("waiting for qwen2.5:7b...")
     child.sendintr()
     child.expect(pexpect.EOF)
-    child.close()
+    reap(child)
     after = child.before
     assert child.exitstatus == 130
     assert after.startswith(tuple(f" {n} s" for n in range(1, 3)))  # the line being drawn
@@ -190,7 +191,115 @@ def test_no_waiting_line_when_stderr_is_not_a_terminal(
     env.update(OLLAMA_HOST=ollama_server.url, XDG_CONFIG_HOME=str(tmp_path))
     result = subprocess.run(
         [sys.executable, "-m", "voicechat", "ask", "--mute", "q"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=15,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0
     assert result.stdout == "Late.\n" and result.stderr == ""
+
+
+# --- the one door: no escape code, no control character, bounded status lines -------------------
+
+HOSTILE = [
+    "\x1b]0;pwned title\x07",  # OSC: window title
+    "\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\",  # OSC 8 hyperlink, ST-terminated
+    "\x1b[2J\x1b[H",  # CSI: clear screen, cursor home
+    "\x1b[?25l",  # hide the cursor
+    "\x9b31m",  # C1 CSI
+    "\rfake prompt>>> ",  # carriage return over the line
+    "\x07\x08\x7f",  # bell, backspace, DEL
+]
+ESCAPES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def no_control(text: str) -> bool:
+    return ESCAPES.search(text) is None
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_status_lines_are_one_clean_line(hostile: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    term = Terminal(out, err, env={})
+    term.error(f"server said: {hostile} boom\nsecond line")
+    term.warn(hostile)
+    term.info(hostile)
+    term.note(hostile)
+    lines = err.getvalue().split("\n")
+    assert len(lines) == 5 and lines[-1] == ""
+    assert all(no_control(line) for line in lines)
+    assert lines[0].startswith("voicechat: error: server said:")
+    assert lines[0].endswith("boom second line")
+
+
+def test_a_status_line_has_a_length_limit() -> None:
+    err = io.StringIO()
+    Terminal(io.StringIO(), err, env={}).error("x" * 100_000)
+    line = err.getvalue().rstrip("\n")
+    assert "\n" not in line and len(line) <= 400 + len("voicechat: error: ")
+    assert line.endswith("…")
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_program_output_and_tables_are_clean(hostile: str) -> None:
+    out = io.StringIO()
+    term = Terminal(out, io.StringIO(), env={})
+    term.print(f"line {hostile}\tkept\ttabs")
+    term.table(("NAME", "X"), [(f"n{hostile}ame", "\tv")])
+    term.check(f"na{hostile}me", False, f"det{hostile}ail", f"fi{hostile}x")
+    assert no_control(out.getvalue().replace("\t", ""))
+    assert out.getvalue().startswith("line ") and "\tkept\ttabs\n" in out.getvalue()
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_a_streamed_reply_keeps_its_text_but_not_its_escape_codes(hostile: str) -> None:
+    out = io.StringIO()
+    view = PlainView(out)
+    for delta in ["Before ", hostile, " after\n", "tab\there\n"]:
+        view.write(delta)
+    view.end()
+    assert no_control(out.getvalue().replace("\t", "").replace("\n", ""))
+    assert out.getvalue().startswith("Before ") and out.getvalue().endswith(" after\ntab\there\n")
+
+
+def test_a_hostile_server_cannot_reach_the_terminal(
+    tmp_path: Path, ollama_server: FakeServer
+) -> None:
+    """On a real pty, rendered as Markdown: the reply's OSC/CSI codes and the error body's
+    never reach the terminal; the text around them does."""
+    ollama_server.enqueue(
+        Script(tokens=["Safe ", "\x1b]0;pwned\x07", "\x1b[2J", "text.\n\n", "- item\n"])
+    )
+    child = spawn_ask(tmp_path, ollama_server)
+    child.expect(pexpect.EOF)
+    reap(child)
+    assert child.exitstatus == 0
+    assert "Safe" in child.before and "text." in child.before
+    assert "pwned" not in child.before and "\x1b]" not in child.before
+    assert "\x1b[2J" not in child.before
+
+    ollama_server.enqueue(
+        Script(status=500, body='{"error": "\\u001b]0;pwned\\u0007\\u001b[2Jboom"}')
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "voicechat", "ask", "--mute", "q"],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "OLLAMA_HOST": ollama_server.url, "XDG_CONFIG_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 7
+    assert "boom" in result.stderr and no_control(result.stderr.replace("\n", ""))
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_known_secrets_never_reach_either_stream() -> None:
+    from voicechat import redact
+
+    redact.remember("Zq9-known-secret-value")
+    out, err = io.StringIO(), io.StringIO()
+    term = Terminal(out, err, env={})
+    term.error("server said: Incorrect API key provided: Zq9-known-secret-value")
+    term.warn("at https://bob:hunter2@example.com/v1?api-key=abc123")
+    term.print("listed: Zq9-known-secret-value")
+    term.table(("A",), [("Zq9-known-secret-value",)])
+    for text in (out.getvalue(), err.getvalue()):
+        assert "Zq9-known-secret-value" not in text and "hunter2" not in text
+        assert "abc123" not in text
+    assert "Incorrect API key provided: ***" in err.getvalue()

@@ -12,7 +12,7 @@ import pytest
 
 from voicechat.errors import ConfigError, SpeechError
 from voicechat.settings import TTSSettings
-from voicechat.tts import Audio, Voice, create_engine, find_voice, list_voices
+from voicechat.tts import Audio, VoiceInfo, create_engine, find_voice, list_voices
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,10 @@ def test_voices_are_listed_with_languages() -> None:
 
 
 def test_find_voice_matches_id_tail_name_and_language() -> None:
-    voices = [Voice("gmw/en-us", "English (America)", ("en-us",)), Voice("x/y", "Y", ("fr",))]
+    voices = [
+        VoiceInfo("gmw/en-us", "English (America)", ("en-us",)),
+        VoiceInfo("x/y", "Y", ("fr",)),
+    ]
     assert find_voice("EN-US", voices) is voices[0]
     assert find_voice("English (America)", voices) is voices[0]
     assert find_voice("fr", voices) is voices[1]
@@ -214,3 +217,55 @@ def test_piper_speaks_english(joe: str) -> None:
 def test_piper_rejects_a_voice_for_a_single_speaker_model(joe: str) -> None:
     with pytest.raises(ConfigError, match="has one voice"):
         create_engine(TTSSettings(engine="piper", model=joe, voice="amy"))
+
+
+# --- the engine registry -------------------------------------------------------------------------
+
+
+def test_registry_lists_engines_and_an_unknown_one_is_refused() -> None:
+    import dataclasses
+
+    from voicechat import tts
+
+    assert set(tts.ENGINES) == {"pyttsx3", "piper"}
+    bogus = dataclasses.replace(TTSSettings(), engine="festival")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as err:
+        create_engine(bogus)
+    assert "'festival'" in str(err.value) and "pyttsx3, piper, none" in str(err.value)
+    rows = list(tts.checks(bogus))
+    assert [(r.name, r.ok) for r in rows] == [("voice", False)]
+
+
+def test_the_piper_module_knows_its_rate_from_the_model_config(tmp_path: Path) -> None:
+    from voicechat.tts import rate_hint
+
+    model = tmp_path / "v.onnx"
+    model.write_bytes(b"")
+    Path(f"{model}.json").write_text('{"audio": {"sample_rate": 16000}}')
+    assert rate_hint(TTSSettings(engine="piper", model=str(model))) == 16000
+    assert rate_hint(TTSSettings(engine="piper", model=str(tmp_path / "none.onnx"))) is None
+    assert rate_hint(TTSSettings()) == 22050  # espeak-ng
+    assert rate_hint(TTSSettings(engine="none")) is None
+
+
+def test_doctor_rows_come_from_the_engine() -> None:
+    from voicechat.tts import checks
+
+    rows = {r.name: r for r in checks(TTSSettings())}
+    assert rows["voice"].ok is True and "s of speech" in rows["voice"].detail
+    assert rows["voice (zh)"].ok is True and "cmn" in rows["voice (zh)"].detail
+    rows = {r.name: r for r in checks(TTSSettings(voice="gmw/en", voice_zh="gmw/en"))}
+    assert rows["voice (zh)"].ok is False and "tts.voice_zh" in rows["voice (zh)"].fix
+    rows = {r.name: r for r in checks(TTSSettings(voice="no-such-voice"))}
+    assert list(rows) == ["voice"] and "voicechat voices" in rows["voice"].fix
+    assert [(r.name, r.ok) for r in checks(TTSSettings(engine="none"))] == [("voice", None)]
+
+
+def test_piper_doctor_rows(joe: str, tmp_path: Path) -> None:
+    from voicechat.tts import checks
+
+    rows = {r.name: r for r in checks(TTSSettings(engine="piper", model=joe))}
+    assert rows["voice"].ok is True and "en_US-joe-medium" in rows["voice"].detail
+    assert rows["voice (zh)"].ok is None and "zh_CN-huayan" in rows["voice (zh)"].fix
+    missing = TTSSettings(engine="piper", model=str(tmp_path / "missing.onnx"))
+    assert [(r.name, r.ok) for r in checks(missing)] == [("voice", False)]

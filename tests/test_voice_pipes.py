@@ -14,6 +14,7 @@ import pytest
 
 from tests.audio_sink import NullSink, Recorder
 from tests.fakeservers import FakeServer, Script
+from tests.ptys import reap
 
 pytestmark = pytest.mark.audio
 
@@ -66,7 +67,7 @@ def test_repl_ctrl_c_stops_text_and_voice_then_goes_on(
         Script(tokens=["Short answer."]),
     )
     child = pexpect.spawn(
-        sys.executable, ["-m", "voicechat", "chat"], encoding="utf-8", timeout=20,
+        sys.executable, ["-m", "voicechat", "chat"], encoding="utf-8", timeout=60,
         env=speech_env(tmp_path, null_sink, OLLAMA_HOST=ollama_server.url),
     )  # fmt: skip
     child.expect_exact(">>> ")
@@ -88,7 +89,7 @@ def test_repl_ctrl_c_stops_text_and_voice_then_goes_on(
     assert messages[-2]["content"].startswith("This sentence is spoken")
     child.sendeof()
     child.expect(pexpect.EOF)
-    child.close()
+    reap(child)
     assert child.exitstatus == 0
 
 
@@ -171,3 +172,33 @@ def test_waiting_for_the_first_token_keeps_the_cpu_idle(
     after_4s = cpu_seconds(4.0)
     # measured here: +0.02 s of CPU for 6 s of waiting; a thread polling would cost seconds
     assert after_4s - at_once < 0.4, (at_once, after_4s)
+
+
+def test_a_burst_of_ctrl_c_during_speech_exits_130_cleanly(
+    tmp_path: Path, null_sink: NullSink, monitor: Recorder
+) -> None:
+    """Ctrl+C pressed repeatedly (signals milliseconds apart) while `say` speaks: PortAudio
+    used to be terminated under the still-writing playback thread (heap corruption, SIGABRT,
+    or a sounddevice atexit traceback). Several bursts, several spacings."""
+    import signal
+
+    text = "The sky looks blue because air scatters blue light more than red light. " * 6
+    for spacing_ms in (0, 1, 3, 6):
+        monitor.reset()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voicechat", "say", text],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=speech_env(tmp_path, null_sink),
+        )  # fmt: skip
+        wait_for_sound(monitor)
+        time.sleep(0.3)
+        pressed = time.monotonic()
+        for _ in range(5):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(spacing_ms / 1000)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (spacing_ms, proc.returncode, err)
+        for sign in ("Traceback", "Exception", "malloc", "Aborted", "failed"):
+            assert sign not in err, (spacing_ms, err)
+        time.sleep(0.3)
+        assert monitor.sounds()[-1][1] - pressed < 0.15

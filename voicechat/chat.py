@@ -6,22 +6,30 @@ The turn is where the data flow of the whole product meets::
                                           -> Speakable.feed -> speaker.say (voice)
 
 Speech is fed before the text is drawn, so rendering never delays the first sound.
-Whatever happens (Ctrl+C, a broken stream), the text shown so far is recorded in the
-history, and the connection is closed: closing it is how the server stops generating.
+A turn takes a `voicechat.cancel.Cancel`: cancelling it from any thread (Ctrl+C, a voice
+barge-in) closes the stream (closing it is how the server stops generating) and silences
+the voice, in whichever phase the turn is. Whatever happens (a cancel, a broken stream), the
+text shown so far is recorded in the history; after a voice barge-in, the text heard so far.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from voicechat.backends import Backend, Message, Outcome
-from voicechat.errors import StreamBroken, VoicechatError
+from voicechat.cancel import Cancel
+from voicechat.errors import VoicechatError
 from voicechat.settings import ChunkingSettings, GenerationSettings
 
+BARGE_IN = "barge-in"
+"""The cancel reason of a voice barge-in (`Session.cancel`): the reply is kept as heard."""
+
 if TYPE_CHECKING:
+    from voicechat.playback import Heard
+    from voicechat.readahead import ReadAhead
     from voicechat.speakable import Utterance
 
 
@@ -33,7 +41,7 @@ class View(Protocol):
     def end(self) -> None: ...
 
 
-class Voice(Protocol):
+class Speech(Protocol):
     """What a turn needs of `voicechat.speaker.Speaker`."""
 
     first_audio_at: float | None
@@ -46,7 +54,15 @@ class Voice(Protocol):
 
     def finish(self) -> None: ...
 
-    def interrupt(self) -> None: ...
+    def interrupt(self) -> None:
+        """Silence at once (callable from any thread)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def heard(self) -> Sequence[Heard]:
+        """This turn's pieces that started playing, with how much of each was played."""
+        ...
 
 
 @dataclass
@@ -64,6 +80,10 @@ class Turn:
     started: float = 0.0
     first_audio_s: float | None = None
     """Seconds from sending the question to its first sound (``None`` when muted)."""
+    heard: str | None = None
+    """Of a spoken reply that was interrupted: what the listener heard of it (`heard_text`).
+    ``None`` when nothing was spoken or the reply played to its end. After a barge-in the
+    reply is cut to this (the rest was shown, but the user was talking over it)."""
 
 
 def ending_warning(outcome: Outcome | None, max_tokens: int | None, raise_with: str) -> str | None:
@@ -107,66 +127,124 @@ class Conversation:
             messages.append({"role": "user", "content": question})
         return messages
 
-    def ask(self, question: str, view: View, voice: Voice | None = None) -> Turn:
-        """Run one turn; the turn is recorded even when it raises (Ctrl+C, backend error)."""
-        turn = Turn(question, started=time.monotonic())
+    def read_ahead(self, question: str) -> ReadAhead:
+        """Send ``question`` now, before it is certain; `ask` takes the reply if it is asked
+        next (`voicechat.readahead`), else it is to be discarded."""
+        from voicechat.readahead import ReadAhead
+
         messages = self.messages(question)
-        if voice is not None:
-            voice.start()  # loads the engine and opens the device while the model thinks
-        self.turns.append(turn)
+        return ReadAhead(self.backend.chat(messages, self.generation), messages)
+
+    def ask(
+        self,
+        question: str,
+        view: View,
+        speech: Speech | None = None,
+        cancel: Cancel | None = None,
+        ahead: ReadAhead | None = None,
+    ) -> Turn:
+        """Run one turn until its end, an error or ``cancel`` (from any thread, in any phase).
+
+        A cancelled turn returns (``turn.interrupted``) with the reply as far as it was shown;
+        an error is raised. Either way the turn is recorded, unless nothing came back.
+        ``ahead``: the reply read ahead (`read_ahead`), used if it answers the same request.
+        """
+        cancel = cancel or Cancel()
+        messages = self.messages(question)
+        if ahead is not None and ahead.messages != messages:
+            ahead.discard()
+            ahead = None
+        turn = Turn(question, started=ahead.started if ahead else time.monotonic())
+        removers: list[Callable[[], None]] = []
         try:
-            reply = self.backend.chat(messages, self.generation)
+            if speech is not None:
+                speech.start()  # loads the engine and opens the device while the model thinks
+                removers.append(cancel.on_cancel(speech.interrupt))
+            self.turns.append(turn)
+            return self._run(turn, messages, view, speech, cancel, removers, ahead)
+        finally:
+            for remove in removers:
+                remove()
+            if ahead is not None:
+                ahead.discard()  # its thread has ended, unless the turn did not read it all
+
+    def _run(
+        self,
+        turn: Turn,
+        messages: list[Message],
+        view: View,
+        speech: Speech | None,
+        cancel: Cancel,
+        removers: list[Callable[[], None]],
+        ahead: ReadAhead | None,
+    ) -> Turn:
+        try:
+            # sent on the first read (a read-ahead was sent already)
+            reply = ahead or self.backend.chat(messages, self.generation)
         except BaseException as exc:
             self.turns.pop()  # nothing was said: keep the history as it was
             view.end()
-            _stop_voice(voice, exc)
+            _stop_speech(speech, exc)
             raise
-        say = _speaking(voice, self.chunking)
+        # closing works from any thread in every phase (before the server answered too)
+        removers.append(cancel.on_cancel(reply.close))
+        say = _speaking(speech, self.chunking)
         try:
             for delta in reply:
+                if cancel.cancelled:
+                    break  # a delta that arrived while closing is not shown
                 say(delta)
                 view.write(delta)
-                turn.reply = reply.text
-            say(None)
+                turn.reply += delta
+            if not cancel.cancelled:
+                say(None)
         except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                cancel.cancel("interrupt")
             reply.close()
-            turn.reply = reply.text
-            turn.interrupted = isinstance(exc, KeyboardInterrupt)
-            turn.failed = None if turn.interrupted else str(exc)
-            if turn.failed and not turn.reply:
+            view.end()
+            if cancel.cancelled:  # whatever closing the stream raised
+                return self._interrupted(turn, speech, cancel.reason)
+            turn.failed = str(exc)
+            if not turn.reply:
                 # Nothing came back (e.g. llama.cpp's empty stream for a prompt over the
                 # context): resending the question would fail the next turn the same way.
                 self.turns.pop()
-            view.end()
             if isinstance(exc, VoicechatError):
                 say(None)  # speak what did arrive
-            _stop_voice(voice, exc)
+            _stop_speech(speech, exc)
             raise
-        turn.reply = reply.text
-        turn.outcome = reply.outcome
         view.end()
-        if voice is not None:
+        if cancel.cancelled:
+            return self._interrupted(turn, speech, cancel.reason)
+        turn.outcome = reply.outcome
+        if speech is not None:
             try:
-                voice.finish()
-            except BaseException:
-                voice.interrupt()
-                turn.interrupted = True
-                raise
-            if voice.first_audio_at is not None:
-                turn.first_audio_s = voice.first_audio_at - turn.started
-        if turn.outcome is not None and turn.outcome.finish == "truncated":
-            turn.failed = "truncated"
-            raise StreamBroken(
-                "the stream ended without an end marker (the server stopped early or was "
-                "interrupted): the reply may be incomplete; retry"
-            )
+                speech.finish()
+            except KeyboardInterrupt:
+                cancel.cancel("interrupt")
+            if cancel.cancelled:
+                return self._interrupted(turn, speech, cancel.reason)
+            if speech.first_audio_at is not None:
+                turn.first_audio_s = speech.first_audio_at - turn.started
+        return turn
+
+    def _interrupted(self, turn: Turn, speech: Speech | None, reason: str | None) -> Turn:
+        turn.interrupted = True
+        if speech is not None:
+            turn.heard = heard_text(speech.heard())
+            if reason == BARGE_IN:
+                # the user was listening, not reading: the model is told what they heard
+                turn.reply = turn.heard
+        if not turn.reply and self.turns and self.turns[-1] is turn:
+            self.turns.pop()  # nothing was shown: the question was never answered
         return turn
 
     def reset(self) -> None:
         self.turns.clear()
 
 
-def _speaking(voice: Voice | None, chunking: ChunkingSettings) -> Callable[[str | None], None]:
+def _speaking(voice: Speech | None, chunking: ChunkingSettings) -> Callable[[str | None], None]:
     """Feed deltas to the chunker and its utterances to the voice; ``None`` ends the text."""
     if voice is None:
         return lambda delta: None
@@ -183,14 +261,43 @@ def _speaking(voice: Voice | None, chunking: ChunkingSettings) -> Callable[[str 
     return say
 
 
-def _stop_voice(voice: Voice | None, exc: BaseException) -> None:
-    """Ctrl+C silences at once; after a backend error what was received is still spoken."""
-    if voice is None:
+def heard_text(pieces: Sequence[Heard]) -> str:
+    """What the listener heard: the pieces played through, then the start of the one cut off
+    (in proportion to the time it played, at a word; by characters where text has no spaces).
+
+    >>> from types import SimpleNamespace as H
+    >>> heard_text([H(text="One two.", played_s=1.2, total_s=1.2),
+    ...             H(text="three four five six", played_s=0.5, total_s=1.0),
+    ...             H(text="never", played_s=0.0, total_s=1.0)])
+    'One two. three four'
+    >>> heard_text([H(text="天空是蓝色的", played_s=0.5, total_s=1.0)])
+    '天空是'
+    """
+    parts: list[str] = []
+    for piece in pieces:
+        if piece.total_s <= 0 or piece.played_s >= piece.total_s:
+            parts.append(piece.text)
+            continue
+        share = max(0.0, piece.played_s / piece.total_s)
+        words = piece.text.split()
+        if len(words) > 1:
+            kept = " ".join(words[: int(len(words) * share)])
+        else:
+            kept = piece.text[: int(len(piece.text) * share)]
+        if kept:
+            parts.append(kept)
+        break  # nothing after the cut was heard
+    return " ".join(parts)
+
+
+def _stop_speech(speech: Speech | None, exc: BaseException) -> None:
+    """After a backend error what was received is still spoken; anything else silences."""
+    if speech is None:
         return
     if isinstance(exc, VoicechatError):
         try:
-            voice.finish()
+            speech.finish()
             return
         except BaseException:
             pass
-    voice.interrupt()
+    speech.interrupt()

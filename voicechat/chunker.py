@@ -22,6 +22,9 @@ Rules:
   ``No.`` before a number; Latin marks when the sentence goes on in lower case (an ellipsis
   in the middle of a sentence, ``"Why?" she asked``); an ellipsis straight before Chinese
   text (然后……他走了); ``!`` ``?`` glued to a word (Yahoo!Japan); any mark inside a URL.
+* A full-width sentence mark (``。！？``, and ``．`` before a letter) followed straight by a
+  Latin letter or digit ends the piece however short it is (……散射！Makes sense?): the
+  reply switches language there, and ``min_chars`` would otherwise glue the two together.
 * The first piece (``clause`` mode) may end at a clause mark ``，、；：,;:`` once it holds
   ``first_min_chars`` Chinese characters (words count too) or ``first_min_words`` words, so
   speech starts one clause in. Later pieces end at sentences; a sentence with fewer than
@@ -30,9 +33,13 @@ Rules:
 * ``eager`` (the voice is about to fall silent, in ``clause`` mode): the piece may end at its
   last clause mark, or the next one, under the same length rule as the first piece. Only
   this depends on timing; without it the pieces depend on the text alone.
-* A piece without marks is cut at ``max_chars``: at a clause mark or a space in its second
-  half, else between Chinese characters, else at any clause mark or space; never inside a
-  Latin word, a number or a URL (unless one runs past 4x ``max_chars``).
+* A piece is cut at ``max_chars`` characters, and a run without clause marks already at
+  ``max_chars`` counted in speaking time: a Chinese character weighs ``cjk_weight`` Latin
+  characters (saying it takes ~3x as long), so unpunctuated Chinese is cut after a few dozen
+  characters while a long sentence with commas stays whole. The cut goes at a clause mark or
+  a space in the piece's second half, else after a function character (的 了 是 在 和 ...)
+  in its second half, else between Chinese characters, else at any clause mark or space;
+  never inside a Latin word, a number or a URL (unless one runs past 4x ``max_chars``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ from voicechat.settings import ChunkingSettings
 SENTENCE_MARKS = frozenset(".。！？!?…．｡‼⁇⁈⁉")
 LATIN_MARKS = frozenset(".!?")
 """After these, whitespace and then a lower-case letter mean the sentence goes on."""
+FULLWIDTH_ENDS = frozenset("。！？｡．‼⁇⁈⁉")
+"""Sentence marks of CJK text: a Latin letter or digit straight after one starts a new piece."""
 CLAUSE_MARKS = frozenset("，、；：,;:")
 CLOSERS = frozenset("\"'”’」』）)]】》〉｣*_`")
 """Stay with the sentence mark before them (quotes, brackets, Markdown emphasis)."""
@@ -61,6 +70,8 @@ ABBREVIATIONS = frozenset(
 """A ``.`` after these never ends a sentence."""
 NUMBER_ABBREVIATIONS = frozenset(("no", "nr", "vol", "fig", "ch", "p", "pp", "sec", "eq", "art"))
 """A ``.`` after these is no end when a number follows (``No. 5``), but ``I said no.`` is."""
+FUNCTION_CHARS = frozenset("的了着过是在和与及或而但就也都还又把被给对从向让吗呢吧啊")
+"""Common Chinese function characters: after one is a natural place to cut unpunctuated text."""
 HARD_LIMIT = 4
 """One unbroken word longer than ``HARD_LIMIT * max_chars`` is cut anyway (memory stays bounded)."""
 RUN_CAP = 32
@@ -84,9 +95,31 @@ class Chunk:
     """True when the piece ends a sentence, a line or the reply (not a clause or a long run)."""
 
 
+@dataclass(frozen=True)
+class _Snap:
+    """A possible cut point in the current piece, with the piece's counts up to it."""
+
+    at: int
+    """Absolute offset just after the clause mark, whitespace or function character."""
+    cjk: int
+    """Chinese characters before it."""
+    words: int
+    """Latin words before it."""
+    visible: int
+    """Non-whitespace characters before it."""
+
+    def after(self, cut: _Snap) -> _Snap:
+        """The same point, counted from ``cut`` (the piece now starts there)."""
+        return _Snap(
+            self.at, self.cjk - cut.cjk, self.words - cut.words, self.visible - cut.visible
+        )
+
+
 def is_cjk(ch: str) -> bool:
     """Chinese/Japanese ideographs and kana (the characters that are spoken as syllables)."""
     code = ord(ch)
+    if code < 0x3040:  # Latin, digits, punctuation: most characters of most replies
+        return False
     return (
         0x4E00 <= code <= 0x9FFF
         or 0x3400 <= code <= 0x4DBF
@@ -115,8 +148,14 @@ class Chunker:
     def __init__(self, settings: ChunkingSettings | None = None) -> None:
         self.settings = settings or ChunkingSettings()
         self._max = max(1, self.settings.max_chars)
+        self._cjk_extra = max(0.0, self.settings.cjk_weight - 1.0)
+        """What a Chinese character weighs beyond one Latin character, in ``max_chars``."""
         self.examined = 0
         """Characters looked at so far, repeats included: the measure of work tests bound."""
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state at the start of a reply."""
         self._buf = ""
         """Text from the start of the current piece (or a little before) to the end of input."""
         self._base = 0
@@ -154,10 +193,33 @@ class Chunker:
         self._cjk = 0
         self._words = 0
         self._visible = 0
-        self._clause_snap: tuple[int, int, int, int] | None = None
-        """(offset after the last clause mark, cjk, words, visible before it)."""
-        self._space_snap: tuple[int, int, int, int] | None = None
-        """The same for the last whitespace."""
+        self._clause_snap: _Snap | None = None
+        """After the piece's last clause mark."""
+        self._space_snap: _Snap | None = None
+        """After its last whitespace."""
+        self._func_snap: _Snap | None = None
+        """After its last Chinese function character (的 了 是 ...)."""
+
+    def _snap(self) -> _Snap:
+        return _Snap(self._pos, self._cjk, self._words, self._visible)
+
+    def _too_long(self, pos: int, c: str) -> bool:
+        """The piece reached ``max_chars``: in characters, or with ``c`` it would pass it in
+        speaking time since its last clause mark (a long sentence with commas stays whole, a
+        long run without is cut)."""
+        if pos - self._start >= self._max:
+            return True
+        if pos == self._start:
+            return False  # one character always fits
+        run = self._length(pos + 1, self._cjk + is_cjk(c))
+        clause = self._clause_snap
+        if clause is not None:
+            run -= self._length(clause.at, clause.cjk)
+        return run > self._max
+
+    def _length(self, at: int, cjk: int) -> float:
+        """The piece's length up to ``at`` in Latin characters' speaking time."""
+        return at - self._start + self._cjk_extra * cjk
 
     # --- public -------------------------------------------------------------------------------
 
@@ -196,9 +258,7 @@ class Chunker:
                 chunks[-1] = Chunk(chunks[-1].text + rest, True)  # trailing whitespace
             else:
                 chunks.append(Chunk(rest, True))
-        examined = self.examined
-        self.__init__(self.settings)  # type: ignore[misc]  # ready for another reply
-        self.examined = examined
+        self._reset()  # ready for another reply
         return chunks
 
     # --- scanning -----------------------------------------------------------------------------
@@ -224,7 +284,7 @@ class Chunker:
         """Take ``c`` into the current piece, updating counts and the text state."""
         pos, p1 = self._pos, self._p1
         if c.isspace():
-            self._space_snap = (pos + 1, self._cjk, self._words, self._visible)
+            self._space_snap = _Snap(pos + 1, self._cjk, self._words, self._visible)
             self._tok_start, self._tok_url = pos + 1, False
             if c == "\n":
                 self._line, self._line_digits = _LINE_START, 0
@@ -232,6 +292,8 @@ class Chunker:
             self._visible += 1
             if is_cjk(c):
                 self._cjk += 1
+                if c in FUNCTION_CHARS:
+                    self._func_snap = _Snap(pos + 1, self._cjk, self._words, self._visible)
             elif _latin(c) and not _latin(p1) and p1 not in WORD_INNER:
                 self._words += 1
             if c in TOKEN_BREAKS or not c.isascii():
@@ -254,7 +316,7 @@ class Chunker:
 
     def _normal(self, c: str, out: list[Chunk]) -> None:
         pos = self._pos
-        if pos - self._start >= self._max and self._forced_cut(c, out):
+        if self._too_long(pos, c) and self._forced_cut(c, out):
             return
         if c == "\n":
             self._consume(c)
@@ -308,7 +370,7 @@ class Chunker:
 
     def _clause_ok(self, out: list[Chunk]) -> None:
         """A clause mark just before ``_pos`` is real: remember it; maybe end the first piece."""
-        self._clause_snap = (self._pos, self._cjk, self._words, self._visible)
+        self._clause_snap = self._snap()
         early = (self._first and self.settings.mode == "clause") or self._eager
         if early and self._first_long_enough():
             self._emit(self._pos, False, out)
@@ -325,10 +387,10 @@ class Chunker:
     def _take_clause(self, out: list[Chunk]) -> None:
         """Eager: end the piece at its last clause mark, if the text before it is long enough."""
         snap = self._clause_snap
-        if self._state != _NORMAL or snap is None or snap[0] <= self._start:
+        if self._state != _NORMAL or snap is None or snap.at <= self._start:
             return
-        if self._first_long_enough(snap[1], snap[2]):
-            self._emit(snap[0], False, out)
+        if self._first_long_enough(snap.cjk, snap.words):
+            self._emit(snap.at, False, out)
 
     # --- sentence marks -----------------------------------------------------------------------
 
@@ -362,6 +424,10 @@ class Chunker:
                 self._consume(c)
                 return None
             return self._sentence_end(out)
+        fullwidth = any(m in FULLWIDTH_ENDS for m in run) and not (run == "．" and _digit(c))
+        if fullwidth and _latin(c) and self._visible > len(run) + self._closers:
+            self._state = _NORMAL  # 散射！Makes sense?  (but ３．１４ stays a number)
+            return self._emit(self._cut_at, True, out)
         if not self._closers:
             if self._mark_url and c not in CLOSERS:
                 return self._not_an_end()  # https://example.com/a?b=1
@@ -416,25 +482,34 @@ class Chunker:
     def _forced_cut(self, c: str, out: list[Chunk]) -> bool:
         """The piece reached ``max_chars`` without a sentence end: cut it somewhere sane."""
         pos, start = self._pos, self._start
-        half = start + self._max // 2
-        clause, space = self._clause_snap, self._space_snap
+        half = self._max / 2
+        clause, space, func = self._clause_snap, self._space_snap, self._func_snap
+
+        def late(snap: _Snap | None) -> bool:
+            return snap is not None and self._length(snap.at, snap.cjk) >= half
+
         candidates = []
-        if clause and clause[0] >= half:
-            candidates.append(clause[0])
-        if space and space[0] >= half and space[3]:
-            candidates.append(space[0])
+        if clause and late(clause):
+            candidates.append(clause.at)
+        if space and late(space) and space.visible:
+            candidates.append(space.at)
+        if func and late(func) and func.at < pos and self._can_cut_before(self._char(func.at)):
+            candidates.append(func.at)  # 我们今天讨论的|问题
         if self._visible and self._can_cut_before(c):
             candidates.append(pos)
         if clause:
-            candidates.append(clause[0])
-        if space and space[3]:
-            candidates.append(space[0])
+            candidates.append(clause.at)
+        if space and space.visible:
+            candidates.append(space.at)
         if not candidates and (not self._visible or pos - start >= HARD_LIMIT * self._max):
             candidates.append(pos)  # only whitespace, or one endless word
         if not candidates:
             return False
         self._emit(candidates[0], False, out)
         return True
+
+    def _char(self, at: int) -> str:
+        return self._buf[at - self._base]
 
     def _can_cut_before(self, c: str) -> bool:
         """Whether a cut between the previous character and ``c`` keeps words and numbers whole."""
@@ -456,22 +531,19 @@ class Chunker:
         if text.strip():
             self._first = False
         # Counts for the text after the cut, from the snapshots taken at the cut points.
-        cjk, words, visible = self._cjk, self._words, self._visible
-        at = None
-        for snap in (self._clause_snap, self._space_snap):
-            if snap and snap[0] == cut:
-                at = snap
+        now = self._snap()
+        snaps = (self._clause_snap, self._space_snap, self._func_snap)
+        at = next((snap for snap in snaps if snap and snap.at == cut), None)
         if cut == self._pos:
             self._new_piece()
             return
         if at is None:  # cut at a sentence end: only whitespace follows it
-            at = (cut, cjk, words, visible)
-        clause, space = self._clause_snap, self._space_snap
+            at = _Snap(cut, now.cjk, now.words, now.visible)
         self._new_piece()
-        self._cjk, self._words, self._visible = cjk - at[1], words - at[2], visible - at[3]
-        for name, snap in (("_clause_snap", clause), ("_space_snap", space)):
-            if snap and snap[0] > cut:
-                setattr(self, name, (snap[0], snap[1] - at[1], snap[2] - at[2], snap[3] - at[3]))
+        rest = now.after(at)
+        self._cjk, self._words, self._visible = rest.cjk, rest.words, rest.visible
+        clause, space, func = (s.after(at) if s and s.at > cut else None for s in snaps)
+        self._clause_snap, self._space_snap, self._func_snap = clause, space, func
 
 
 def split(text: str, settings: ChunkingSettings | None = None) -> list[Chunk]:

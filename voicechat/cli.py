@@ -12,8 +12,8 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,14 +21,19 @@ import typer
 
 from voicechat import __version__
 from voicechat import profile as profiles_mod
-from voicechat.errors import EXIT_INTERRUPTED, ConfigError, VoicechatError
+from voicechat.errors import EXIT_INTERRUPTED, ConfigError, SpeechError, VoicechatError
+from voicechat.session import Ended, Signals
 from voicechat.settings import Profile
-from voicechat.terminal import OutputClosed, Terminal
+from voicechat.terminal import OutputClosed, Terminal, isatty
 
 if TYPE_CHECKING:
     from voicechat.backends import Backend
-    from voicechat.chat import Conversation, Turn
+    from voicechat.chat import Conversation
+    from voicechat.session import Session
+    from voicechat.settings import STTSettings
     from voicechat.speaker import Speaker
+    from voicechat.stt import Recognizer
+    from voicechat.stt.voice_input import VoiceInput
 
 app = typer.Typer(
     name="voicechat",
@@ -61,6 +66,14 @@ SystemOpt = typer.Option(
 SaveAudioOpt = typer.Option(
     None, "--save-audio", help="Also write what is spoken to this WAV file.", metavar="FILE.wav"
 )
+InputDeviceOpt = typer.Option(
+    None, "--input-device", help="Microphone name or index (see `voicechat devices`).",
+    metavar="DEVICE",
+)  # fmt: skip
+LanguageOpt = typer.Option(
+    None, "--language", "-l", help="Spoken language: auto, zh, en, ... (default: stt.language).",
+    metavar="CODE",
+)  # fmt: skip
 
 
 @contextmanager
@@ -72,10 +85,12 @@ def boundary(term: Terminal) -> Iterator[None]:
         term.error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        term.info("interrupted")
+        term.interrupted()
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Ended as exc:
+        term.info(f"ended by {exc}")
+        raise typer.Exit(exc.exit_code) from None
     except OutputClosed:
-        _silence_stdout()
         raise typer.Exit(0) from None
 
 
@@ -120,11 +135,16 @@ def ask(
     ),
     mute: bool = MuteOpt,
     save_audio: Path | None = SaveAudioOpt,
+    listen: bool = typer.Option(
+        False, "--listen", help="Ask by voice: one utterance from the microphone."
+    ),
+    input_device: str | None = InputDeviceOpt,
+    language: str | None = LanguageOpt,
 ) -> None:
     """Ask one question; the reply streams to stdout (and is spoken unless --mute)."""
     term = Terminal()
     with boundary(term), ExitStack() as stack:
-        text = read_question(question)
+        text = "" if listen else read_question(question)
         loaded = profiles_mod.load(profile)
         prof = with_options(
             loaded.profile,
@@ -133,18 +153,37 @@ def ask(
             temperature=temperature,
             max_tokens=max_tokens,
         )
-        conversation = open_conversation(prof, stack)
-        voice = open_voice(prof, mute=mute, save_audio=save_audio, term=term, stack=stack)
+        signals = stack.enter_context(Signals())  # before any thread starts
+        session = open_session(prof, term, stack, mute=mute, save_audio=save_audio, stats=stats)
+        signals.session = session
+        ahead = None
+        if listen:
+            from voicechat.stt.repl_voice import Ahead
+
+            stt = stt_settings(prof, input_device, language)
+            ahead = stack.enter_context(closing(Ahead(session)))
+            text = listen_once(stt, term, stack, ahead.guess if stt.read_ahead else None)
         term.prefetch()
-        turn = conversation.ask(text, term.reply_view(prof.backend.model), voice)
-        report_end(term, turn, stats, prof.generation.max_tokens)
+        code = session.turn(text, ahead.take() if ahead is not None else None)
+    raise typer.Exit(code)
+
+
+def clean_arg(text: str) -> str:
+    """An argument as text: bytes that are not UTF-8 become U+FFFD, as stdin's do.
+
+    Python hands them over as lone surrogates, which no server should receive.
+
+    >>> clean_arg("caf\\udce9 ok")
+    'caf\ufffd ok'
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def read_question(words: list[str] | None) -> str:
     """Stdin (when piped), a blank line, then the argument; neither is a usage error."""
-    argument = " ".join(words or []).strip()
+    argument = clean_arg(" ".join(words or [])).strip()
     piped = ""
-    if not _isatty(sys.stdin):
+    if not isatty(sys.stdin):
         data = sys.stdin.buffer.read() if sys.stdin is not None else b""
         piped = data.decode("utf-8", errors="replace").strip()
     if piped and argument:
@@ -164,19 +203,22 @@ def with_options(prof: Profile, **options: object) -> Profile:
     max_tokens = options.get("max_tokens")
     if isinstance(max_tokens, int) and max_tokens < 1:
         raise ConfigError(f"--max-tokens {max_tokens} must be at least 1")
-    backend, generation = prof.backend, prof.generation
-    if options.get("model"):
-        backend = dataclasses.replace(backend, model=str(options["model"]))
-    sampling = {k: options[k] for k in ("temperature", "max_tokens") if options.get(k) is not None}
-    if sampling:
-        generation = dataclasses.replace(generation, **sampling)  # type: ignore[arg-type]
-    system = options["system"] if options.get("system") is not None else prof.system
-    return dataclasses.replace(
-        prof,
-        backend=backend,
-        generation=generation,
-        system=system,  # type: ignore[arg-type]
-    )
+    options = {k: clean_arg(v) if isinstance(v, str) else v for k, v in options.items()}
+    keys = {
+        "model": "backend.model",
+        "temperature": "generation.temperature",
+        "max_tokens": "generation.max_tokens",
+        "system": "system",
+    }
+    changes = {
+        keys[name]: value
+        for name, value in options.items()
+        if value is not None and (value != "" or name == "system")
+    }
+    if not changes:
+        return prof
+    # the one door: checked exactly as the YAML file is
+    return profiles_mod.change(prof, changes, "the command line")
 
 
 def open_backend(prof: Profile, stack: ExitStack) -> Backend:
@@ -193,6 +235,23 @@ def open_conversation(prof: Profile, stack: ExitStack) -> Conversation:
     from voicechat.chat import Conversation
 
     return Conversation(open_backend(prof, stack), prof.generation, prof.chunking, prof.system)
+
+
+def open_session(
+    prof: Profile,
+    term: Terminal,
+    stack: ExitStack,
+    *,
+    mute: bool,
+    save_audio: Path | None,
+    stats: bool,
+) -> Session:
+    """The turn loop for ``ask`` and piped ``chat``: a conversation, its voice, its reports."""
+    from voicechat.session import Session
+
+    conversation = open_conversation(prof, stack)
+    voice = open_voice(prof, mute=mute, save_audio=save_audio, term=term, stack=stack)
+    return Session(term, conversation, prof.backend.model, voice, stats=stats)
 
 
 def open_voice(
@@ -215,17 +274,6 @@ def open_voice(
     speaker = Speaker(prof.tts, save_audio=save_audio, warn=term.warn, play=not mute)
     stack.callback(speaker.close)
     return speaker
-
-
-def report_end(term: Terminal, turn: Turn, stats: bool, max_tokens: int | None) -> None:
-    """Warnings about how the reply ended, and ``--stats``."""
-    from voicechat.chat import ending_warning
-
-    warning = ending_warning(turn.outcome, max_tokens, "--max-tokens (or generation.max_tokens)")
-    if warning:
-        term.warn(warning)
-    if stats:
-        term.stats(turn.outcome, turn.first_audio_s)
 
 
 # --- profiles ------------------------------------------------------------------------------
@@ -271,10 +319,7 @@ def describe_profile(loaded: profiles_mod.LoadedProfile) -> list[str]:
     """The profile as YAML, with where it came from; API keys shown only as set/unset."""
     import yaml
 
-    from voicechat.backends import redact_url
-
-    data = dataclasses.asdict(loaded.profile)
-    data["backend"]["base_url"] = redact_url(data["backend"]["base_url"])
+    data = profiles_mod.shown(loaded.profile)
     lines = [f"# {loaded.source.name}: {loaded.source.origin} profile at {loaded.source.path}"]
     if loaded.overrides:
         lines.append(f"# overridden by: {', '.join('$' + v for v in loaded.overrides)}")
@@ -296,53 +341,58 @@ def chat(
     system: str | None = SystemOpt,
     mute: bool = MuteOpt,
     stats: bool = typer.Option(False, "--stats", help="Print timing after each reply."),
+    listen: bool = typer.Option(
+        False, "--listen", help="Hands-free: questions from the microphone (also headless)."
+    ),
+    input_device: str | None = InputDeviceOpt,
+    language: str | None = LanguageOpt,
 ) -> None:
     """A conversation: interactive on a terminal; with piped stdin, one turn per line."""
     term = Terminal()
     with boundary(term), ExitStack() as stack:
         loaded = profiles_mod.load(profile)
         prof = with_options(loaded.profile, model=model, system=system)
-        conversation = open_conversation(prof, stack)
-        voice = open_voice(prof, mute=mute, save_audio=None, term=term, stack=stack)
-        if _isatty(sys.stdin):
+        signals = stack.enter_context(Signals())  # before any thread starts
+        stt = stt_settings(prof, input_device, language)
+        if listen:
+            from voicechat.stt.repl_voice import hands_free
+
+            voice_input = open_voice_input(stt, stack)
+            session = open_session(prof, term, stack, mute=mute, save_audio=None, stats=stats)
+            signals.session = session
+            term.info("listening: just talk (Ctrl+C to stop)")
+            code = hands_free(session, voice_input, term, None)
+        elif isatty(sys.stdin):
             from voicechat.repl import Repl
 
+            session = open_session(prof, term, stack, mute=mute, save_audio=None, stats=stats)
+            session.muted = mute
+            session.interactive = True
+            signals.session = session
             repl = Repl(
-                term, loaded, prof, conversation, voice,
+                term, loaded, prof, session,
                 new_backend=lambda p: open_backend(p, stack),
                 new_voice=lambda p: open_voice(
                     p, mute=False, save_audio=None, term=term, stack=stack
                 ),
-                stats=stats,
-                muted=mute,
             )  # fmt: skip
+            repl.voice_input = open_voice_input(stt, stack, quiet=True)
             code = repl.run()
         else:
-            code = chat_lines(conversation, voice, term, stats=stats, model=prof.backend.model)
+            session = open_session(prof, term, stack, mute=mute, save_audio=None, stats=stats)
+            signals.session = session
+            code = session.lines(stdin_lines())
     raise typer.Exit(code)
 
 
-def chat_lines(
-    conversation: Conversation, voice: Speaker | None, term: Terminal, *, stats: bool, model: str
-) -> int:
-    """Piped chat: each non-empty stdin line is a user turn of one conversation.
-
-    A failed turn is reported and the next line still runs; the exit code is the first
-    failure's.
-    """
-    status = 0
-    for raw in sys.stdin:
-        question = raw.strip()
-        if not question:
-            continue
-        try:
-            turn = conversation.ask(question, term.reply_view(model), voice)
-        except VoicechatError as exc:
-            term.error(str(exc))
-            status = status or exc.exit_code
-            continue
-        report_end(term, turn, stats, conversation.generation.max_tokens)
-    return status
+def stdin_lines() -> Iterator[str]:
+    """Piped stdin line by line; Ctrl+C or SIGTERM while waiting for a line ends the chat
+    (`Signals` breaks the read)."""
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            return
+        yield line
 
 
 # --- say, voices ---------------------------------------------------------------------------
@@ -380,7 +430,7 @@ def say(
             chunking = dataclasses.replace(chunking, mode=mode)  # type: ignore[arg-type]
         if text:
             deltas: Iterator[str] = iter([" ".join(text)])
-        elif not _isatty(sys.stdin):
+        elif not isatty(sys.stdin):
             deltas = stdin_deltas()
         else:
             raise ConfigError('nothing to say: give text (voicechat say "...") or pipe it in')
@@ -396,10 +446,18 @@ def say(
                 "nothing would be heard: the profile's tts.engine is none (or --mute without "
                 "--save-audio); use --dry-run to see the chunks"
             )
+        # speaking is this command's only job: a fault is its error (exit 11), not a warning
+        faults: list[str] = []
+        voice.report_faults_to(faults.append)
         voice.start()
         for utterance in utterances(deltas, chunking, hungry=lambda: voice.hungry):
             voice.say(utterance)
+            if not voice.active:
+                break  # nothing more can be played or saved
         voice.finish()
+        voice.close()  # the WAV file is renamed into place here: its errors count too
+        if faults:  # the fault says what still happened ("only saving to ...")
+            raise SpeechError(f"could not say it: {faults[0]}")
 
 
 def stdin_deltas() -> Iterator[str]:
@@ -420,20 +478,46 @@ def stdin_deltas() -> Iterator[str]:
             yield text
 
 
-@app.command()
+voices_app = typer.Typer(
+    help="List voices; pull Piper voices from Hugging Face.",
+    rich_markup_mode=None,
+    invoke_without_command=True,
+)
+app.add_typer(voices_app, name="voices")
+
+
+@voices_app.callback()
 def voices(
+    ctx: typer.Context,
     profile: str | None = ProfileOpt,
     lang: str | None = typer.Option(
         None, "--lang", help="Only voices for this language code (e.g. zh, en).", metavar="CODE"
     ),
+    available: bool = typer.Option(
+        False, "--available", help="List the Piper voices that can be pulled (voices pull NAME)."
+    ),
 ) -> None:
-    """List the speech engine's voices (id, name, languages) to pick one for the profile."""
+    """List the speech engine's voices (id, name, languages) and the pulled Piper voices."""
+    if ctx.invoked_subcommand is not None:
+        return
     term = Terminal()
     with boundary(term):
+        from voicechat import voices as pulled
+
+        if available:
+            have = set(pulled.installed())
+            rows = [
+                (("* " if v.key in have else "  ") + v.key, v.language_name, v.quality,
+                 f"{v.size / 1e6:.0f} MB")
+                for v in pulled.available(lang)
+            ]  # fmt: skip
+            term.table(("NAME", "LANGUAGE", "QUALITY", "SIZE"), rows)
+            term.info(f"{len(rows)} voices in {pulled.REPO}; * = pulled; get one: voices pull NAME")
+            return
         from voicechat.tts import list_voices
 
         tts = profiles_mod.load(profile).profile.tts
-        found = list_voices(tts)
+        found, engine = list_voices(tts), pulled.speaking_engine(tts)
         if lang:
             wanted = LANG_ALIASES.get(lang.lower(), (lang.lower(),))
             found = [
@@ -443,7 +527,27 @@ def voices(
             ]
         rows = [(v.id, v.name, ", ".join(v.languages)) for v in found]
         term.table(("ID", "NAME", "LANGUAGES"), rows)
-        term.info(f"{len(rows)} voices of engine {tts.engine}; set tts.voice / tts.voice_zh")
+        term.info(f"{len(rows)} voices of engine {engine}; set tts.voice / tts.voice_zh")
+        if engine != tts.engine:
+            term.info(f"(tts.fallback: {tts.engine} cannot start here; see voicechat doctor)")
+        names = pulled.installed()
+        if names:
+            term.info(f"pulled Piper voices (engine piper, tts.voice: NAME): {', '.join(names)}")
+
+
+@voices_app.command("pull")
+def voices_pull(
+    names: list[str] = typer.Argument(..., help="Voice names, e.g. zh_CN-huayan-medium."),
+) -> None:
+    """Download Piper voices from Hugging Face into your data folder (verified, resumable)."""
+    term = Terminal()
+    with boundary(term):
+        from voicechat import voices as pulled
+
+        catalog = pulled.catalog()
+        for name in names:
+            model = pulled.pull(name, catalog)
+            term.info(f"{model.stem} is ready: tts.engine: piper, tts.voice: {model.stem}")
 
 
 # --- doctor --------------------------------------------------------------------------------
@@ -455,6 +559,12 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON (for scripts)."),
     audio: bool = typer.Option(
         True, "--audio/--no-audio", help="Check the audio output device (default: yes)."
+    ),
+    listen: bool = typer.Option(
+        False,
+        "--listen",
+        help="Also check speech input: microphone and echo (with --audio: plays a test "
+        "sound), recognition model, VAD.",
     ),
 ) -> None:
     """Check every link from question to sound (server, model, voice, audio) and say what to fix.
@@ -485,7 +595,10 @@ def doctor(
             # missing: the doctor reports that as a row instead.
             var = profiles_mod.api_key_var(loaded.profile.backend)
             key = os.environ.get(var) if var else None
-            for row in doctor_mod.run_checks(loaded, key or None, check_audio=audio):
+            rows_iter = doctor_mod.run_checks(
+                loaded, key or None, check_audio=audio, check_listen=listen
+            )
+            for row in rows_iter:
                 show(row)
             code = 1 if any(row.ok is False for row in rows) else 0
         if as_json:
@@ -494,6 +607,145 @@ def doctor(
             broken = sum(row.ok is False for row in rows)
             term.info(f"{broken} check{'s' if broken > 1 else ''} failed: see the fixes above")
         raise typer.Exit(code)
+
+
+# --- speech input (the [listen] extra) -----------------------------------------------------
+
+
+def stt_settings(prof: Profile, device: str | None, language: str | None) -> STTSettings:
+    """The profile's ``stt`` section with ``--input-device`` / ``--language`` applied."""
+    changes = {k: v for k, v in (("device", device), ("language", language)) if v is not None}
+    return dataclasses.replace(prof.stt, **changes)
+
+
+def load_recognizer(settings: STTSettings, term: Terminal) -> Recognizer:
+    """The recognizer, loaded now; preparing the model on first use draws a bar on a terminal."""
+    from voicechat import stt
+    from voicechat.stt.display import progress_line
+
+    def progress(done: int, total: int) -> None:
+        term.err.write("\r" + progress_line(done, total) + ("\n" if done >= total else ""))
+        term.err.flush()
+
+    return stt.create(settings, progress if isatty(term.err) else None)
+
+
+def open_voice_input(
+    settings: STTSettings, stack: ExitStack, quiet: bool = False
+) -> VoiceInput | None:
+    """Spoken questions, the model loading in the background; ``quiet``: None without the extra."""
+    from voicechat.stt.voice_input import VoiceInput, available
+
+    if quiet and not available():
+        return None
+    voice_input = VoiceInput(settings)
+    stack.callback(voice_input.close)
+    return voice_input
+
+
+def listen_once(
+    settings: STTSettings,
+    term: Terminal,
+    stack: ExitStack,
+    on_guess: Callable[[str | None], None] | None = None,
+) -> str:
+    """One spoken question (``ask --listen``): a level meter on a terminal, then its text;
+    ``on_guess`` gets the likely text before the end is confirmed (`VoiceInput.hands_free`)."""
+    from voicechat.stt.display import LiveLine
+    from voicechat.stt.repl_voice import show_question
+
+    voice_input = open_voice_input(settings, stack)
+    assert voice_input is not None
+    term.info("listening: ask your question")
+    text = voice_input.push_to_talk(LiveLine(term.err), None, 30.0, on_guess)
+    if not text:
+        raise ConfigError("no question was asked")
+    show_question(term, text)
+    return text
+
+
+@app.command()
+def transcribe(
+    files: list[Path] = typer.Argument(
+        ..., help="WAV files (any rate, mono or stereo).", metavar="FILE.wav...", show_default=False
+    ),
+    profile: str | None = ProfileOpt,
+    language: str | None = LanguageOpt,
+) -> None:
+    """Print what is said in WAV files: one line per file (prefixed with its name if several)."""
+    term = Terminal()
+    with boundary(term):
+        from voicechat.errors import NothingHeard
+        from voicechat.stt.audiofile import read_wav
+        from voicechat.stt.listener import transcribe_samples
+
+        settings = stt_settings(profiles_mod.load(profile).profile, None, language)
+        audio = [(path, read_wav(path)) for path in files]  # bad files fail before the model loads
+        recognizer = load_recognizer(settings, term)
+        silent = 0
+        for path, samples in audio:
+            transcript = transcribe_samples(recognizer, samples, settings)
+            if transcript is None:
+                silent += 1
+                term.warn(f"{path}: nothing was heard (silence or noise)")
+                continue
+            term.print(f"{path}: {transcript.text}" if len(files) > 1 else transcript.text)
+        if silent:
+            raise NothingHeard(f"nothing was heard in {silent} of {len(files)} files")
+
+
+@app.command()
+def devices() -> None:
+    """List audio devices: microphones (stt.device, --input-device) and outputs (tts.device)."""
+    term = Terminal()
+    with boundary(term):
+        from voicechat.stt.microphone import list_devices
+
+        found = list_devices()
+        rows = [
+            (str(d["index"]), d["name"], str(d["inputs"]), str(d["outputs"]), str(d["rate"]),
+             " ".join(m for m, on in (("in", d["default_input"]), ("out", d["default_output"]))
+                      if on))
+            for d in found
+        ]  # fmt: skip
+        term.table(("INDEX", "NAME", "IN", "OUT", "RATE", "DEFAULT"), rows)
+        if not any(d["inputs"] for d in found):
+            term.warn("no microphone found: connect one (or start PulseAudio)")
+
+
+@app.command()
+def listen(
+    once: bool = typer.Option(False, "--once", help="Stop after one utterance."),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        help="Give up (exit 12) when nobody speaks for this long (default with --once: 30 s).",
+        metavar="S",
+        show_default=False,
+    ),
+    profile: str | None = ProfileOpt,
+    input_device: str | None = InputDeviceOpt,
+    language: str | None = LanguageOpt,
+) -> None:
+    """Print what is said into the microphone, one utterance per line, as each one ends."""
+    term = Terminal()
+    with boundary(term), ExitStack() as stack:
+        from voicechat.stt.listener import Dropped, Heard, open_listener
+
+        settings = stt_settings(profiles_mod.load(profile).profile, input_device, language)
+        listener = open_listener(settings, load_recognizer(settings, term), stack)
+        if timeout is None and once:
+            timeout = 30.0
+        term.info("listening (Ctrl+C to stop)")
+        for event in listener.events(timeout):
+            if isinstance(event, Dropped):
+                term.info(f"ignored: {event.reason}")
+            elif isinstance(event, Heard):
+                if event.cut:
+                    term.warn(f"over {settings.max_utterance:g} s of speech: cut there")
+                term.print(event.transcript.text)
+                if once:
+                    break
 
 
 # --- entry point ---------------------------------------------------------------------------
@@ -513,8 +765,16 @@ def main() -> None:
         term.error(exc.format_message())  # type: ignore[attr-defined]
         code = exc.exit_code  # type: ignore[attr-defined]
     except (typer.Abort, KeyboardInterrupt):
-        term.info("interrupted")
         code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED and not Terminal.interrupt_told:
+        term.interrupted()  # a Ctrl+C before the command's boundary (typer returns 130 silently)
+    settle_std_streams()
+    if code == EXIT_INTERRUPTED:
+        # The command's threads and files are closed by now; see `exit_now` for why not
+        # sys.exit (a caught Ctrl+C during a lazy import would end the process by SIGINT).
+        from voicechat.__main__ import exit_now
+
+        exit_now(code)
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -523,17 +783,20 @@ def _click_error(name: str) -> type[Exception]:
     return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
 
 
-def _isatty(stream: object) -> bool:
-    try:
-        return bool(stream.isatty())  # type: ignore[attr-defined]
-    except (AttributeError, ValueError):
-        return False
+def settle_std_streams() -> None:
+    """Make the interpreter's final flush harmless, so the exit code stays ours.
 
-
-def _silence_stdout() -> None:
-    """After the reader left, make the interpreter's final flush of stdout harmless."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    A stdout whose reader left, or a full or closed stderr, would fail that flush again
+    (Python then exits 120 with "Exception ignored"): such a stream is pointed at /dev/null.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):
+                pass

@@ -13,7 +13,13 @@
      |    +-- BackendTimeout            8  connect or read timeout
      |    +-- StreamBroken              9  the reply stopped early: dropped connection,
      |                                     error line mid-stream, empty body
-     +-- SpeechError                    never fatal: the CLI warns and goes on as text
+     +-- SpeechError                    13 `say` could not play or save; elsewhere never
+                                           fatal: the CLI warns and goes on as text
+     +-- ModelError                     10 a model file could not be fetched: offline and not
+                                           cached, network down, corrupt download, disk full
+     +-- ListenError                    11 speech input cannot run: no microphone, the
+          |                                [listen] extra or the recognition model missing
+          +-- NothingHeard              12 only silence (or noise) before the time ran out
 
 Backends raise these (translated once, where the wire is read); only the CLI maps them
 to messages on stderr and exit codes.
@@ -71,9 +77,34 @@ class StreamBroken(BackendError):
 
 
 class SpeechError(VoicechatError):
-    """TTS or audio output is unavailable or failed; the reply continues as text."""
+    """TTS or audio output is unavailable or failed; the reply continues as text (only
+    `voicechat say`, whose one job is speech, fails with it)."""
 
-    exit_code = 1
+    exit_code = 13
+
+
+class ModelError(VoicechatError):
+    """A model or voice file could not be downloaded or failed verification (models.py)."""
+
+    exit_code = 10
+
+
+class ListenError(VoicechatError):
+    """Speech input (microphone, VAD, recognizer) cannot run; the message says the fix."""
+
+    exit_code = 11
+
+
+class NothingHeard(ListenError):
+    """Listening ended without an utterance (silence, or only noise)."""
+
+    exit_code = 12
+
+
+class OutputError(VoicechatError):
+    """stdout cannot be written (a full disk, closed): the reply has nowhere to go."""
+
+    exit_code = 14
 
 
 EXIT_OK = 0
@@ -91,5 +122,12 @@ EXIT_CODES: dict[int, str] = {
     7: "server error (429, 5xx, request refused)",
     8: "timeout (connect or read)",
     9: "reply cut short (connection dropped, error mid-stream, truncated or empty stream)",
+    10: "a model or voice file could not be downloaded (offline, network, corrupt download)",
+    11: "speech input unavailable (no microphone, [listen] extra or recognition model missing)",
+    12: "nothing was heard (silence only)",
+    13: "speech failed: `voicechat say` could not play or save what it was given",
+    14: "stdout could not be written (disk full, closed)",
+    129: "ended by SIGHUP (the terminal was closed)",
     130: "interrupted (Ctrl+C)",
+    143: "ended by SIGTERM",
 }

@@ -1,6 +1,6 @@
 """The interactive conversation: a prompt with line editing and history, slash commands.
 
-Only used when stdin is a terminal (piped chats are `cli.chat_lines`). Ctrl+C stops the
+Only used when stdin is a terminal (piped chats are `Session.lines`). Ctrl+C stops the
 current reply and its voice and returns to the prompt (the reply stays in the history as
 far as it was shown, marked interrupted); Ctrl+C at the prompt does not exit; Ctrl+D does.
 The model is warmed up in the background while the user types the first question.
@@ -9,7 +9,6 @@ The model is warmed up in the background while the user types the first question
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import threading
@@ -18,16 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from voicechat import __version__
+from voicechat import __version__, files
 from voicechat import profile as profiles_mod
-from voicechat.chat import Conversation, Turn, ending_warning
+from voicechat.chat import Conversation, Turn
 from voicechat.errors import ConfigError, VoicechatError
+from voicechat.session import Session
 from voicechat.settings import Profile
-from voicechat.terminal import Terminal, format_stats
+from voicechat.terminal import Terminal, format_stats, one_line
 
 if TYPE_CHECKING:
     from voicechat.backends import Backend
-    from voicechat.chat import Voice
+    from voicechat.chat import Speech
+    from voicechat.stt.voice_input import VoiceInput
 
 HISTORY_ENV = "VOICECHAT_NO_HISTORY"
 """Set to 1 to keep no prompt history on disk."""
@@ -53,14 +54,29 @@ class Repl:
     term: Terminal
     loaded: profiles_mod.LoadedProfile
     profile: Profile
-    conversation: Conversation
-    voice: Voice | None
+    session: Session
+    """Runs the turns (and reports them); holds the conversation and the voice."""
     new_backend: Callable[[Profile], Backend]
-    new_voice: Callable[[Profile], Voice | None]
-    stats: bool = False
-    muted: bool = False
-    last: Turn | None = None
+    new_voice: Callable[[Profile], Speech | None]
     _warm: threading.Thread | None = field(default=None, repr=False)
+    voice_input: VoiceInput | None = None
+    """Spoken questions (the [listen] extra): push-to-talk, /listen; None without the extra."""
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.session.conversation
+
+    @property
+    def voice(self) -> Speech | None:
+        return self.session.speech
+
+    @property
+    def muted(self) -> bool:
+        return self.session.muted
+
+    @property
+    def last(self) -> Turn | None:
+        return self.session.last
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -69,24 +85,33 @@ class Repl:
         self._banner()
         self._warm_up()
         try:
-            while True:
+            while self.session.ended is None:
                 try:
                     text = self._read()
                 except KeyboardInterrupt:
+                    self.session.handled()
                     self.term.note("(Ctrl+D or /exit to quit)")
                     continue
                 except EOFError:
                     self.term.print()
                     return 0
                 if not text.strip():
-                    continue
+                    from voicechat.stt.repl_voice import talk
+
+                    text = talk(self)  # Enter on an empty line: push-to-talk
+                    if not text:
+                        continue
                 try:
                     if text.lstrip().startswith("/"):
                         self.command(text.strip())
                     else:
-                        self.turn(text)
+                        self.session.turn(text)
                 except ExitRepl:
                     return 0
+                except KeyboardInterrupt:
+                    self.session.handled()
+                    self.term.note("interrupted")  # Ctrl+C during a slash command
+            return self.session.ended
         finally:
             history.save()
 
@@ -106,35 +131,34 @@ class Repl:
                 return "\n".join(lines).strip("\n")
             lines.append(more)
 
-    def turn(self, question: str) -> None:
-        voice = None if self.muted else self.voice
-        try:
-            view = self.term.reply_view(self.profile.backend.model)
-            self.last = self.conversation.ask(question, view, voice)
-        except KeyboardInterrupt:
-            self.last = self.conversation.turns[-1] if self.conversation.turns else None
-            self.term.note("interrupted (the reply so far stays in the conversation)")
-            return
-        except VoicechatError as exc:
-            self.term.error(str(exc))
-            return
-        outcome = self.last.outcome
-        limit = self.conversation.generation.max_tokens
-        warning = ending_warning(outcome, limit, "generation.max_tokens in the profile")
-        if warning:
-            self.term.warn(warning)
-        if self.stats:
-            self.term.stats(outcome, self.last.first_audio_s)
-
     def _banner(self) -> None:
-        tts = self.profile.tts
-        voice = "muted" if self.muted or self.voice is None else (tts.voice or "default voice")
         self.term.note(
             f"voicechat {__version__} · profile {self.loaded.source.name} · "
-            f"model {self.profile.backend.model} · {tts.engine} {voice}"
+            f"model {self.profile.backend.model} · {self._voice_named()}"
         )
         self.term.note('/help for commands, """ for several lines, Ctrl+C stops a reply, '
                        "Ctrl+D exits")  # fmt: skip
+        if self.voice_input is not None:
+            from voicechat.stt.repl_voice import TALK_HINT
+
+            self.term.note(TALK_HINT)
+
+    def _voice_named(self) -> str:
+        """The engine and voice that will speak: the fallback's while the profile's cannot."""
+        tts = self.profile.tts
+        if self.muted or self.voice is None:
+            return "muted"
+        if tts.fallback in (None, tts.engine):
+            return f"{tts.engine} {tts.voice or 'default voice'}"
+        from voicechat.voices import speaking_engine
+
+        try:
+            engine = speaking_engine(tts)
+        except VoicechatError:  # neither can start: the speaker says why, once
+            engine = tts.engine
+        if engine == tts.engine:
+            return f"{tts.engine} {tts.voice or 'default voice'}"
+        return f"{engine} (tts.fallback: {tts.engine} cannot start here; see voicechat doctor)"
 
     def _warm_up(self) -> None:
         """Load the model now so the first question does not wait for it (errors surface
@@ -154,7 +178,8 @@ class Repl:
     def command(self, line: str) -> None:
         name, _, arg = line.partition(" ")
         arg = arg.strip()
-        entry = COMMANDS.get(name.lower()) or COMMANDS.get(ALIASES.get(name.lower(), ""))
+        command = name.lower() if name.lower() in COMMANDS else ALIASES.get(name.lower(), "")
+        entry = COMMANDS.get(command)
         if entry is None:
             close = [c for c in COMMANDS if c.startswith(name.lower()[:3])]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -162,7 +187,7 @@ class Repl:
             return
         handler, _, needs = entry
         if needs and not arg:
-            self.term.error(f"{name} needs {needs}: e.g. {EXAMPLES[name.lower()]}")
+            self.term.error(f"{name} needs {needs}: e.g. {example(command)}")
             return
         try:
             handler(self, arg)
@@ -172,6 +197,14 @@ class Repl:
     def cmd_help(self, arg: str) -> None:
         rows = [(f"{n} {needs}".strip(), text) for n, (_, text, needs) in COMMANDS.items()]
         self.term.table(("COMMAND", "WHAT IT DOES"), rows)
+        from voicechat.stt.repl_voice import TALK_HINT
+
+        self.term.note(TALK_HINT)
+
+    def cmd_listen(self, arg: str) -> None:
+        from voicechat.stt.repl_voice import listen_command
+
+        listen_command(self, arg)
 
     def cmd_exit(self, arg: str) -> None:
         raise ExitRepl
@@ -181,18 +214,18 @@ class Repl:
         self.term.note("conversation forgotten")
 
     def cmd_mute(self, arg: str) -> None:
-        self.muted = True
+        self.session.muted = True
         if self.voice is not None:
             self.voice.interrupt()
         self.term.note("muted: text only (/unmute to speak again)")
 
     def cmd_unmute(self, arg: str) -> None:
         if self.voice is None:
-            self.voice = self.new_voice(self.profile)
+            self.session.speech = self.new_voice(self.profile)
         if self.voice is None:
             self.term.error("no voice: the profile's tts.engine is none (try /profile NAME)")
             return
-        self.muted = False
+        self.session.muted = False
         self.term.note("speaking again")
 
     def cmd_voice(self, arg: str) -> None:
@@ -202,8 +235,10 @@ class Repl:
         voices = list_voices(self.profile.tts)
         voice = find_voice(arg, voices)
         if voice is None:
-            raise unknown_voice(key, arg, voices, self.profile.tts.engine)
-        self._set_tts(**{key: voice.id})
+            from voicechat.voices import speaking_engine  # the fallback's, until pulled
+
+            raise unknown_voice(key, arg, voices, speaking_engine(self.profile.tts))
+        self._set_tts("/voice", **{key: voice.id})
         which = "Chinese" if key == "voice_zh" else "other"
         self.term.note(f"voice for {which} replies: {voice.id} ({voice.name})")
 
@@ -214,12 +249,13 @@ class Repl:
             rate = 0
         if not 50 <= rate <= 500:
             raise ConfigError(f"/rate {arg}: give words per minute from 50 to 500, e.g. /rate 180")
-        self._set_tts(rate=rate)
+        self._set_tts("/rate", rate=rate)
         self.term.note(f"rate {rate} words per minute")
 
     def cmd_model(self, arg: str) -> None:
-        backend = dataclasses.replace(self.profile.backend, model=arg)
-        self._switch(dataclasses.replace(self.profile, backend=backend), self.loaded)
+        self._switch(
+            profiles_mod.change(self.profile, {"backend.model": arg}, "/model"), self.loaded
+        )
         self.term.note(f"model {arg} (the conversation continues)")
 
     def cmd_profile(self, arg: str) -> None:
@@ -251,9 +287,11 @@ class Repl:
             text = json.dumps(to_json(self.conversation, self.profile), ensure_ascii=False,
                               indent=2) + "\n"  # fmt: skip
         try:
-            path.write_text(text, encoding="utf-8")
+            files.write_text(path, text)  # a failed write leaves the old file as it was
         except OSError as exc:
-            raise ConfigError(f"/save {arg}: cannot write: {exc.strerror}") from None
+            raise ConfigError(
+                f"/save {arg}: cannot write: {exc.strerror or exc} (nothing was changed)"
+            ) from None
         self.term.note(f"saved {len(self.conversation.turns)} turns to {path}")
 
     def cmd_load(self, arg: str) -> None:
@@ -270,39 +308,37 @@ class Repl:
             return
         for i, turn in enumerate(self.conversation.turns, 1):
             mark = " [interrupted]" if turn.interrupted else ""
-            self.term.print(f"{i}. you: {_one_line(turn.question)}")
-            self.term.print(f"   assistant: {_one_line(turn.reply)}{mark}")
+            self.term.print(f"{i}. you: {one_line(turn.question, 100)}")
+            self.term.print(f"   assistant: {one_line(turn.reply, 100)}{mark}")
 
     # --- switching -------------------------------------------------------------------------
 
-    def _set_tts(self, **changes: object) -> None:
-        tts = dataclasses.replace(self.profile.tts, **changes)  # type: ignore[arg-type]
-        self._switch(dataclasses.replace(self.profile, tts=tts), self.loaded, voice_too=True)
+    def _set_tts(self, where: str, **changes: object) -> None:
+        tts = {f"tts.{key}": value for key, value in changes.items()}
+        self._switch(profiles_mod.change(self.profile, tts, where), self.loaded, voice_too=True)
 
     def _switch(
         self, profile: Profile, loaded: profiles_mod.LoadedProfile, voice_too: bool = False
     ) -> None:
         if profile.backend != self.profile.backend:
+            old_backend = self.conversation.backend
             self.conversation.backend = self.new_backend(profile)
+            old_backend.close()  # its connections are of no more use
+            self.session.model = profile.backend.model
         self.conversation.generation = profile.generation
         self.conversation.chunking = profile.chunking
         if loaded is not self.loaded:
             self.conversation.system = profile.system
         if voice_too and profile.tts != self.profile.tts:
             old = self.voice
-            self.voice = self.new_voice(profile)
+            self.session.speech = self.new_voice(profile)
             if old is not None:
-                old.close()  # type: ignore[attr-defined]
+                old.close()
         self.profile, self.loaded = profile, loaded
 
 
 def _looks_chinese_voice(name: str) -> bool:
     return any(tag in name.lower() for tag in ("cmn", "zh", "yue", "huayan"))
-
-
-def _one_line(text: str, limit: int = 100) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 # --- saving and loading ----------------------------------------------------------------------
@@ -385,7 +421,8 @@ class _History:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.readline.write_history_file(self.path)
+            with files.replacing(self.path) as temp:  # a full disk keeps the old history
+                self.readline.write_history_file(temp)
         except OSError:
             pass
 
@@ -413,6 +450,7 @@ COMMANDS: dict[str, tuple[Callable[[Repl, str], None], str, str]] = {
     "/save": (Repl.cmd_save, "save the conversation (.json, or .md to export)", "FILE"),
     "/load": (Repl.cmd_load, "load a conversation saved as .json", "FILE"),
     "/history": (Repl.cmd_history, "show the conversation so far", ""),
+    "/listen": (Repl.cmd_listen, "hands-free: questions from the microphone (Esc stops)", "on|off"),
 }
 ALIASES = {"/bye": "/exit", "/quit": "/exit", "/?": "/help"}
 EXAMPLES = {
@@ -422,4 +460,17 @@ EXAMPLES = {
     "/profile": "/profile local-openai",
     "/save": "/save chat.json",
     "/load": "/load chat.json",
+    "/listen": "/listen on",
 }
+
+
+def example(command: str) -> str:
+    """A usage example: the EXAMPLES row, else one made from the argument's name.
+
+    >>> example("/rate"), example("/nosuch")
+    ('/rate 180', '/nosuch')
+    """
+    if command in EXAMPLES:
+        return EXAMPLES[command]
+    needs = COMMANDS[command][2] if command in COMMANDS else ""
+    return f"{command} {needs}".strip()

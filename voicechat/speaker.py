@@ -2,42 +2,46 @@
 
 ::
 
-    say(utterance) -> [text queue] -> synthesis worker -> trim/fade/pause -> [clip queue]
-                       (bounded,                (owns the engine)    |         (bounded, few)
-                        large)                                       +-> save_audio WAV
-                                                                      playback thread -> device
+    say(utterance) -> [text Stage] -> synthesis worker -> trim/fade/pause -> [clip Stage]
+                       (bounded,        (owns the engine)      |              (bounded, few)
+                        large)                                 +-> save_audio WAV
+                                                                  playback thread -> device
+                                                                  (what was heard: heard())
 
 The synthesis worker turns the next utterance into audio while the previous one plays, so
 chunks follow each other without gaps. Both threads start in `start()`, which the turn
 calls before sending the request: loading the engine and opening the device overlap the
-model's first-token wait.
+model's first-token wait. Both hand-offs are a `voicechat.stage.Stage`: the threads sleep
+until there is work, and an interrupt, a fault or `close` wakes whoever waits.
 
 Faults never stop the reply: the first one calls ``warn`` with one line (what is missing,
 how to fix it), then the speaker behaves as muted (`active` is False). A device fault
-with ``save_audio`` set keeps synthesizing into the file.
+with ``save_audio`` set keeps synthesizing into the file. A device that failed is reopened
+by the next `start()` (the next turn), so speech comes back with the audio server.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import queue
 import sys
 import threading
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from voicechat.errors import VoicechatError
+from voicechat.errors import ConfigError, VoicechatError
+from voicechat.playback import Heard
+from voicechat.stage import STOP, Stage, block_signals
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from voicechat.audio import WavWriter
+    from voicechat.echo import PlayedTap
     from voicechat.playback import Player
     from voicechat.settings import TTSSettings
-    from voicechat.speakable import Utterance
+    from voicechat.speakable import Lang, Utterance
     from voicechat.tts import Engine
 
 EngineFactory = Callable[["TTSSettings"], "Engine"]
@@ -53,14 +57,13 @@ dry: the chunker may then end a piece at a clause mark instead of waiting for th
 STALL_S = 10.0
 """`finish()` gives up (with a warning) when playback makes no progress for this long."""
 JOIN_S = 2.0
+TEXT_GOES_ON = "speech is off, the reply continues as text"
+
+__all__ = ["Heard", "Speaker"]
 
 
 def _stderr_warn(message: str) -> None:
     print(f"voicechat: warning: {message}", file=sys.stderr)
-
-
-class _Stop:
-    """Sentinel for the synthesis worker."""
 
 
 class Speaker:
@@ -74,28 +77,60 @@ class Speaker:
         warn: Callable[[str], None] = _stderr_warn,
         play: bool = True,
         engine: EngineFactory | None = None,
+        then: str = TEXT_GOES_ON,
     ) -> None:
-        """``engine`` builds the engine in the worker (default: `voicechat.tts.create_engine`)."""
+        """``engine`` builds the engine in the worker (default: `voicechat.tts.create_engine`).
+
+        ``then`` ends the warning of a fault that silences speech (what happens next).
+        Raises `ConfigError` when ``save_audio`` cannot be written (checked at once, by
+        creating the temporary file the audio goes to).
+        """
         self.settings = settings
-        self._save_path = save_audio
         self._warn = warn
+        self._then = then
         self._play = play
         self._factory = engine
-        self._texts: queue.Queue[tuple[int, Utterance] | _Stop] = queue.Queue(MAX_TEXTS)
-        self._lock = threading.Condition()
-        self._pending = 0
-        """Utterances accepted by `say` and not yet handed to playback/saving."""
-        self._generation = 0
-        """Bumped by `interrupt`: utterances of an older generation are dropped."""
+        self._texts: Stage[Utterance] = Stage(MAX_TEXTS)
+        self._lock = threading.Lock()
         self._warned: set[str] = set()
-        self._muted = not play and save_audio is None
+        self._engine_failed = False
+        self._device_failed = False
         self._closed = False
         self._worker: threading.Thread | None = None
+        self._loaded = threading.Event()
+        self._worker_ended = threading.Event()
         self._player: Player | None = None
-        self._writer: wave.Wave_write | None = None
-        self._save_rate: int | None = None
+        self._writer: WavWriter | None = None
+        self._save_path = save_audio
+        self._saving = save_audio is not None
+        """Saving was asked for and has not failed."""
+        self.played = 0
+        """Pieces handed to the device."""
+        self._tap: PlayedTap | None = None
+        self.saved = 0
+        """Pieces written to the ``save_audio`` file."""
+        self.save_failed: str | None = None
+        """Why the ``save_audio`` file could not be written (one line), if it could not."""
+        if save_audio is not None:
+            from voicechat.audio import WavWriter, describe
+
+            try:
+                self._writer = WavWriter(save_audio)
+            except OSError as exc:
+                raise ConfigError(f"--save-audio {describe(exc, Path(save_audio))}") from exc
+        if self._muted:
+            self._texts.break_()
 
     # --- public ----------------------------------------------------------------------------
+
+    @property
+    def _muted(self) -> bool:
+        saving = self._saving
+        return (
+            self._engine_failed
+            or not (saving or self._play)
+            or (self._device_failed and not saving)
+        )
 
     @property
     def active(self) -> bool:
@@ -103,8 +138,21 @@ class Speaker:
         return not self._muted
 
     @property
+    def tap(self) -> PlayedTap | None:
+        """Receives every block played: the echo reference for barge-in."""
+        return self._tap
+
+    @tap.setter
+    def tap(self, tap: PlayedTap | None) -> None:
+        """From now on, also for a device opened in an earlier turn."""
+        with self._lock:
+            self._tap = tap
+            if self._player is not None:
+                self._player.tap = tap
+
+    @property
     def first_audio_at(self) -> float | None:
-        """``time.monotonic()`` when the first chunk's audio was handed to the device."""
+        """``time.monotonic()`` when this turn's first audio was handed to the device."""
         return self._player.first_audio_at if self._player is not None else None
 
     @property
@@ -116,95 +164,96 @@ class Speaker:
         player = self._player
         if self._muted or player is None or player.failed:
             return False
-        with self._lock:
-            if self._pending:
-                return False  # an utterance is still being synthesized
+        if self._texts.pending:
+            return False  # an utterance is still being synthesized
         return player.ahead_s() < HUNGRY_S
 
-    def start(self) -> None:
-        """Load the engine and open the device in the background; returns at once."""
-        if self._muted or self._closed or self._worker is not None:
-            return
-        if self._play:
-            from voicechat.playback import Player
+    @property
+    def wakeups(self) -> int:
+        """How often the speech threads woke up or looped: what idling costs (tests count it)."""
+        player = self._player
+        return self._texts.wakeups + (player.wakeups if player is not None else 0)
 
-            self._player = Player(
-                self.settings.device,
-                rate_hint=_rate_hint(self.settings),
-                on_fault=self._device_fault,
-                max_clips=MAX_CLIPS,
-            )
-            self._player.start()
-        self._worker = threading.Thread(target=self._work, name="voicechat-synth", daemon=True)
-        self._worker.start()
+    @property
+    def underruns(self) -> int:
+        """Gaps the device made mid-piece because it was fed too late (a busy machine)."""
+        player = self._player
+        return player.underruns if player is not None else 0
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the engine is loaded and the device open (False on timeout or fault)."""
+        if not self._loaded.wait(timeout) or self._muted:
+            return False
+        player = self._player
+        return player is None or player.wait_open(timeout)
+
+    def heard(self) -> list[Heard]:
+        """The pieces of this turn that started playing, in order, with how much of each has
+        left the device so far: after `interrupt()`, what the listener actually heard."""
+        player = self._player
+        return player.heard() if player is not None else []
+
+    def start(self) -> None:
+        """Begin a turn: load the engine and open the device in the background (returns at
+        once); a device that failed earlier is reopened."""
+        with self._lock:
+            if self._closed or self._engine_failed or not (self._play or self._writer):
+                return
+            if self._play and (self._player is None or self._player.failed):
+                self._open_player()
+            elif self._player is not None:
+                self._player.forget_heard()
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="voicechat-synth", daemon=True
+                )
+                self._worker.start()
 
     def say(self, utterance: Utterance) -> None:
         """Queue an utterance (blocks only if speech is ~1000 chunks behind)."""
         if self._muted or self._closed or not utterance.text.strip():
             return
-        self.start()
-        with self._lock:
-            self._pending += 1
-            item = (self._generation, utterance)
-        while not self._muted:
-            try:
-                self._texts.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        self._done(1)
+        if self._worker is None:
+            self.start()
+        self._texts.put(utterance)
 
     def finish(self) -> None:
         """Block until everything queued has been heard (or saved)."""
-        with self._lock:
-            while self._pending > 0 and not self._muted:
-                self._lock.wait(0.1)
+        while not self._texts.join(STALL_S):
+            if self._stalled():
+                return
         player = self._player
         if player is None or player.failed:
             return
         # after an engine fault, what was already synthesized is still played out
-        while not player.drain(timeout=0.1):
-            if player.failed:
-                return
-            if time.monotonic() - player.progress_at > STALL_S:
-                self._disable("audio output stalled (the device stopped taking audio)", "device")
+        while not player.drain(STALL_S):
+            if self._stalled():
                 return
 
     def interrupt(self) -> None:
-        """Silence within ~100 ms; drop everything queued. The speaker stays usable."""
-        with self._lock:
-            self._generation += 1
-        dropped = 0
-        while True:
-            try:
-                item = self._texts.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Stop):
-                self._texts.put_nowait(item)
-                break
-            dropped += 1
-        self._done(dropped)
-        if self._player is not None:
-            self._player.interrupt()
+        """Silence within ~100 ms (a short fade); drop everything queued. Callable from any
+        thread; the speaker stays usable."""
+        self._texts.interrupt()
+        player = self._player
+        if player is not None:
+            player.interrupt()
 
     def close(self) -> None:
         """Stop both threads (bounded waits) and release the device, engine and file."""
-        if self._closed:
-            return
-        self._closed = True
-        self.interrupt()
-        worker = self._worker
-        if worker is not None:
-            with contextlib.suppress(queue.Full):
-                self._texts.put(_Stop(), timeout=JOIN_S)
-            worker.join(JOIN_S)
-        if self._player is not None:
-            self._player.close(JOIN_S)
-        if self._writer is not None:
-            with contextlib.suppress(OSError):
-                self._writer.close()
-            self._writer = None
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._texts.stop()
+        try:
+            if self._player is not None:
+                self._player.close(JOIN_S)
+        finally:
+            try:
+                if self._worker is not None and self._worker is not threading.current_thread():
+                    self._worker_ended.wait(JOIN_S)  # not join(): see Player.close
+            finally:
+                self._close_file()
 
     def __enter__(self) -> Speaker:
         self.start()
@@ -213,7 +262,15 @@ class Speaker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def report_faults_to(self, warn: Callable[[str], None], then: str = "") -> None:
+        """Send fault messages to ``warn`` from now on, ending with ``then`` (what happens
+        next). A command whose only job is speech collects them to report as its error."""
+        self._warn, self._then = warn, then
+
     # --- faults ----------------------------------------------------------------------------
+
+    def _next(self, message: str) -> str:
+        return f"{message}; {self._then}" if self._then else message
 
     def _warn_once(self, kind: str, message: str) -> None:
         with self._lock:
@@ -223,48 +280,77 @@ class Speaker:
         with contextlib.suppress(Exception):  # a broken stderr must not kill the threads
             self._warn(message)
 
-    def _disable(self, message: str, kind: str) -> None:
+    def _engine_fault(self, message: str) -> None:
         """Mute for the rest of the session after one warning."""
-        already = self._muted
-        with self._lock:
-            self._muted = True
-            self._pending = 0
-            self._lock.notify_all()
-        if not already:
-            self._warn_once(kind, f"{message}; speech is off, the reply continues as text")
+        self._engine_failed = True
+        self._texts.break_()
+        self._warn_once("engine", self._next(message))
 
-    def _device_fault(self, message: str) -> None:
-        """The playback thread cannot play: keep saving if asked to, else mute."""
-        if self._save_path is not None:
+    def _device_fault(self, player: Player, message: str) -> None:
+        """The playback thread cannot play: keep saving if asked to, else mute until the
+        next `start()` tries the device again."""
+        if player is not self._player:
+            return
+        self._device_failed = True
+        if player.rate is not None:  # it had worked: a new outage, worth a new warning
+            with self._lock:
+                self._warned.discard("device")
+        if self._saving:
             self._warn_once("device", f"{message}; only saving to {self._save_path}")
-        else:
-            self._disable(f"{message} (--mute avoids this)", "device")
+            return
+        self._texts.break_()
+        self._warn_once("device", self._next(f"{message} (--mute avoids this)"))
+
+    def _stalled(self) -> bool:
+        player = self._player
+        if player is None or player.failed or player.pending == 0:
+            return False
+        if time.monotonic() - player.progress_at <= STALL_S:
+            return False
+        player.interrupt()
+        self._device_fault(player, "audio output stalled (the device stopped taking audio)")
+        return True
+
+    def _open_player(self) -> None:
+        from voicechat.playback import Player
+        from voicechat.tts import rate_hint
+
+        old = self._player
+        player = Player(
+            self.settings.device,
+            rate_hint=rate_hint(self.settings),
+            on_fault=lambda message: self._device_fault(player, message),
+            max_clips=MAX_CLIPS,
+        )
+        player.tap = self._tap
+        self._player = player
+        if old is not None:
+            old.close(JOIN_S)
+        if self._device_failed:
+            self._device_failed = False
+            if self._texts.broken and not self._engine_failed:
+                self._texts.mend()
+        player.start()
 
     # --- the synthesis worker --------------------------------------------------------------
 
-    def _done(self, count: int) -> None:
-        if count:
-            with self._lock:
-                self._pending = max(0, self._pending - count)
-                self._lock.notify_all()
-
     def _work(self) -> None:
+        block_signals()
         engine = self._load()
+        self._loaded.set()
         try:
-            while True:
-                item = self._texts.get()
-                if isinstance(item, _Stop):
-                    return
-                generation, utterance = item
+            while (entry := self._texts.get()) is not STOP:
+                generation, utterance = entry  # type: ignore[misc]
                 try:
-                    if engine is not None and not self._muted and generation == self._generation:
+                    if engine is not None and generation == self._texts.generation:
                         self._speak(engine, utterance, generation)
                 finally:
-                    self._done(1)
+                    self._texts.done()
         finally:
             if engine is not None:
                 with contextlib.suppress(Exception):
                     engine.close()
+            self._worker_ended.set()
 
     def _load(self) -> Engine | None:
         try:
@@ -274,63 +360,130 @@ class Speaker:
 
             return create_engine(self.settings)
         except VoicechatError as exc:
-            self._disable(f"no voice: {exc}", "engine")
+            self._engine_fault(f"no voice: {exc}")
         except Exception as exc:
-            self._disable(f"the {self.settings.engine} engine failed to start ({exc})", "engine")
+            self._engine_fault(f"the {self.settings.engine} engine failed to start ({exc})")
         return None
 
     def _speak(self, engine: Engine, utterance: Utterance, generation: int) -> None:
-        from voicechat.playback import Clip, as_samples, fade, trim
+        from voicechat.playback import Clip
 
-        epoch = self._player.epoch if self._player is not None else 0
+        player = self._player
+        player_generation = player.generation if player is not None else 0
+        runs = script_runs(utterance.text) if self.settings.mixed == "runs" else []
+        if len(runs) < 2:
+            runs = [(utterance.text, utterance.lang)]
         try:
-            audio = engine.synthesize(utterance.text, utterance.lang)
+            spoken = self._synthesize(engine, runs, generation)
         except VoicechatError as exc:
-            self._disable(f"speech failed: {exc}", "engine")
+            self._engine_fault(f"speech failed: {exc}")
             return
         except Exception as exc:
-            self._disable(f"the {self.settings.engine} engine failed ({exc!r})", "engine")
+            self._engine_fault(f"the {self.settings.engine} engine failed ({exc!r})")
             return
-        samples = fade(trim(as_samples(audio.pcm), audio.sample_rate), audio.sample_rate)
-        if len(samples) == 0 or generation != self._generation:
+        if spoken is None or generation != self._texts.generation:
             return
+        samples, rate = spoken
         pause = self.settings.sentence_pause if utterance.sentence_end else 0.0
-        if self._save_path is not None:
-            self._save(samples, audio.sample_rate, pause)
-        player = self._player
+        if self._writer is not None:
+            self._save(samples, rate, pause)
         if player is not None and not player.failed:
-            player.put(Clip(samples, audio.sample_rate, pause), epoch)
+            clip = Clip(samples, rate, pause, utterance.text)
+            if player.put(clip, player_generation):
+                self.played += 1
 
-    def _save(self, samples: np.ndarray, rate: int, pause: float) -> None:
+    def _synthesize(
+        self, engine: Engine, runs: list[tuple[str, Lang]], generation: int
+    ) -> tuple[np.ndarray, int] | None:
+        """The runs' audio joined back to back (each trimmed: no silence at the joins),
+        faded at both ends; ``None`` when there is nothing to hear or an interrupt came."""
         import numpy as np
 
-        from voicechat.playback import resample
+        from voicechat.audio import as_samples, fade, resample, trim
 
-        try:
-            if self._writer is None:
-                assert self._save_path is not None
-                writer = wave.open(str(self._save_path), "wb")  # noqa: SIM115 (kept open)
-                writer.setnchannels(1)
-                writer.setsampwidth(2)
-                writer.setframerate(rate)
-                self._writer, self._save_rate = writer, rate
-            out = resample(samples, rate, self._save_rate or rate)
-            silence = np.zeros(int(pause * (self._save_rate or rate)), dtype=np.int16)
-            # wave patches the header after each write: the file is valid at every moment
-            self._writer.writeframes(out.astype("<i2").tobytes() + silence.tobytes())
-        except OSError as exc:
-            self._save_path = None
-            self._warn_once("save", f"cannot write the audio file ({exc}); not saving")
-
-
-def _rate_hint(settings: TTSSettings) -> int | None:
-    """The engine's output rate, known before loading it: the device is opened at it."""
-    if settings.engine == "pyttsx3" and sys.platform.startswith("linux"):
-        return 22050  # espeak-ng
-    if settings.engine == "piper" and settings.model:
-        try:
-            config: Any = json.loads(Path(f"{settings.model}.json").read_text(encoding="utf-8"))
-            return int(config["audio"]["sample_rate"])
-        except (OSError, ValueError, KeyError, TypeError):
+        parts: list[np.ndarray] = []
+        rate = 0
+        for text, lang in runs:
+            if generation != self._texts.generation:
+                return None
+            audio = engine.synthesize(text, lang)
+            samples = trim(as_samples(audio.pcm), audio.sample_rate)
+            rate = rate or audio.sample_rate
+            if len(samples):
+                parts.append(fade(resample(samples, audio.sample_rate, rate), rate))
+        if not parts:
             return None
-    return None
+        return fade(np.concatenate(parts), rate), rate
+
+    def _save(self, samples: np.ndarray, rate: int, pause: float) -> None:
+        from voicechat.audio import silence
+
+        writer = self._writer
+        assert writer is not None
+        try:
+            writer.write(samples, rate)
+            writer.write(silence(pause, writer.rate or rate), writer.rate or rate)
+            self.saved += 1
+        except OSError as exc:
+            self._save_fault(exc)
+
+    def _save_fault(self, exc: OSError) -> None:
+        from voicechat.audio import describe
+
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        writer.discard()
+        self._saving = False
+        self.save_failed = describe(exc, writer.path)
+        self._warn_once("save", f"cannot write the audio file ({self.save_failed}); not saving")
+        if self._muted:
+            self._texts.break_()
+
+    def _close_file(self) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except OSError as exc:
+            self._save_fault(exc)
+        else:
+            self._writer = None
+
+
+def _is_han(char: str) -> bool:
+    return (
+        "\u4e00" <= char <= "\u9fff" or "\u3400" <= char <= "\u4dbf" or "\uf900" <= char <= "\ufaff"
+    )
+
+
+def script_runs(text: str) -> list[tuple[str, Lang]]:
+    """``text`` cut into runs of Han characters (``zh``) and of other letters (``other``), so
+    each run can be spoken by the voice for its language. Digits, spaces and punctuation join
+    the run before them (at the start, the first run): the runs put together are ``text``.
+
+    >>> script_runs("我用Python 3.11写了main.py。")
+    [('我用', 'zh'), ('Python 3.11', 'other'), ('写了', 'zh'), ('main.py。', 'other')]
+    >>> script_runs("共有3个GPU。")
+    [('共有3个', 'zh'), ('GPU。', 'other')]
+    >>> script_runs("2024年, OK")
+    [('2024年, ', 'zh'), ('OK', 'other')]
+    >>> script_runs("Hello, world."), script_runs("..."), script_runs("")
+    ([('Hello, world.', 'other')], [('...', 'other')], [])
+    """
+    runs: list[tuple[str, Lang]] = []
+    start = 0
+    lang: Lang | None = None
+    for i, char in enumerate(text):
+        if not char.isalpha():
+            continue  # neutral: stays with the run it is in
+        kind: Lang = "zh" if _is_han(char) else "other"
+        if lang is None:
+            lang = kind
+        elif kind != lang:
+            runs.append((text[start:i], lang))
+            start, lang = i, kind
+    if text:
+        runs.append((text[start:], lang or "other"))
+    return runs

@@ -7,18 +7,26 @@ once it is complete, so long replies are never clipped and nothing redraws what 
 on screen. When stdout is not a terminal the text is written as it arrives, unchanged.
 rich is imported only for the terminal case (``prefetch`` warms it up in the background
 while the request is in flight).
+
+This is the one door to stdout and stderr, so it is where the guarantees live: every line
+has its escape sequences and control characters removed (newline and tab kept where text
+keeps them), known secrets masked (`safe`), and a status line is one line of bounded length
+(`one_line`). A hostile server's text can neither redraw the screen nor leak a key.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 from voicechat.backends import Outcome
+from voicechat.errors import OutputError
+from voicechat.redact import MAX_LINE, scrub
 
 FENCES = ("```", "~~~")
 REFRESH_S = 0.08
@@ -29,6 +37,47 @@ sooner; loading a 7B model from storage takes seconds, which would look like a h
 WAIT_TICK_S = 0.25
 
 
+_ESCAPE_SEQUENCE = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|.)"
+    r"|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07\x9c]*[\x07\x9c]?",
+    re.DOTALL,
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+"""C0 and C1 controls (newline and tab kept), DEL, and lone surrogates (unprintable)."""
+
+
+def strip_controls(text: str) -> str:
+    """Text with escape sequences and control characters removed; newline and tab kept.
+
+    >>> strip_controls("\\x1b]0;pwned\\x07\\x1b[2Jok\\tyes\\r\\n")
+    'ok\\tyes\\n'
+    """
+    if not text or (text.isprintable() and "\x1b" not in text):
+        return text  # the common case, at the speed of one scan
+    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+
+
+def safe(text: str) -> str:
+    """What may reach the terminal: no escape codes, no control characters, no known secret.
+
+    >>> safe("\\x1b[31mred\\x1b[0m and\\tplain https://bob:hunter2@host/")
+    'red and\\tplain https://***@host/'
+    """
+    return scrub(strip_controls(text))
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """One line of at most ``limit`` characters, fit for the terminal (the one such helper).
+
+    >>> one_line("  line one\\n\\x1b[31mline two  ")
+    'line one line two'
+    >>> one_line("a" * 10, limit=5)
+    'aaaa…'
+    """
+    line = " ".join(safe(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 class OutputClosed(Exception):
     """stdout was closed by the reader (``voicechat ask ... | head``)."""
 
@@ -36,18 +85,23 @@ class OutputClosed(Exception):
 class Terminal:
     """The only writer to stdout/stderr."""
 
+    interrupt_told: ClassVar[bool] = False
+    """Whether this process said "interrupted" as a command's end already: the entry point
+    says it for a Ctrl+C that never reached a command (typer turns one during argument
+    parsing into a silent exit 130)."""
+
     def __init__(
         self,
         out: TextIO | None = None,
         err: TextIO | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
+        self.out = out if out is not None else sys.stdout  # None when started with >&-
+        self.err = err if err is not None else sys.stderr
         env = os.environ if env is None else env
         self.no_color = "NO_COLOR" in env
-        self.rich = _isatty(self.out) and env.get("TERM") != "dumb"
-        self._tty_err = _isatty(self.err) and env.get("TERM") != "dumb"
+        self.rich = isatty(self.out) and env.get("TERM") != "dumb"
+        self._tty_err = isatty(self.err) and env.get("TERM") != "dumb"
         self._ansi = self._tty_err and not self.no_color
         self._ansi_out = self.rich and not self.no_color
         self._lock = threading.Lock()
@@ -66,12 +120,18 @@ class Terminal:
     def info(self, message: str) -> None:
         self._status("", message, "2")
 
+    def interrupted(self) -> None:
+        """Say that the command ends because of Ctrl+C, and remember it (`interrupt_told`):
+        the entry point then does not say it again."""
+        Terminal.interrupt_told = True
+        self.info("interrupted")
+
     def note(self, message: str) -> None:
         """Status inside an interactive session, where the program's name is noise."""
         self._status("", message, "2", prefix="")
 
     def _status(self, label: str, message: str, color: str, prefix: str = "voicechat: ") -> None:
-        line = f"{prefix}{label}{message}"
+        line = f"{prefix}{label}{one_line(message)}"
         if self._ansi:
             line = f"\x1b[{color}m{line}\x1b[0m"
         with self._lock:
@@ -84,9 +144,9 @@ class Terminal:
         mark, color = {True: ("ok", "32"), False: ("FAIL", "31"), None: ("--", "2")}[ok]
         if self._ansi_out:
             mark = f"\x1b[{color}m{mark:<4}\x1b[0m"
-        self.print(f"{mark:<4}  {name:<12}  {detail}")
+        self._emit(f"{mark:<4}  {one_line(name):<12}  {one_line(detail)}")
         if fix:
-            self.print(f"{'':<4}  {'':<12}  fix: {fix}")
+            self._emit(f"{'':<4}  {'':<12}  fix: {one_line(fix)}")
 
     def stats(self, outcome: Outcome | None, first_audio_s: float | None = None) -> None:
         """One line of timing on stderr (``--stats``)."""
@@ -107,7 +167,7 @@ class Terminal:
         """
         view = RichView(self.out, self.no_color) if self.rich else PlainView(self.out)
         if self._tty_err:
-            self._waiting = Waiting(self.err, self._lock, f"waiting for {model}")
+            self._waiting = Waiting(self.err, self._lock, f"waiting for {one_line(model, 80)}")
             view.before_text = self._end_waiting
         return view
 
@@ -118,14 +178,14 @@ class Terminal:
 
     def print(self, text: str = "") -> None:
         """A line of program output (lists, tables, dry-run chunks) on stdout."""
-        try:
-            self.out.write(text + "\n")
-            self.out.flush()
-        except BrokenPipeError:
-            raise OutputClosed from None
+        self._emit(safe(text))
+
+    def _emit(self, line: str) -> None:
+        _write_out(self.out, line + "\n")
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """Aligned columns: readable on a terminal, parseable in a pipe."""
+        rows = [[one_line(str(cell)) for cell in row] for row in rows]
         widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
         for row in [headers, *rows]:
             cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
@@ -154,22 +214,24 @@ class ReplyView:
 class PlainView(ReplyView):
     """Text exactly as it arrives: what a pipe or a file should get."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO | None) -> None:
         self.out = out
         self._last = "\n"
+        self._failed = False
 
     def write(self, delta: str) -> None:
         self._text_comes()
+        delta = strip_controls(delta)
         try:
-            self.out.write(delta)
-            self.out.flush()
-        except BrokenPipeError:
-            raise OutputClosed from None
+            _write_out(self.out, delta)
+        except (OutputClosed, OutputError):
+            self._failed = True  # the end of the reply writes nothing more
+            raise
         self._last = delta[-1:] or self._last
 
     def end(self) -> None:
         self._text_comes()
-        if self._last != "\n":
+        if self._last != "\n" and not self._failed:
             self.write("\n")
 
 
@@ -193,6 +255,7 @@ class RichView(ReplyView):
 
     def write(self, delta: str) -> None:
         self._text_comes()
+        delta = strip_controls(delta)  # the Markdown renderer would pass OSC/CSI through
         if not self._started:
             self._live.start()
             self._started = True
@@ -350,18 +413,34 @@ def _import_rich() -> None:
     import rich.markdown  # noqa: F401
 
 
-def _write_quietly(stream: TextIO, text: str) -> None:
-    """Write to stderr; a closed stderr must not break the reply."""
+def _write_out(stream: TextIO | None, text: str) -> None:
+    """Write to stdout: a reader gone is `OutputClosed`; a full disk or a closed stdout is
+    an `OutputError` (one line on stderr and its exit code, not a traceback)."""
+    if stream is None:
+        raise OutputError("stdout is closed: run it with stdout open (a terminal, a file, a pipe)")
     try:
         stream.write(text)
         stream.flush()
-    except (BrokenPipeError, ValueError):
+    except BrokenPipeError:
+        raise OutputClosed from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise OutputError(f"cannot write to stdout: {reason}") from None
+
+
+def _write_quietly(stream: TextIO | None, text: str) -> None:
+    """Write to stderr; a closed or full stderr must not break the reply nor its exit code."""
+    try:
+        stream.write(text)  # type: ignore[union-attr]
+        stream.flush()  # type: ignore[union-attr]
+    except (OSError, ValueError, AttributeError):
         pass
 
 
-def _isatty(stream: TextIO) -> bool:
+def isatty(stream: object) -> bool:
+    """True for a terminal; False for anything else, also a closed or missing stream."""
     try:
-        return stream.isatty()
+        return bool(stream.isatty())  # type: ignore[attr-defined]
     except (AttributeError, ValueError):
         return False
 

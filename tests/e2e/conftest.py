@@ -1,5 +1,6 @@
-"""Fixtures for the realserver tier: the server `scripts/e2e_real_server.sh` started, a
-profile pointing at it, `voicechat` as a real process, and a private second server."""
+"""Fixtures for the realserver tier: the servers `scripts/e2e_real_server.sh` started (llama.cpp's
+own, through xllamacpp: Gemma 3 270M, a base model, and SmolLM2-135M-Instruct), a profile
+pointing at one, `voicechat` as a real process, and a private second server."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from pathlib import Path
 import pytest
 
 URL_ENV = "VOICECHAT_E2E_URL"
+INSTRUCT_URL_ENV = "VOICECHAT_E2E_INSTRUCT_URL"
 MODEL_ALIAS = "gemma3-270m"
+INSTRUCT_ALIAS = "smollm2-135m-instruct"
+LAUNCHER = Path(__file__).with_name("llama_server.py")
 SKIP_REASON = (
     f"the realserver tier needs a real llama.cpp server: run scripts/e2e_real_server.sh "
     f"(or set {URL_ENV} to a running server's /v1 URL)"
@@ -41,13 +45,30 @@ def server_url() -> str:
     return url
 
 
-def write_profile(folder: Path, url: str, *, max_tokens: int | None = 24, **tts: str) -> Path:
+@pytest.fixture(scope="session")
+def instruct_url() -> str:
+    """The server of the instruct model (SmolLM2-135M-Instruct): real answers that end."""
+    url = os.environ.get(INSTRUCT_URL_ENV, "").rstrip("/")
+    if not url:
+        pytest.skip(f"needs {INSTRUCT_URL_ENV} (set by scripts/e2e_real_server.sh)")
+    return url
+
+
+def write_profile(
+    folder: Path,
+    url: str,
+    *,
+    max_tokens: int | None = 24,
+    model: str = MODEL_ALIAS,
+    name: str = "real",
+    **tts: str,
+) -> Path:
     """A profile for the real server: kind openai, deterministic sampling."""
     lines = [
         "backend:",
         "  kind: openai",
         f"  base_url: {url}",
-        f"  model: {MODEL_ALIAS}",
+        f"  model: {model}",
         "  read_timeout: 60",
         "generation:",
         "  temperature: 0",
@@ -56,7 +77,7 @@ def write_profile(folder: Path, url: str, *, max_tokens: int | None = 24, **tts:
     if max_tokens is not None:
         lines.append(f"  max_tokens: {max_tokens}")
     lines += ["tts:", *(f"  {k}: {v}" for k, v in {"engine": "pyttsx3", **tts}.items())]
-    path = folder / "real.yaml"
+    path = folder / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -139,10 +160,9 @@ def private_server(server_url: str) -> Iterator[PrivateServer]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                python, "-m", "llama_cpp.server",
-                "--model", model, "--model_alias", MODEL_ALIAS, "--chat_format", "gemma",
-                "--n_ctx", "2048", "--n_threads", "2", "--logits_all", "False",
-                "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port),
+                python, str(LAUNCHER), "--model", model, "--alias", MODEL_ALIAS,
+                "--chat-template", "gemma", "--ctx", "2048", "--threads", "2",
+                "--port", str(port),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,8 +1,10 @@
-"""`voicechat` against a real llama.cpp server (llama-cpp-python) serving Gemma 3 270M.
+"""`voicechat` against llama.cpp's own server (through xllamacpp) serving real models.
 
-Run by `scripts/e2e_real_server.sh`. The model is a base model that talks nonsense, so these
-tests assert protocol behaviour (text arrives, is spoken, ends with the right reason, exit
-codes, stats), never content.
+Run by `scripts/e2e_real_server.sh`. Most tests use Gemma 3 270M, a base model that talks
+nonsense and rarely stops by itself: they assert protocol behaviour (text arrives, is spoken,
+ends with the right reason, exit codes, stats), never content. The instruct model
+(SmolLM2-135M-Instruct) answers simple questions: those tests assert content and a reply that
+ends by itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pexpect
 import pytest
 
 from tests.e2e.conftest import (
+    INSTRUCT_ALIAS,
     MODEL_ALIAS,
     PrivateServer,
     Run,
@@ -29,11 +32,20 @@ from tests.e2e.conftest import (
     realserver,
     write_profile,
 )
-from tests.e2e.record_sse import REQUESTS, body_for, events, record
+from tests.e2e.record_sse import (
+    INSTRUCT_REQUESTS,
+    PATHS,
+    REQUESTS,
+    body_for,
+    events,
+    record,
+    status_of,
+)
+from tests.ptys import kill, reap
 
 pytestmark = realserver
 
-TRANSCRIPTS = Path(__file__).resolve().parents[1] / "data" / "transcripts" / "llama-cpp-server"
+TRANSCRIPTS = Path(__file__).resolve().parents[1] / "data" / "transcripts" / "llama-server"
 QUESTION = "Tell me about the sky."
 
 
@@ -70,7 +82,7 @@ def test_stats_report_first_token_and_speed(run: Run, profile: Path) -> None:
     assert first and speed, stats
     assert 0 < float(first.group(1)) < 30
     assert float(speed.group(1)) > 0
-    assert "24 tokens" in stats  # llama.cpp sends no usage: one chunk per token, counted here
+    assert "24 tokens" in stats  # llama.cpp's own server counts them (usage, when asked)
     assert "length" in stats
     assert "tokens/s" not in result.stdout  # stats never pollute the reply
 
@@ -114,19 +126,21 @@ def test_chat_through_a_pipe_answers_each_line(run: Run, profile: Path) -> None:
     no_traceback(result.stderr)
 
 
-def test_next_request_after_an_empty_stream_reaches_the_server(server_url: str) -> None:
-    """After its empty 200 stream the server closes the kept-alive connection ~30 ms later:
-    the backend must not send the next request on it (that read as 'cannot reach')."""
-    from voicechat.backends import create_backend
-    from voicechat.errors import StreamBroken
-    from voicechat.settings import BackendSettings, GenerationSettings
+def test_next_request_after_a_refused_one_reaches_the_server(server_url: str) -> None:
+    """A prompt over the context is refused and the server closes that connection: the next
+    request must not go out on it (that read as 'cannot reach'). llama-cpp-python answered
+    with an empty 200 stream (StreamBroken); llama.cpp's own server refuses with a JSON 400
+    (exceed_context_size_error) before streaming: a ServerError saying so."""
+    from voicechat.backends import create_backend, settings_for
+    from voicechat.errors import ServerError
+    from voicechat.settings import GenerationSettings
 
-    backend = create_backend(BackendSettings(kind="openai", base_url=server_url, model=MODEL_ALIAS))
+    backend = create_backend(settings_for("openai", base_url=server_url, model=MODEL_ALIAS))
     generation = GenerationSettings(temperature=0, seed=1, max_tokens=4)
     try:
         for _ in range(3):
             too_long = [{"role": "user", "content": "sky " * 3000}]
-            with pytest.raises(StreamBroken, match="empty reply"):
+            with pytest.raises(ServerError, match="does not fit the model's context"):
                 list(backend.chat(too_long, generation))
             reply = backend.chat([{"role": "user", "content": "Hello"}], generation)
             assert "".join(reply)
@@ -138,12 +152,13 @@ def test_next_request_after_an_empty_stream_reaches_the_server(server_url: str) 
 def test_chat_turn_over_the_context_is_reported_and_the_next_goes_on(
     run: Run, profile: Path
 ) -> None:
-    """llama.cpp answers an over-long prompt with an empty 200 stream: a broken reply (9)."""
+    """llama.cpp's own server refuses an over-long prompt with a JSON 400: a server error (7)
+    that says it does not fit the context (llama-cpp-python's empty 200 stream gave 9)."""
     long_line = "sky " * 3000
     result = run("chat", "--profile", str(profile), "--mute", input=f"{long_line}\nHello\n")
-    assert result.returncode == 9, result.stderr
+    assert result.returncode == 7, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and "empty" in errors[0], result.stderr
+    assert len(errors) == 1 and "context" in errors[0], result.stderr
     assert result.stdout.strip()  # the second line was still answered
     no_traceback(result.stderr)
 
@@ -273,6 +288,15 @@ def test_serve_with_a_command_is_the_readme_first_command(tmp_path: Path) -> Non
     assert result.stdout.strip(), "no reply text on stdout"
     assert "token limit (8)" in result.stderr
     assert not answers(f"http://127.0.0.1:{port}/v1"), "the server outlived its command"
+    capital = subprocess.run(
+        ["bash", SCRIPT, "--serve", "--port", str(port), "--", sys.executable, "-m", "voicechat",
+         "ask", "-p", "local-openai", "--mute", "--temperature", "0", CAPITAL_QUESTION],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=180,
+    )  # fmt: skip
+    assert capital.returncode == 0, capital.stderr
+    # --serve serves the instruct model: it answers (greedy: the profile's 0.7 once sampled
+    # "L'Avignon" in a fresh CI run)
+    assert "Paris" in capital.stdout, capital.stdout
     failing = subprocess.run(
         ["bash", SCRIPT, "--serve", "--port", str(port), "--", "sh", "-c", "exit 5"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=180,
@@ -302,8 +326,9 @@ def test_serve_mode_answers_the_local_profile_and_stops_on_ctrl_c(run: Run, tmp_
         assert answers(url)  # the refused second one did not disturb the first
         serve.sendintr()
         serve.expect(pexpect.EOF)
+        reap(serve)
     finally:
-        serve.close(force=True)
+        kill(serve)
     assert serve.exitstatus == 130, serve.before
     assert not answers(url), "the server outlived its script"
 
@@ -311,12 +336,79 @@ def test_serve_mode_answers_the_local_profile_and_stops_on_ctrl_c(run: Run, tmp_
 # --- the recorded traffic is still what the server sends -----------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(REQUESTS))
-def test_live_stream_has_the_recorded_shape(server_url: str, name: str) -> None:
-    """If llama-cpp-python changes its framing, the replays in the fast tier are stale."""
+def live_url(name: str, server_url: str, instruct_url: str) -> str:
+    return instruct_url if name in INSTRUCT_REQUESTS else server_url
+
+
+@pytest.mark.parametrize("name", sorted([*REQUESTS, *INSTRUCT_REQUESTS]))
+def test_live_stream_has_the_recorded_shape(server_url: str, instruct_url: str, name: str) -> None:
+    """If llama.cpp changes its framing, the replays in the fast tier are stale."""
     recorded = (TRANSCRIPTS / f"{name}.sse").read_bytes()
-    live = record(server_url, body_for(name))
-    assert live.status == 200
-    assert events(live.body) == events(recorded)
+    status = status_of((TRANSCRIPTS / f"{name}.headers").read_text())
+    live = record(live_url(name, server_url, instruct_url), body_for(name))
+    assert live.status == status
     headers = {k.lower(): v for k, v in live.headers}
-    assert headers["content-type"].startswith("text/event-stream")
+    if status == 200:
+        assert events(live.body) == events(recorded)
+        assert headers["content-type"].startswith("text/event-stream")
+    else:  # an error answer: the same JSON error type
+        assert json.loads(live.body)["error"]["type"] == json.loads(recorded)["error"]["type"]
+        assert headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("name", sorted(PATHS))
+def test_live_error_for_a_wrong_path_is_the_recorded_one(server_url: str, name: str) -> None:
+    """llama.cpp's 404 for a path that is no API route: JSON, not Go's plain text."""
+    recorded = (TRANSCRIPTS / f"{name}.sse").read_bytes()
+    live = record(server_url, body_for("rec_en_length"), path=PATHS[name])
+    assert live.status == status_of((TRANSCRIPTS / f"{name}.headers").read_text()) == 404
+    assert json.loads(live.body) == json.loads(recorded)
+
+
+# --- the instruct model: real answers that end by themselves -------------------------------------
+
+CAPITAL_QUESTION = "What is the capital of France? Answer in one word."
+
+
+def test_instruct_model_names_the_capital_and_stops_by_itself(
+    run: Run, tmp_path: Path, instruct_url: str
+) -> None:
+    profile = write_profile(tmp_path, instruct_url, max_tokens=None, model=INSTRUCT_ALIAS)
+    result = run("ask", CAPITAL_QUESTION, "--profile", str(profile), "--mute", "--stats")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert "warning" not in result.stderr  # no token limit: the model ended the reply
+    assert "stop" in result.stderr  # the stats line's finish reason
+    no_traceback(result.stderr)
+
+
+def test_instruct_reply_through_the_backend_ends_with_stop(instruct_url: str) -> None:
+    from voicechat.backends import create_backend, settings_for
+    from voicechat.settings import GenerationSettings
+
+    backend = create_backend(settings_for("openai", base_url=instruct_url, model=INSTRUCT_ALIAS))
+    try:
+        reply = backend.chat(
+            [{"role": "user", "content": "What is the capital of Japan? Answer in one word."}],
+            GenerationSettings(temperature=0, seed=1, max_tokens=64),
+        )
+        text = "".join(reply)
+    finally:
+        backend.close()
+    assert "Tokyo" in text
+    assert reply.outcome is not None and reply.outcome.finish == "stop"
+    assert 0 < (reply.outcome.tokens or 0) < 64  # the server's own count (usage chunk)
+
+
+def test_instruct_chat_remembers_the_previous_turn(
+    run: Run, tmp_path: Path, instruct_url: str
+) -> None:
+    """The history reaches a real model: the second answer builds on the first."""
+    profile = write_profile(tmp_path, instruct_url, max_tokens=48, model=INSTRUCT_ALIAS)
+    result = run(
+        "chat", "--profile", str(profile), "--mute",
+        input="What is the capital of France? Answer in one word.\n"
+        "Repeat your last answer exactly.\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Paris") >= 2, result.stdout

@@ -1,34 +1,90 @@
-"""Backends: one module per wire protocol behind one small interface.
+"""Backends: one module per kind behind one small interface, found through `KINDS`.
 
-``backend.chat(messages, generation)`` sends the request and returns a `Reply` as soon as
-the server has answered with a status: iterate it for text deltas as they arrive; when the
-iteration ends, ``reply.outcome`` says how the reply ended and how fast it was. Errors are
-raised as `voicechat.errors` types, translated where the wire is read.
+``backend.chat(messages, generation)`` returns a `Reply` at once; the request goes out when
+it is first iterated: iterate it for text deltas as they arrive (errors, before the stream or
+during it, are raised from the iteration as `voicechat.errors` types, translated once in
+`voicechat.transport`); when the iteration ends, ``reply.outcome`` says how the reply ended
+and how fast it was. ``reply.close()`` from any thread ends it within milliseconds.
 
-The protocol modules are imported lazily by `create_backend`: the Ollama path must never
-pay for importing the ``openai`` SDK (~0.5 s on the Jetson).
+A kind module (``voicechat.backends.ollama``, ...) carries all the knowledge of its kind:
+
+- ``Settings``: a frozen dataclass = the kind's whole ``backend:`` YAML section;
+- ``apply_env(settings, env) -> (settings, names of the variables used)``;
+- ``create(settings, api_key) -> Backend``;
+- ``checks(settings, api_key, *, probe_timeout, generation_timeout) -> Iterator[Check]``;
+- ``api_key_var(settings) -> str | None``.
+
+Kind modules are imported only when a profile of that kind is loaded, and import their
+HTTP library only when a backend is created: the Ollama path never pays for the ``openai``
+SDK (~0.5 s on the Jetson), and listing profiles pays for neither.
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
+from voicechat.errors import ConfigError, VoicechatError
+from voicechat.redact import redact_url, short
 from voicechat.settings import BackendSettings, GenerationSettings
+
+if TYPE_CHECKING:
+    from voicechat.checks import Check
+
+__all__ = [
+    "KINDS",
+    "Backend",
+    "Message",
+    "Outcome",
+    "Reply",
+    "ServerEnd",
+    "create_backend",
+    "kind_module",
+    "redact_url",
+    "settings_for",
+    "short",
+]
+
+KINDS: dict[str, str] = {
+    "ollama": "voicechat.backends.ollama",
+    "openai": "voicechat.backends.openai_compat",
+    "llamacpp": "voicechat.backends.llamacpp",
+}
+"""Backend kind (``backend.kind`` in a profile) -> the module that implements it."""
 
 Message = dict[str, str]
 """``{"role": "system"|"user"|"assistant", "content": "..."}``."""
 
 
+def kind_module(kind: object) -> ModuleType:
+    """The module of a backend kind; an unknown kind is a `ConfigError` naming the known ones."""
+    if not isinstance(kind, str) or kind not in KINDS:
+        shown = short(kind, 40) if isinstance(kind, str) else f"a {type(kind).__name__}"
+        raise ConfigError(f"unknown backend kind {shown}: use one of {', '.join(KINDS)}")
+    return importlib.import_module(KINDS[kind])
+
+
+def settings_for(kind: str, **fields: Any) -> BackendSettings:
+    """A kind's settings built directly (tests, scripts); profiles go through the loader."""
+    return kind_module(kind).Settings(kind=kind, **fields)  # type: ignore[no-any-return]
+
+
+def create_backend(settings: BackendSettings, api_key: str | None = None) -> Backend:
+    """The backend for ``settings.kind``, its module imported only now."""
+    return kind_module(settings.kind).create(settings, api_key)  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class ServerEnd:
-    """What the server said about the end of a stream (protocol modules return this)."""
+    """What the server said about the end of a stream (kind modules return this)."""
 
-    reason: str | None
-    """``stop``, ``length``, ... as sent; ``None`` when the stream ended without one."""
+    reason: str
+    """``stop``, ``length``, ... as sent (a stream without one raises `StreamBroken`)."""
     tokens: int | None = None
     """Reply tokens as counted by the server, when it says."""
     generation_s: float | None = None
@@ -40,8 +96,7 @@ class Outcome:
     """How a reply ended, and its timing (for ``--stats`` and ``/stats``)."""
 
     finish: str
-    """``stop``, ``length`` (token limit), ``truncated`` (no end marker arrived), or the
-    server's own reason (``content_filter``, ...)."""
+    """``stop``, ``length`` (token limit), or the server's own reason (``content_filter``)."""
     first_token_s: float | None
     """Seconds from sending the request to the first text; ``None`` if no text came."""
     total_s: float
@@ -51,23 +106,38 @@ class Outcome:
     tokens_per_s: float | None
     """Generation speed: the server's figures where given, else measured here."""
     measured: bool
-    """True when tokens and speed were measured here (deltas), not reported by the server."""
+    """True when the speed was measured here (from the deltas' arrival), not reported by the
+    server: an OpenAI server's usage chunk gives a token count but no generation time."""
     chars: int
     """Characters of reply text received."""
 
 
 class Reply:
-    """A streaming reply: iterate for text deltas; then read `outcome`; `close()` aborts."""
+    """A streaming reply: iterate for text deltas; then read `outcome`; `close()` aborts.
+
+    Backends send the request when the reply is first iterated, and raise their errors
+    (`voicechat.errors`) from the iteration. ``close()`` may be called from any thread, in
+    any phase (before the request, waiting for the first token, mid-stream): it shuts the
+    connection's socket down, which wakes a read blocked in the iterating thread; that
+    thread's iteration then simply ends (``outcome`` stays ``None``, ``closed`` is True),
+    and the server sees the hang-up, which is how it learns to stop generating.
+    """
 
     def __init__(
         self,
         deltas: Generator[str, None, ServerEnd],
-        close: Callable[[], None],
+        interrupt: Callable[[], None],
         started: float,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self._deltas = deltas
-        self._close = close
+        self._interrupt = interrupt
+        self._release = release or _nothing
         self._started = started
+        self._lock = threading.Lock()
+        self._iterating = False
+        self.closed = False
+        """Set by `close()`: the reply was abandoned on purpose."""
         self.text = ""
         """All text received so far (kept when the stream breaks)."""
         self.outcome: Outcome | None = None
@@ -75,6 +145,10 @@ class Reply:
     def __iter__(self) -> Iterator[str]:
         first: float | None = None
         count = 0
+        with self._lock:
+            if self.closed:
+                return
+            self._iterating = True
         try:
             while True:
                 try:
@@ -82,6 +156,12 @@ class Reply:
                 except StopIteration as stop:
                     end: ServerEnd = stop.value
                     break
+                except Exception:
+                    if self.closed:
+                        return  # the read failed because close() shut the socket down
+                    raise
+                if self.closed:
+                    return
                 if not delta:
                     continue
                 if first is None:
@@ -90,29 +170,47 @@ class Reply:
                 self.text += delta
                 yield delta
         finally:
-            self._close()
+            self._deltas.close()
+            with self._lock:
+                self._iterating = False
+            self._release_once()
         self.outcome = _outcome(end, self._started, first, time.monotonic(), count, self.text)
 
     def close(self) -> None:
-        """Abort: closing the connection is how both servers learn to stop generating."""
-        self._deltas.close()
-        self._close()
+        """Abort, from any thread: the iterating thread stops within milliseconds."""
+        with self._lock:
+            self.closed = True
+            iterating = self._iterating
+        self._interrupt()
+        if not iterating:
+            self._deltas.close()  # never started, or finished: nothing else is running it
+            self._release_once()
+
+    def _release_once(self) -> None:
+        with self._lock:
+            release, self._release = self._release, _nothing
+        release()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _outcome(
     end: ServerEnd, started: float, first: float | None, now: float, count: int, text: str
 ) -> Outcome:
-    measured = end.tokens is None
-    tokens = count if measured else end.tokens
+    tokens = count if end.tokens is None else end.tokens
     if end.tokens and end.generation_s:
         speed: float | None = end.tokens / end.generation_s
+        measured = False
     elif first is not None and tokens and now > first and tokens > 1:
         # The first token's time is latency, not generation: count the gaps after it.
         speed = (tokens - 1) / (now - first)
+        measured = True
     else:
-        speed = None
+        speed, measured = None, end.tokens is None
     return Outcome(
-        finish=end.reason or "truncated",
+        finish=end.reason,
         first_token_s=None if first is None else first - started,
         total_s=now - started,
         tokens=tokens,
@@ -122,11 +220,60 @@ def _outcome(
     )
 
 
+def chat_completions(
+    messages: Sequence[Message], generation: GenerationSettings, **fixed: Any
+) -> dict[str, Any]:
+    """A streaming OpenAI ``/v1/chat/completions`` request (any server of that protocol, and
+    embedded llama.cpp): ``fixed`` first, then the sampling options only where set, so the
+    server's own defaults apply to the rest."""
+    body: dict[str, Any] = {
+        **fixed,
+        "messages": list(messages),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    for key, value in (
+        ("temperature", generation.temperature),
+        ("top_p", generation.top_p),
+        ("max_tokens", generation.max_tokens),
+        ("seed", generation.seed),
+    ):
+        if value is not None:
+            body[key] = value
+    return body
+
+
+def generation_check(backend: Backend, fix: Callable[[VoicechatError], str]) -> Check:
+    """The doctor's last backend row: one token through the backend's own request path."""
+    from voicechat.checks import Check
+
+    try:
+        reply = backend.chat(
+            [{"role": "user", "content": "Say OK."}], GenerationSettings(max_tokens=1)
+        )
+        for _ in reply:
+            pass
+    except VoicechatError as exc:
+        return Check("generation", False, str(exc), fix(exc))
+    finally:
+        backend.close()
+    outcome = reply.outcome
+    if outcome is None or outcome.first_token_s is None:
+        finish = outcome.finish if outcome else "none"
+        total = f" after {outcome.total_s:.2f} s" if outcome else ""
+        return Check("generation", True, f"no text (finish: {finish}){total}")
+    return Check(
+        "generation",
+        True,
+        f"first token after {outcome.first_token_s:.2f} s (finish: {outcome.finish})",
+    )
+
+
 class Backend(Protocol):
-    """One wire protocol."""
+    """One kind of model server."""
 
     def chat(self, messages: Sequence[Message], generation: GenerationSettings) -> Reply:
-        """Send the conversation; return once the server answered with a status."""
+        """The reply to the conversation; the request goes out when it is first iterated."""
         ...
 
     def warm_up(self) -> None:
@@ -136,56 +283,3 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
-
-
-def create_backend(settings: BackendSettings, api_key: str | None = None) -> Backend:
-    """The backend for ``settings.kind``, its module imported only now."""
-    if settings.kind == "ollama":
-        from voicechat.backends.ollama import OllamaBackend
-
-        return OllamaBackend(settings)
-    from voicechat.backends.openai_compat import OpenAIBackend
-
-    return OpenAIBackend(settings, api_key)
-
-
-def redact_url(url: str) -> str:
-    """A URL fit for messages: credentials in it are masked.
-
-    >>> redact_url("https://user:secret@example.com/v1")
-    'https://***@example.com/v1'
-    >>> redact_url("http://127.0.0.1:11434")
-    'http://127.0.0.1:11434'
-    """
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
-
-
-def is_local(url: str) -> bool:
-    """True for loopback hosts, where no API key is expected."""
-    host = (urlsplit(url).hostname or "").lower()
-    return host in ("localhost", "::1", "0.0.0.0") or host.startswith("127.")
-
-
-def short(text: str, limit: int = 160) -> str:
-    """One line of server text for an error message."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def wrong_path(body: str) -> bool:
-    """The plain-text 404 of a Go server (Ollama) or a proxy: the path is not an API route."""
-    return body.strip().lower() in ("404 page not found", "not found", "404 not found")
-
-
-def status_message(status: int, detail: str, url: str) -> str:
-    """The message for an HTTP error status that has no more specific meaning."""
-    where = redact_url(url)
-    if status == 429:
-        return f"{where} is rate limiting requests (429: {detail}): wait a moment and retry"
-    if status >= 500:
-        return f"server error {status} at {where}: {detail}: check the server's log, then retry"
-    return f"the server at {where} refused the request ({status}: {detail})"

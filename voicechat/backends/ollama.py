@@ -3,48 +3,237 @@
 Each line is one JSON object; ``message.content`` carries the text, the last line has
 ``done: true`` with ``done_reason`` and the server's token counts. An ``{"error": ...}``
 line can arrive mid-stream with status 200. Closing the connection stops generation.
+
+Everything about the kind lives here: its ``backend:`` settings, ``OLLAMA_HOST``, its doctor
+checks and their fixes. ``requests`` is imported only when a backend is created.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
 import time
-from collections.abc import Generator, Sequence
-from typing import Any
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import requests
-
-from voicechat.backends import (
-    Message,
-    Reply,
-    ServerEnd,
-    redact_url,
-    short,
-    status_message,
-    wrong_path,
-)
+from voicechat import transport
+from voicechat.backends import Message, Reply, ServerEnd, generation_check
+from voicechat.checks import Check
 from voicechat.errors import (
     AuthFailed,
     BackendError,
-    BackendTimeout,
-    BackendUnreachable,
+    ConfigError,
     EndpointNotFound,
     ModelNotFound,
-    ServerError,
     StreamBroken,
+    VoicechatError,
 )
-from voicechat.settings import BackendSettings, GenerationSettings
+from voicechat.redact import LazyPattern, redact_url, remember_url, short
+from voicechat.settings import GenerationSettings, HTTPBackendSettings, between
 
+if TYPE_CHECKING:
+    import requests
+
+DEFAULT_URL = "http://127.0.0.1:11434"
+HOST_ENV = "OLLAMA_HOST"
 RETRY_STATUSES = (429, 502, 503, 504)
+START_FIX = (
+    "Start it with `ollama serve` (or: sudo systemctl start ollama), or point OLLAMA_HOST or "
+    "the profile's base_url at it"
+)
+
+
+@dataclass(frozen=True)
+class Settings(HTTPBackendSettings):
+    """The ``backend:`` section of an Ollama profile."""
+
+    keep_alive: str | int | None = field(default=None, metadata=between(-1, 10**9))
+    """How long the model stays loaded after the reply (``30m``, seconds, -1 forever)."""
+
+
+# --- the kind's interface (see voicechat.backends) ---------------------------------------
+
+
+def apply_env(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, tuple[str, ...]]:
+    """``OLLAMA_HOST`` (any of Ollama's forms) replaces the base URL."""
+    value = env.get(HOST_ENV, "").strip()
+    if not value:
+        return settings, ()
+    return dataclasses.replace(settings, base_url=ollama_host(value)), (HOST_ENV,)
+
+
+def api_key_var(settings: Settings) -> None:
+    """Ollama has no API keys (a proxy in front of it may want credentials in the URL)."""
+    return None
+
+
+def create(settings: Settings, api_key: str | None = None) -> OllamaBackend:
+    return OllamaBackend(settings)
+
+
+def server_of(settings: Settings) -> transport.Server:
+    return transport.Server.of(settings, "Ollama at {url}", START_FIX)
+
+
+def checks(
+    settings: Settings,
+    api_key: str | None = None,
+    *,
+    probe_timeout: float = 5.0,
+    generation_timeout: float = 60.0,
+) -> Iterator[Check]:
+    """server (is it Ollama, which version), model (is it pulled), generation (one token)."""
+    probe = transport.probing(settings, probe_timeout)
+    backend = OllamaBackend(probe)
+    try:
+        try:
+            version = backend.version()
+            models = backend.models()
+        except VoicechatError as exc:
+            yield Check("server", False, str(exc), fix_for(exc, settings))
+            yield Check("model", None, "skipped: the server did not answer")
+            yield Check("generation", None, "skipped: the server did not answer")
+            return
+        yield Check("server", True, f"Ollama {version} at {server_of(settings).url}")
+        yield model_check(settings.model, models)
+    finally:
+        backend.close()
+    generation = dataclasses.replace(
+        probe, read_timeout=min(settings.read_timeout, generation_timeout)
+    )
+    yield generation_check(OllamaBackend(generation), lambda exc: fix_for(exc, settings))
+
+
+def model_check(wanted: str, models: list[str]) -> Check:
+    names = set(models) | {m.removesuffix(":latest") for m in models}
+    if wanted in names or f"{wanted}:latest" in models:
+        return Check("model", True, f"{wanted} is pulled")
+    have = ", ".join(short(m, 40) for m in models[:8]) or "none"
+    return Check(
+        "model", False, f"{wanted} is not pulled (pulled: {have})", f"ollama pull {wanted}"
+    )
+
+
+def fix_for(exc: VoicechatError, settings: Settings) -> str:
+    """The doctor's fix column for an error this kind raised."""
+    from voicechat.errors import BackendTimeout, BackendUnreachable
+
+    if isinstance(exc, BackendUnreachable):
+        return (
+            "start Ollama (sudo systemctl start ollama, or: ollama serve), "
+            "or point OLLAMA_HOST / backend.base_url at it"
+        )
+    if isinstance(exc, ModelNotFound):
+        return f"ollama pull {settings.model}"
+    if isinstance(exc, EndpointNotFound):
+        return (
+            "point OLLAMA_HOST / backend.base_url at Ollama (default http://127.0.0.1:11434), "
+            "or use kind: openai for an OpenAI-compatible server"
+        )
+    if isinstance(exc, AuthFailed):
+        return "check the credentials your proxy expects"
+    if isinstance(exc, BackendTimeout):
+        return "the model may still be loading: retry, or raise backend.read_timeout"
+    if isinstance(exc, StreamBroken):
+        return "check the server's log (ollama serve's output, or journalctl -u ollama)"
+    if isinstance(exc, ConfigError):
+        return "fix the profile's backend section"
+    return "check the server's log, then retry"
+
+
+# --- OLLAMA_HOST ---------------------------------------------------------------------------
+
+_HOSTNAME = LazyPattern(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$")
+
+
+def ollama_host(value: str) -> str:
+    """Normalise ``OLLAMA_HOST`` the way Ollama does, for a client; refuse what is no host.
+
+    >>> ollama_host("")
+    'http://127.0.0.1:11434'
+    >>> ollama_host("jetson.local")
+    'http://jetson.local:11434'
+    >>> ollama_host(":8080")
+    'http://127.0.0.1:8080'
+    >>> ollama_host("[::1]")
+    'http://[::1]:11434'
+    >>> ollama_host("https://example.com")
+    'https://example.com:443'
+    >>> ollama_host("http://example.com/ollama")
+    'http://example.com:80/ollama'
+    >>> ollama_host("0.0.0.0:11434")
+    'http://127.0.0.1:11434'
+    >>> ollama_host("http://h:1:2")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    voicechat.errors.ConfigError: $OLLAMA_HOST='http://h:1:2': 'h:1:2' is no host name or ...
+    """
+    value = value.strip()
+    scheme, sep, hostport = value.partition("://")
+    default_port = "11434"
+    if not sep:
+        scheme, hostport = "http", value
+    elif scheme.lower() == "http":
+        default_port = "80"
+    elif scheme.lower() == "https":
+        default_port = "443"
+    else:
+        raise _bad_host(value, f"the scheme must be http or https, not {short(scheme, 20)!r}")
+    hostport, _, path = hostport.partition("/")
+    userinfo, at, hostport = hostport.rpartition("@")
+    host, port = _split_host_port(hostport)
+    if not host or host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host != "::" else "::1"
+    if ":" in host:
+        import ipaddress  # only for an IPv6 host: not on every start-up
+
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise _bad_host(value, f"{short(host, 40)!r} is no host name or address") from None
+    elif not _HOSTNAME.match(host):
+        raise _bad_host(value, f"{short(host, 40)!r} is no host name or address")
+    if port and (not port.isdigit() or not 0 < int(port) <= 65535):
+        raise _bad_host(value, f"the port {short(port, 20)!r} is not a number from 1 to 65535")
+    port = port or default_port
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if at:
+        netloc = f"{userinfo}@{netloc}"
+    url = f"{scheme.lower()}://{netloc}" + ("/" + path if path else "")
+    remember_url(url)
+    return url.rstrip("/")
+
+
+def _bad_host(value: str, problem: str) -> ConfigError:
+    shown = short(redact_url(value) if "@" in value else value, 60)
+    return ConfigError(f"${HOST_ENV}={shown!r}: {problem}: use host, host:port or http://host:port")
+
+
+def _split_host_port(hostport: str) -> tuple[str, str]:
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else ""
+    if hostport.count(":") == 1:
+        host, _, port = hostport.partition(":")
+        return host, port
+    return hostport, ""  # a bare name, or a bare IPv6 address without brackets
+
+
+# --- the backend -----------------------------------------------------------------------------
 
 
 class OllamaBackend:
     """Talks to one Ollama server with one keep-alive session."""
 
-    def __init__(self, settings: BackendSettings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
-        self._session = requests.Session()
+        remember_url(self.base_url)
+        self.server = server_of(settings)
+        self._local = threading.local()
+        """``line``: the `transport.Line` of this thread's request in flight (see _session)."""
+        self._session = _session(self)
 
     def request_body(
         self, messages: Sequence[Message], generation: GenerationSettings
@@ -70,9 +259,27 @@ class OllamaBackend:
         return body
 
     def chat(self, messages: Sequence[Message], generation: GenerationSettings) -> Reply:
+        """The request goes out when the reply is first iterated, so that `Reply.close()`
+        from another thread can stop it in every phase, waiting for the first token too."""
         started = time.monotonic()
-        response = self._post(self.request_body(messages, generation))
-        return Reply(self._deltas(response), response.close, started)
+        body = self.request_body(messages, generation)
+        holder: dict[str, Any] = {}
+        line = transport.Line()
+
+        def deltas() -> Generator[str, None, ServerEnd]:
+            response = self._post("/api/chat", body, line)
+            holder["response"] = response
+            try:
+                return (yield from self._deltas(response))
+            finally:
+                response.close()
+
+        def release() -> None:
+            response = holder.get("response")
+            if response is not None:
+                response.close()
+
+        return Reply(deltas(), line.hang_up, started, release=release)
 
     def warm_up(self) -> None:
         """An empty message list makes Ollama load the model and keep it (keep_alive)."""
@@ -80,34 +287,86 @@ class OllamaBackend:
         if self.settings.keep_alive is not None:
             body["keep_alive"] = self.settings.keep_alive
         body["stream"] = False
-        self._post(body).close()
+        self._post("/api/chat", body, transport.Line()).close()
+
+    def version(self) -> str:
+        """The server's version (``GET /api/version``); proves it is Ollama."""
+        data = self._get_json("/api/version")
+        version = data.get("version") if isinstance(data, dict) else None
+        if not isinstance(version, str):
+            raise EndpointNotFound(
+                f"{self.server.url}/api/version did not answer as Ollama does: is this an "
+                "Ollama server?"
+            )
+        return short(version, 40)
+
+    def models(self) -> list[str]:
+        """The pulled models (``GET /api/tags``)."""
+        data = self._get_json("/api/tags")
+        entries = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise EndpointNotFound(f"{self.server.url}/api/tags did not return a model list")
+        names = (m.get("name") or m.get("model") for m in entries if isinstance(m, dict))
+        return [str(name) for name in names if name]
 
     def close(self) -> None:
         self._session.close()
 
     # --- the wire ------------------------------------------------------------------------
 
-    def _post(self, body: dict[str, Any]) -> requests.Response:
-        url = f"{self.base_url}/api/chat"
+    def _get_json(self, path: str) -> Any:
+        import requests
+
+        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        try:
+            response = self._session.get(
+                self.base_url + path, timeout=timeout, allow_redirects=False, stream=True
+            )
+        except requests.RequestException as exc:
+            raise transport.translate(exc, self.server) from None
+        with response:
+            if response.status_code != 200:
+                raise self._status_error(response)
+            try:
+                return json.loads(_body(response, transport.MAX_LINE))
+            except ValueError:
+                raise EndpointNotFound(
+                    f"{self.server.url}{path} did not return JSON: is this an Ollama server? "
+                    "For an OpenAI-compatible server use a profile with kind: openai"
+                ) from None
+
+    def _post(self, path: str, body: dict[str, Any], line: transport.Line) -> requests.Response:
+        """POST with retries; `Line.hang_up` on ``line`` stops it in every phase."""
+        self._local.line = line
+        try:
+            return self._attempts(path, body, line)
+        finally:
+            self._local.line = None
+
+    def _attach(self, sock: Any) -> None:
+        """The socket this thread's request is about to use (the session's hooks)."""
+        line = getattr(self._local, "line", None)
+        if line is not None and sock is not None:
+            line.attach(sock)
+
+    def _attempts(self, path: str, body: dict[str, Any], line: transport.Line) -> requests.Response:
+        import requests
+
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         attempt = 0
         while True:
             try:
-                response = self._session.post(url, json=body, stream=True, timeout=timeout)
-            except requests.exceptions.ConnectTimeout:
-                error: BackendError = BackendTimeout(
-                    f"no connection to Ollama at {redact_url(self.base_url)} within "
-                    f"{self.settings.connect_timeout:g} s (connect timeout): check the host "
-                    "and the network, or raise backend.connect_timeout"
+                response = self._session.post(
+                    self.base_url + path,
+                    json=body,
+                    stream=True,
+                    timeout=timeout,
+                    allow_redirects=False,
                 )
-            except requests.exceptions.ReadTimeout:
-                raise self._read_timeout() from None
-            except requests.exceptions.ConnectionError:
-                error = BackendUnreachable(
-                    f"cannot reach Ollama at {redact_url(self.base_url)}: is it running? "
-                    "Start it with `ollama serve`, or point OLLAMA_HOST or the profile's "
-                    "base_url at it"
-                )
+            except requests.RequestException as exc:
+                error: BackendError = transport.translate(exc, self.server)
+                if transport.classify(exc) == "read_timeout":
+                    raise error from None
             else:
                 if response.status_code == 200:
                     return response
@@ -118,112 +377,150 @@ class OllamaBackend:
             if attempt >= self.settings.retries:
                 raise error
             attempt += 1
-            time.sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
-
-    def _read_timeout(self) -> BackendTimeout:
-        return BackendTimeout(
-            f"Ollama at {redact_url(self.base_url)} sent nothing for "
-            f"{self.settings.read_timeout:g} s (read timeout): the model may still be "
-            "loading; raise backend.read_timeout or retry"
-        )
+            if line.hung_up.wait(min(0.5 * 2 ** (attempt - 1), 4.0)):
+                raise error  # closed meanwhile: the reply ends quietly
 
     def _status_error(self, response: requests.Response) -> BackendError:
         status = response.status_code
-        try:
-            body = response.text
-        except requests.RequestException:
-            body = ""
-        detail = _error_text(body)
+        if 300 <= status < 400:
+            return transport.redirect_error(status, response.headers.get("location"), self.server)
+        body = _body(response)
+        detail = transport.error_detail(body)
         model = self.settings.model
-        if status == 404 and wrong_path(body):
+        if transport.wrong_endpoint(status, body):
+            path = response.request.path_url if response.request else "/api/chat"
             return EndpointNotFound(
-                f"{redact_url(self.base_url)} has no /api/chat (plain 404): is this an "
-                "Ollama server? For an OpenAI-compatible server use a profile with "
+                f"{self.server.url} answers but is not Ollama: it has no {short(path, 40)} "
+                f"({status}: {detail}); for an OpenAI-compatible server use a profile with "
                 "kind: openai and a base URL ending in /v1"
             )
         if status == 404 or ("not found" in detail.lower() and model in detail):
             return ModelNotFound(
-                f"model {model!r} is not available on {redact_url(self.base_url)} "
-                f"({short(detail)}): run `ollama pull {model}`, or pick another with --model"
+                f"model {short(model, 60)!r} is not available on {self.server.url} ({detail}): "
+                f"run `ollama pull {model}`, or pick another with --model"
             )
         if status in (401, 403):
             return AuthFailed(
-                f"{redact_url(self.base_url)} refused access ({status}: {short(detail)}): "
-                "check the credentials your proxy expects"
+                f"{self.server.url} refused access ({status}: {detail}): check the "
+                "credentials your proxy expects"
             )
-        return ServerError(status_message(status, short(detail), self.base_url))
+        return transport.status_message(status, detail, self.server)
 
     def _deltas(self, response: requests.Response) -> Generator[str, None, ServerEnd]:
-        lines = 0
+        import requests
+
+        progress = transport.Progress(self.server)
+        events = 0
+        text = False
         try:
-            for line in response.iter_lines(chunk_size=512):
+            chunks = response.iter_content(chunk_size=512)
+            for line in transport.lines(chunks, self.server, progress):
                 if not line.strip():
                     continue
-                lines += 1
+                events += 1
+                decoded = line.decode("utf-8", errors="replace")
                 try:
-                    event = json.loads(line)
+                    event = json.loads(decoded)
                 except ValueError:
                     raise StreamBroken(
-                        "Ollama sent a line that is not JSON "
-                        f"({short(line.decode(errors='replace'), 60)}): "
-                        "is the base URL an Ollama server?"
+                        f"{self.server.name} sent a line that is not JSON "
+                        f"({transport.error_detail(decoded)}): is the base URL an Ollama server?"
                     ) from None
                 if not isinstance(event, dict):
                     continue
                 if event.get("error"):
                     raise StreamBroken(
-                        f"Ollama reported an error mid-reply: {short(str(event['error']))}"
+                        f"Ollama reported an error mid-reply: {short(event['error'])}"
                     )
-                message = event.get("message") or {}
+                message = event.get("message")
                 content = message.get("content") if isinstance(message, dict) else None
-                if content:
+                if isinstance(content, str) and content:
+                    if content.strip():
+                        text = True
+                        progress.text()
                     yield content
                 if event.get("done"):
+                    if not text:
+                        raise StreamBroken(
+                            f"{self.server.name} ended the reply (done) without any text: "
+                            "check the server's log, or retry"
+                        )
                     return _end(event)
-        except requests.exceptions.ConnectionError as exc:
-            if _is_read_timeout(exc):
-                raise self._read_timeout() from None
-            raise _dropped(self.base_url) from None
-        except requests.exceptions.ChunkedEncodingError:
-            raise _dropped(self.base_url) from None
-        except requests.exceptions.RequestException as exc:
-            raise StreamBroken(f"reading the reply failed: {short(str(exc))}") from None
-        if lines == 0:
+        except requests.RequestException as exc:
+            raise transport.translate(exc, self.server, mid_stream=True) from None
+        if events == 0:
             raise StreamBroken(
-                f"Ollama at {redact_url(self.base_url)} sent an empty reply: check the "
-                "server's log (the prompt may exceed the context size)"
+                f"{self.server.name} sent an empty reply: check the server's log (the prompt "
+                "may exceed the context size)"
             )
-        return ServerEnd(None)
+        raise transport.no_end(self.server)
+
+
+def _session(owner: OllamaBackend) -> requests.Session:
+    """A session whose connections tell ``owner`` the socket of the request in flight, kept
+    alive or just connected: `Reply.close()` from another thread shuts it down, which wakes a
+    blocked read (closing the response from another thread does not)."""
+    import requests
+    import urllib3
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+
+    class Watched:
+        def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+            owner._attach(conn.sock)  # a kept-alive connection (a new one: see Connected)
+            return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+
+    class Connected:
+        def connect(self) -> None:
+            super().connect()  # type: ignore[misc]
+            owner._attach(self.sock)  # type: ignore[attr-defined]
+
+    class Connection(Connected, HTTPConnection):
+        pass
+
+    class TLSConnection(Connected, HTTPSConnection):
+        pass
+
+    class Pool(Watched, urllib3.HTTPConnectionPool):
+        ConnectionCls = Connection
+
+    class TLSPool(Watched, urllib3.HTTPSConnectionPool):
+        ConnectionCls = TLSConnection
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": TLSPool}
+
+    session = requests.Session()
+    session.mount("http://", Adapter())
+    session.mount("https://", Adapter())
+    return session
+
+
+def _body(response: requests.Response, limit: int = 64 * 1024) -> str:
+    """At most ``limit`` bytes of a body (a hostile server may send gigabytes)."""
+    import requests
+
+    try:
+        raw = response.raw.read(limit, decode_content=True) if response.raw else b""
+    except (requests.RequestException, OSError, ValueError):
+        return ""
+    except Exception as exc:
+        if transport.is_transport_error(exc):
+            return ""
+        raise
+    return (raw or b"").decode("utf-8", errors="replace")
 
 
 def _end(event: dict[str, Any]) -> ServerEnd:
     tokens = event.get("eval_count")
     duration = event.get("eval_duration")
+    reason = event.get("done_reason")
     return ServerEnd(
-        reason=event.get("done_reason") or "stop",
-        tokens=tokens if isinstance(tokens, int) else None,
-        generation_s=duration / 1e9 if isinstance(duration, (int, float)) and duration else None,
-    )
-
-
-def _error_text(body: str) -> str:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body.strip() or "no details"
-    if isinstance(data, dict) and data.get("error"):
-        return str(data["error"])
-    return body.strip()
-
-
-def _is_read_timeout(exc: Exception) -> bool:
-    from urllib3.exceptions import ReadTimeoutError
-
-    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
-
-
-def _dropped(url: str) -> StreamBroken:
-    return StreamBroken(
-        f"the connection to Ollama at {redact_url(url)} dropped mid-reply: the text so far "
-        "is shown; check that the server is still running and retry"
+        reason=short(reason, 40) if isinstance(reason, str) and reason else "stop",
+        tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
+        generation_s=duration / 1e9
+        if isinstance(duration, (int, float)) and not isinstance(duration, bool) and duration > 0
+        else None,
     )

@@ -1,63 +1,237 @@
 """OpenAI-compatible servers (llama.cpp, vLLM, Ollama's /v1, cloud APIs) via the openai SDK.
 
-The SDK parses the SSE stream; what it leaves to us are the quirks: ``delta.content`` may be
-None or "", a usage chunk has ``choices == []``, some servers never send usage, an error can
-arrive as an event mid-stream, and a stream may end without any ``finish_reason``. Its
-default retries are replaced by the profile's (none for local servers), so a dead server is
-reported at once.
+The SDK sends the request (auth, retries, timeouts, status errors); the stream's SSE we read
+ourselves from its raw response, because what servers send is not always what the SDK
+expects: ``delta.content`` may be None or "", a usage chunk has ``choices == []``, some
+servers never send usage, an error can arrive as an event mid-stream, a stream may end
+without any ``finish_reason``, an HTML page may come with status 200, bytes may not be
+UTF-8 (decoded with replacement: the reply goes on), and keep-alive comments must not count
+as progress. The SDK's default retries are replaced by the profile's (none for local
+servers), so a dead server is reported at once.
 
 After a stream that failed (empty, dropped, an error event, garbage) the pooled connections
 are thrown away: llama.cpp's server answers a prompt over its context with a clean, empty
 200 body and then closes the connection it announced as kept alive, ~30 ms later. The next
 turn, reusing it in that window, would get no answer at all and look like a dead server.
+
+Everything about the kind lives here: its ``backend:`` settings, ``OPENAI_BASE_URL`` and
+``OPENAI_API_KEY``, its doctor checks and their fixes. The SDK is imported only when a
+backend is created (~0.5 s on the Jetson; the Ollama path never pays it).
 """
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import json
+import sys
+import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import openai
-
+from voicechat import transport
 from voicechat.backends import (
     Message,
     Reply,
     ServerEnd,
-    redact_url,
-    short,
-    status_message,
-    wrong_path,
+    chat_completions,
+    generation_check,
 )
+from voicechat.checks import Check
 from voicechat.errors import (
     AuthFailed,
     BackendError,
     BackendTimeout,
     BackendUnreachable,
+    ConfigError,
     EndpointNotFound,
     ModelNotFound,
     ServerError,
     StreamBroken,
+    VoicechatError,
 )
-from voicechat.settings import BackendSettings, GenerationSettings
+from voicechat.redact import redact_url, remember, remember_url, short
+from voicechat.settings import HTTPBackendSettings
 
 NO_KEY = "sk-no-key-required"  # the SDK insists on some key; local servers ignore it
+URL_ENV = "OPENAI_BASE_URL"
+KEY_ENV = "OPENAI_API_KEY"
+
+
+@dataclass(frozen=True)
+class Settings(HTTPBackendSettings):
+    """The ``backend:`` section of an OpenAI-compatible profile."""
+
+    api_key_env: str | None = field(default=None, metadata={"env_name": True})
+    """Name of the environment variable holding the API key (never the key itself);
+    unset: ``OPENAI_API_KEY``."""
+    api_key_required: bool = False
+    """Fail before sending when the key variable is unset (cloud APIs); local servers need none."""
+
+
+# --- the kind's interface (see voicechat.backends) ---------------------------------------
+
+
+def apply_env(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, tuple[str, ...]]:
+    """``OLLAMA_HOST`` moves a profile pointing at Ollama's own ``/v1`` (keeping ``/v1``);
+    ``OPENAI_BASE_URL`` moves the others."""
+    from voicechat.profile import url_problem
+
+    var = URL_ENV
+    if _is_ollama_v1(settings.base_url):
+        from voicechat.backends.ollama import HOST_ENV, ollama_host
+
+        value = env.get(HOST_ENV, "").strip()
+        if value:
+            url = ollama_host(value).rstrip("/") + "/v1"
+            return dataclasses.replace(settings, base_url=url), (HOST_ENV,)
+    value = env.get(var, "").strip()
+    if not value:
+        return settings, ()
+    problem = url_problem(value)
+    if problem:
+        raise ConfigError(f"${var}: {problem}")
+    remember_url(value)
+    return dataclasses.replace(settings, base_url=value), (var,)
+
+
+def api_key_var(settings: Settings) -> str:
+    """The variable holding the key: the profile's choice, else ``OPENAI_API_KEY``."""
+    return settings.api_key_env or KEY_ENV
+
+
+def create(settings: Settings, api_key: str | None = None) -> OpenAIBackend:
+    return OpenAIBackend(settings, api_key)
+
+
+def server_of(settings: Settings) -> transport.Server:
+    return transport.Server.of(
+        settings,
+        "the server at {url}",
+        "Start it, or point the profile's base_url (or OPENAI_BASE_URL) at it",
+    )
+
+
+def checks(
+    settings: Settings,
+    api_key: str | None = None,
+    *,
+    probe_timeout: float = 5.0,
+    generation_timeout: float = 60.0,
+) -> Iterator[Check]:
+    """api key (set?), server (lists models?), model (listed?), generation (one token)."""
+    var = api_key_var(settings)
+    if api_key:
+        yield Check("api key", True, f"${var} is set (value hidden)")
+    elif settings.api_key_required:
+        yield Check(
+            "api key",
+            False,
+            f"${var} is not set and {server_of(settings).url} needs it",
+            f"export {var}=... (the key itself never goes into a profile)",
+        )
+        for name in ("server", "model", "generation"):
+            yield Check(name, None, "skipped: no API key")
+        return
+    else:
+        yield Check("api key", None, f"${var} is not set (not needed by this server)")
+    probe = transport.probing(settings, probe_timeout)
+    backend = OpenAIBackend(probe, api_key)
+    try:
+        models = backend.models()
+    except VoicechatError as exc:
+        yield Check("server", False, str(exc), fix_for(exc, settings))
+        yield Check("model", None, "skipped: the server did not answer")
+        yield Check("generation", None, "skipped: the server did not answer")
+        return
+    finally:
+        backend.close()
+    yield Check("server", True, f"OpenAI-compatible server at {server_of(settings).url}")
+    yield model_check(settings.model, models)
+    generation = dataclasses.replace(
+        probe, read_timeout=min(settings.read_timeout, generation_timeout)
+    )
+    yield generation_check(OpenAIBackend(generation, api_key), lambda e: fix_for(e, settings))
+
+
+def model_check(wanted: str, models: list[str]) -> Check:
+    if wanted in models:
+        return Check("model", True, f"{wanted} is listed by the server")
+    if not models:
+        return Check("model", None, "the server lists no models: cannot tell")
+    listed = ", ".join(short(m, 40) for m in models[:8])
+    if len(models) > 8:
+        listed += f" (+{len(models) - 8} more)"
+    return Check(
+        "model",
+        False,
+        f"{wanted} is not among the server's models: {listed}",
+        f"set backend.model (or --model) to one of: {listed}",
+    )
+
+
+def fix_for(exc: VoicechatError, settings: Settings) -> str:
+    """The doctor's fix column for an error this kind raised."""
+    base = settings.base_url.rstrip("/")
+    if isinstance(exc, BackendUnreachable):
+        return "start the server, or point OPENAI_BASE_URL / backend.base_url at it"
+    if isinstance(exc, EndpointNotFound):
+        return (
+            "set backend.base_url (or OPENAI_BASE_URL) to the server's /v1 root, e.g. "
+            f"{redact_url(base if base.endswith('/v1') else base + '/v1')}"
+        )
+    if isinstance(exc, ModelNotFound):
+        return "set backend.model (or --model) to a model the server has"
+    if isinstance(exc, AuthFailed):
+        var = api_key_var(settings)
+        return f"export {var}=<a valid key> (or set backend.api_key_env to the right variable)"
+    if isinstance(exc, BackendTimeout):
+        return "the model may still be loading: retry, or raise backend.read_timeout"
+    if isinstance(exc, StreamBroken):
+        return "check the server's log (a crash, or a prompt over its context size)"
+    if isinstance(exc, ConfigError):
+        return "fix the profile's backend section"
+    return "check the server's log, then retry"
+
+
+def _is_ollama_v1(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.port == 11434 and parts.path.rstrip("/") == "/v1"
+    except ValueError:
+        return False
+
+
+# --- the backend -----------------------------------------------------------------------------
 
 
 class OpenAIBackend:
     """Talks to one OpenAI-compatible ``/v1`` root."""
 
-    def __init__(self, settings: BackendSettings, api_key: str | None = None) -> None:
+    def __init__(self, settings: Settings, api_key: str | None = None) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
+        remember_url(self.base_url)
+        remember(api_key)
+        self.server = server_of(settings)
         self._api_key = api_key or NO_KEY
+        self._key_sent = api_key is not None
+        self._sockets: list[Any] = []  # every socket the client opened (see _Recorder)
+        self._sockets_lock = threading.Lock()
+        self._line: transport.Line | None = None
+        """The request in flight (one at a time): a socket connected after its hang-up is
+        shut down at once."""
         # Made here, not on first use: it costs ~40-120 ms (SSL context), not to be paid
         # between the question and its first token.
         self._client = self._new_client()
 
-    def _new_client(self) -> openai.OpenAI:
-        """An SDK client with its own (empty) connection pool."""
+    def _new_client(self) -> Any:
+        """An SDK client with its own (empty) connection pool, whose sockets we can reach."""
+        import openai
+
         return openai.OpenAI(
             base_url=self.base_url,
             api_key=self._api_key,
@@ -65,7 +239,25 @@ class OpenAIBackend:
             timeout=openai.Timeout(
                 self.settings.read_timeout, connect=self.settings.connect_timeout
             ),
+            http_client=_http_client(self._remember_socket),
         )
+
+    def _remember_socket(self, sock: Any) -> None:
+        with self._sockets_lock:
+            self._sockets = [s for s in self._sockets if s.fileno() >= 0] + [sock]
+        line = self._line
+        if line is not None:
+            line.attach(sock)
+
+    def _interrupt(self, line: transport.Line) -> None:
+        """Hang up ``line``, and shut down every socket of this backend: one request is in
+        flight at a time (the trace tells a new connection's socket only, not a kept-alive
+        one's), and an idle kept-alive connection shut down is only dropped by the pool."""
+        line.hang_up()
+        with self._sockets_lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            transport.shut_down(sock)
 
     def _drop_connections(self) -> None:
         """Close every pooled connection: the next request opens a fresh one. The new client
@@ -73,187 +265,304 @@ class OpenAIBackend:
         self._client.close()
         self._client = self._new_client()
 
-    def request_params(
-        self, messages: Sequence[Message], generation: GenerationSettings
-    ) -> dict[str, Any]:
+    def request_params(self, messages: Sequence[Message], generation: Any) -> dict[str, Any]:
         """The exact parameters of the request: sampling options only where set."""
-        params: dict[str, Any] = {
-            "model": self.settings.model,
-            "messages": list(messages),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        for key, value in (
-            ("temperature", generation.temperature),
-            ("top_p", generation.top_p),
-            ("max_tokens", generation.max_tokens),
-            ("seed", generation.seed),
-        ):
-            if value is not None:
-                params[key] = value
-        return params
+        return chat_completions(messages, generation, model=self.settings.model)
 
-    def chat(self, messages: Sequence[Message], generation: GenerationSettings) -> Reply:
+    def chat(self, messages: Sequence[Message], generation: Any) -> Reply:
+        """The request goes out when the reply is first iterated (see `Reply`)."""
         started = time.monotonic()
-        try:
-            stream = self._client.chat.completions.create(
-                **self.request_params(messages, generation)
-            )
-        except openai.APIError as exc:
-            raise self._translate(exc) from None
-        return Reply(self._deltas(stream), stream.close, started)
+        params = self.request_params(messages, generation)
+        holder: dict[str, Any] = {}
+        line = transport.Line()
+
+        def deltas() -> Generator[str, None, ServerEnd]:
+            self._line = line
+            try:
+                manager, response = self._open(params)
+            finally:
+                self._line = None  # connected: later sockets (a models() call) are not its
+            holder["manager"] = manager
+            try:
+                return (yield from self._read(response))
+            except GeneratorExit:
+                raise  # closed by the caller: the SDK closes that response's connection
+            except BaseException:
+                # The server may be about to close a connection it kept alive (see the
+                # module docstring): no later request may go out on it. After a close() the
+                # socket is shut down already, and the pool drops it: no new client (~40-120
+                # ms) is made on the path that must end within 100 ms.
+                if not line.hung_up.is_set():
+                    self._drop_connections()
+                raise
+            finally:
+                release()
+
+        def release() -> None:
+            manager = holder.pop("manager", None)
+            if manager is not None:
+                manager.__exit__(None, None, None)
+
+        return Reply(deltas(), lambda: self._interrupt(line), started, release=release)
 
     def warm_up(self) -> None:
         """OpenAI-compatible servers have no load call; listing models checks the server."""
+        self.models()
+
+    def models(self) -> list[str]:
+        """The model ids the server lists (``GET /models``)."""
+        import openai
+
         try:
-            self._client.models.list()
+            raw = self._client.models.with_raw_response.list()
+            self._check_redirect(raw.http_response)
+            return [str(m.id) for m in raw.parse().data]
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc, "/models") from None
         except openai.APIError as exc:
             raise self._translate(exc) from None
+        except Exception as exc:
+            if transport.is_transport_error(exc):
+                raise transport.translate(exc, self.server) from None
+            raise
 
     def close(self) -> None:
         self._client.close()
 
-    # --- the stream ----------------------------------------------------------------------
+    # --- the request -----------------------------------------------------------------------
 
-    def _deltas(self, stream: Iterator[Any]) -> Generator[str, None, ServerEnd]:
+    def _open(self, params: dict[str, Any]) -> tuple[Any, Any]:
+        """Send the request; return the SDK's response manager and the raw 2xx response."""
+        import openai
+
+        manager = self._client.chat.completions.with_streaming_response.create(**params)
         try:
-            return (yield from self._read(stream))
-        except GeneratorExit:
-            raise  # closed by the caller: the SDK closes that response's connection itself
-        except BaseException:
-            # The server may be about to close a connection it kept alive (see the module
-            # docstring): no later request may go out on it.
-            self._drop_connections()
+            response = manager.__enter__()
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc, "/chat/completions") from None
+        except openai.APIError as exc:
+            raise self._translate(exc) from None
+        except Exception as exc:
+            if transport.is_transport_error(exc):
+                raise transport.translate(exc, self.server) from None
             raise
+        try:
+            self._check_redirect(response.http_response)
+        except BackendError:
+            manager.__exit__(None, None, None)
+            raise
+        return manager, response.http_response
 
-    def _read(self, stream: Iterator[Any]) -> Generator[str, None, ServerEnd]:
+    def _check_redirect(self, response: Any) -> None:
+        if 300 <= response.status_code < 400:
+            raise transport.redirect_error(
+                response.status_code, response.headers.get("location"), self.server
+            )
+
+    # --- the stream ------------------------------------------------------------------------
+
+    def _read(self, response: Any) -> Generator[str, None, ServerEnd]:
+        where = self.server.name
+        ctype = response.headers.get("content-type", "")
+        progress = transport.Progress(self.server)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         reason: str | None = None
         tokens: int | None = None
         events = 0
+        text = False
+        data: list[str] = []
+        received: list[str] = []  # the first lines, to say what came when it is no SSE
+        done = False
         try:
-            for chunk in stream:
+            for raw in transport.lines(response.iter_bytes(), self.server, progress):
+                line = decoder.decode(raw + b"\n")[:-1]
+                if len(received) < 3 and line.strip():
+                    received.append(line)
+                if line.startswith(":"):
+                    continue  # a comment: keep-alive pings
+                if line:
+                    name, _, value = line.partition(":")
+                    if name == "data":
+                        data.append(value[1:] if value.startswith(" ") else value)
+                    elif not name.strip() or name not in ("event", "id", "retry"):
+                        raise self._not_sse(ctype, received)
+                    continue
+                if not data:
+                    continue
+                payload, data = "\n".join(data), []
+                if payload.strip() == "[DONE]":
+                    done = True
+                    break
                 events += 1
-                usage = getattr(chunk, "usage", None)
-                if usage is not None and getattr(usage, "completion_tokens", None) is not None:
-                    tokens = usage.completion_tokens
-                for choice in (chunk.choices or [])[:1]:
-                    content = choice.delta.content if choice.delta else None
-                    if content:
+                chunk = self._event(payload)
+                usage = chunk.get("usage")
+                if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+                    tokens = usage["completion_tokens"]
+                choices = chunk.get("choices")
+                if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    content = delta.get("content") if isinstance(delta, dict) else None
+                    if isinstance(content, str) and content:
+                        if content.strip():
+                            text = True
+                            progress.text()
                         yield content
-                    if choice.finish_reason:
-                        reason = choice.finish_reason
-        except openai.APIError as exc:
-            raise self._translate(exc, mid_stream=True) from None
-        except ValueError:  # json.JSONDecodeError from the SDK's SSE decoder
-            raise StreamBroken(
-                f"the server at {redact_url(self.base_url)} sent an event that is not JSON: "
-                "is the base URL an OpenAI-compatible server?"
-            ) from None
-        except Exception as exc:
-            if _is_transport_error(exc):
-                raise self._dropped() from None
+                    if isinstance(choice.get("finish_reason"), str):
+                        reason = short(choice["finish_reason"], 40)
+        except VoicechatError:
             raise
-        if events == 0:
+        except Exception as exc:
+            if transport.is_transport_error(exc):
+                raise transport.translate(exc, self.server, mid_stream=True) from None
+            raise
+        if data and not done:
             raise StreamBroken(
-                f"the server at {redact_url(self.base_url)} sent an empty reply: the prompt "
-                "may exceed its context size (shorten it, or raise the server's context)"
+                f"{where}: the stream ended in the middle of an event (its last event was never "
+                "terminated): the reply may be incomplete; retry"
+            )
+        if events == 0:
+            if done:
+                raise StreamBroken(
+                    f"{where} ended the stream ([DONE]) before sending anything: check the "
+                    "server's log"
+                )
+            if received:
+                raise self._not_sse(ctype, received)
+            raise StreamBroken(
+                f"{where} sent an empty reply (status 200, no events): the prompt may exceed "
+                "its context size (shorten it, or raise the server's context)"
+            )
+        if reason is None:
+            raise transport.no_end(self.server)
+        if not text:
+            raise StreamBroken(
+                f"{where} ended the reply (finish: {reason}) without any text: check the "
+                "server's log, or retry"
             )
         return ServerEnd(reason, tokens=tokens)
 
-    # --- errors --------------------------------------------------------------------------
+    def _event(self, payload: str) -> dict[str, Any]:
+        """One SSE event's JSON; an error event raises with the server's message."""
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise StreamBroken(
+                f"{self.server.name} sent an event that is not JSON "
+                f"({transport.error_detail(payload)}): is the base URL an OpenAI-compatible "
+                "server?"
+            ) from None
+        if not isinstance(chunk, dict):
+            raise StreamBroken(f"{self.server.name} sent an event that is not a JSON object")
+        if chunk.get("error"):
+            raise StreamBroken(
+                f"the server reported an error mid-reply: {transport.error_detail(payload)}"
+            )
+        return chunk
 
-    def _dropped(self) -> StreamBroken:
+    def _not_sse(self, ctype: str, received: list[str]) -> StreamBroken:
+        first = "\n".join(received)
+        if transport.looks_like_html(first) or "html" in ctype.lower():
+            what = transport.html_summary(first)
+        else:
+            what = f"{short(ctype, 40) or 'no content type'}: {short(first, 80)}"
         return StreamBroken(
-            f"the connection to {redact_url(self.base_url)} dropped mid-reply: the text so "
-            "far is shown; check that the server is still running and retry"
+            f"{self.server.name} answered 200 with {what} instead of an event stream: is the "
+            "base URL the server's OpenAI-compatible /v1 root?"
         )
 
-    def _translate(self, exc: openai.APIError, mid_stream: bool = False) -> BackendError:
-        where = redact_url(self.base_url)
-        if isinstance(exc, openai.APITimeoutError):
-            if "ConnectTimeout" in type(exc.__cause__).__name__:
-                return BackendTimeout(
-                    f"no connection to {where} within {self.settings.connect_timeout:g} s "
-                    "(connect timeout): check the host and the network, or raise "
-                    "backend.connect_timeout"
-                )
-            return BackendTimeout(
-                f"{where} sent nothing for {self.settings.read_timeout:g} s (read timeout): "
-                "the model may still be loading; raise backend.read_timeout or retry"
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            if mid_stream:
-                return self._dropped()
-            return BackendUnreachable(
-                f"cannot reach {where}: is the server running? Start it, or point the "
-                "profile's base_url (or OPENAI_BASE_URL) at it"
-            )
-        if isinstance(exc, openai.APIStatusError):
-            return self._status_error(exc)
-        # An error event inside a 200 stream.
-        return StreamBroken(f"the server reported an error mid-reply: {short(exc.message)}")
+    # --- errors --------------------------------------------------------------------------
 
-    def _status_error(self, exc: openai.APIStatusError) -> BackendError:
+    def _translate(self, exc: Any) -> BackendError:
+        return transport.translate(exc, self.server)
+
+    def _status_error(self, exc: Any, path: str) -> BackendError:
+        response = exc.response
         status = exc.status_code
-        body = _body_text(exc)
-        detail = short(_detail(exc, body))
-        where = redact_url(self.base_url)
+        history = getattr(response, "history", None) or []
+        if history:
+            first = history[0]
+            return transport.redirect_error(
+                first.status_code, first.headers.get("location"), self.server
+            )
+        if 300 <= status < 400:
+            return transport.redirect_error(status, response.headers.get("location"), self.server)
+        body = _body_text(response)
+        detail = transport.error_detail(body, fallback=short(exc.message, 80))
+        where = self.server.url
         model = self.settings.model
-        if status == 404 and wrong_path(body):
+        if transport.wrong_endpoint(status, body):
             hint = (
                 "does the base URL need /v1?"
                 if not self.base_url.endswith("/v1")
                 else "is this an OpenAI-compatible server?"
             )
-            return EndpointNotFound(
-                f"{where} has no /chat/completions (plain 404 page not found): {hint}"
-            )
+            return EndpointNotFound(f"{where} has no {path} ({status}: {detail}): {hint}")
         if status == 404:
             return ModelNotFound(
-                f"model {model!r} is not available at {where} ({detail}): pull or load it on "
-                "the server (Ollama: `ollama pull " + model + "`), or pick another with --model"
+                f"model {short(model, 60)!r} is not available at {where} ({detail}): pull or "
+                f"load it on the server (Ollama: `ollama pull {model}`), or pick another with "
+                "--model"
             )
         if status in (401, 403):
-            var = self.settings.api_key_env or "the profile's backend.api_key_env"
+            var = api_key_var(self.settings)
+            if self._key_sent:
+                return AuthFailed(
+                    f"{where} refused the API key ({status}) taken from ${var} ({detail}): "
+                    "check its value"
+                )
             return AuthFailed(
-                f"{where} refused the API key ({status}: {detail}): check {var}"
-                if self.settings.api_key_env
-                else f"{where} wants an API key ({status}: {detail}): set {var} to the name "
-                "of the environment variable that holds it"
+                f"{where} wants an API key ({status}: {detail}): export {var}=... (or set "
+                "backend.api_key_env to the variable that holds it)"
             )
         if status == 400 and "context" in detail.lower():
             return ServerError(
                 f"the request does not fit the model's context ({detail}): shorten the input"
             )
-        return ServerError(status_message(status, detail, self.base_url))
+        return transport.status_message(status, detail, self.server)
 
 
-def _body_text(exc: openai.APIStatusError) -> str:
+def _body_text(response: Any) -> str:
+    """At most 64 kB of an error body (a hostile server may send gigabytes)."""
     try:
-        return exc.response.text
-    except Exception:  # a streamed error body that was never read
+        if not response.is_stream_consumed:
+            out = b""
+            for chunk in response.iter_bytes():
+                out += chunk
+                if len(out) > 64 * 1024:
+                    break
+            return out[: 64 * 1024].decode("utf-8", errors="replace")
+        return response.content[: 64 * 1024].decode("utf-8", errors="replace")
+    except Exception:  # a body that was closed or cannot be read: say nothing about it
         return ""
 
 
-def _detail(exc: openai.APIStatusError, body: str) -> str:
-    error = exc.body.get("error") if isinstance(exc.body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    if isinstance(exc.body, dict) and exc.body.get("message"):
-        return str(exc.body["message"])
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body.strip() or exc.message
-    return str(data.get("error", data)) if isinstance(data, dict) else body.strip()
+def _http_client(remember_socket: Any) -> Any:
+    """The SDK's own default client, its transport telling us each socket it connects:
+    shutting a socket down is the only way to wake a read blocked in another thread."""
+    import openai
+
+    httpx = _httpx_module()
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                remember_socket(sock)
+
+    class Recorder(httpx.HTTPTransport):  # type: ignore[misc,name-defined]
+        def handle_request(self, request: Any) -> Any:
+            request.extensions = {**request.extensions, "trace": trace}
+            return super().handle_request(request)
+
+    # A redirect must be reported, not followed: following turns the POST into a GET.
+    return openai.DefaultHttpxClient(transport=Recorder(), follow_redirects=False)
 
 
-def _is_transport_error(exc: Exception) -> bool:
-    """httpx/httpcore errors escape the SDK while a stream is being read."""
-    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in (
-        "httpx",
-        "httpx2",
-        "httpcore",
-        "httpcore2",
-        "h11",
-    )
+def _httpx_module() -> Any:
+    """The httpx the SDK was built on (httpx2 for the newer SDKs, httpx before)."""
+    import openai._base_client as base
+
+    module = getattr(base, "httpx2", None) or getattr(base, "httpx", None)
+    return module if module is not None else sys.modules["httpx"]

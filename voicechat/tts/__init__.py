@@ -10,17 +10,32 @@ it there: pyttsx3's espeak driver is process-global and not thread-safe.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from voicechat.errors import ConfigError, SpeechError
 
 if TYPE_CHECKING:
+    from voicechat.checks import Check
     from voicechat.settings import TTSSettings
     from voicechat.speakable import Lang
 
-ENGINES = ("pyttsx3", "piper", "none")
-"""Engine names a profile's ``tts.engine`` may use."""
+ENGINES: dict[str, str] = {
+    "pyttsx3": "voicechat.tts.pyttsx3_engine",
+    "piper": "voicechat.tts.piper_engine",
+}
+"""Engine name (``tts.engine``) -> the module that knows it, imported only when chosen.
+
+An engine module defines ``create(settings) -> Engine``, ``voices(settings) -> list[VoiceInfo]``
+(without loading a model), ``rate_hint(settings) -> int | None`` (its output rate, known
+before loading: the device is opened at it) and ``checks(settings) -> Iterator[Check]``
+(the doctor's rows, with their fixes). ``none`` is not an engine: it means text only.
+Adding an engine = one module + one line here + its tests.
+"""
+NO_ENGINE = "none"
 
 
 @dataclass(frozen=True)
@@ -39,8 +54,8 @@ class Audio:
 
 
 @dataclass(frozen=True)
-class Voice:
-    """A voice an engine offers."""
+class VoiceInfo:
+    """A voice an engine offers (its description, not a loaded voice)."""
 
     id: str
     """What to put in ``tts.voice`` / ``tts.voice_zh`` (e.g. ``gmw/en-us``)."""
@@ -55,9 +70,22 @@ class Engine(Protocol):
 
     def synthesize(self, text: str, lang: Lang) -> Audio: ...
 
-    def voices(self) -> list[Voice]: ...
+    def voices(self) -> list[VoiceInfo]: ...
 
     def close(self) -> None: ...
+
+
+def engine_module(settings: TTSSettings) -> ModuleType:
+    """The module of the profile's engine (imported now); `ConfigError` for ``none`` and for
+    a name that is not in `ENGINES`."""
+    name = settings.engine
+    if name == NO_ENGINE:
+        raise ConfigError("tts.engine is none: there is no voice (set pyttsx3 or piper)")
+    path = ENGINES.get(name)
+    if path is None:
+        known = ", ".join([*ENGINES, NO_ENGINE])
+        raise ConfigError(f"unknown tts.engine {str(name)[:40]!r}: use one of {known}")
+    return importlib.import_module(path)
 
 
 def create_engine(settings: TTSSettings) -> Engine:
@@ -66,40 +94,114 @@ def create_engine(settings: TTSSettings) -> Engine:
     Raises `SpeechError` when the engine cannot run here (with the install command) and
     `ConfigError` when the profile names something that does not exist.
     """
-    if settings.engine == "pyttsx3":
-        from voicechat.tts.pyttsx3_engine import Pyttsx3Engine
+    from voicechat.voices import with_fallback
 
-        return Pyttsx3Engine(settings)
-    if settings.engine == "piper":
-        from voicechat.tts.piper_engine import PiperEngine
-
-        return PiperEngine(settings)
-    if settings.engine == "none":
-        raise ConfigError("tts.engine is none: there is no voice (set pyttsx3 or piper)")
-    raise ConfigError(f"unknown tts.engine {settings.engine!r}: use one of {', '.join(ENGINES)}")
+    engine: Engine = with_fallback(lambda s: engine_module(s).create(s), settings)
+    return engine
 
 
-def list_voices(settings: TTSSettings) -> list[Voice]:
+def list_voices(settings: TTSSettings) -> list[VoiceInfo]:
     """The voices of the profile's engine (none for ``engine: none``)."""
-    if settings.engine == "none":
+    if settings.engine == NO_ENGINE:
         return []
-    if settings.engine == "pyttsx3":
-        # listing must not fail because the profile's voice is misspelt: that is what
-        # the user is trying to fix by listing
-        from voicechat.tts.pyttsx3_engine import available_voices
+    from voicechat.voices import with_fallback
 
-        return available_voices()
-    if settings.engine == "piper":
-        from voicechat.tts.piper_engine import model_voices
-
-        return model_voices(settings)
-    raise ConfigError(f"unknown tts.engine {settings.engine!r}: use one of {', '.join(ENGINES)}")
+    found: list[VoiceInfo] = with_fallback(lambda s: engine_module(s).voices(s), settings)
+    return found
 
 
-def find_voice(wanted: str, voices: list[Voice]) -> Voice | None:
+def rate_hint(settings: TTSSettings) -> int | None:
+    """The engine's output rate, known before loading it (``None``: unknown)."""
+    if settings.engine not in ENGINES:
+        return None
+    hint: int | None = engine_module(settings).rate_hint(settings)
+    return hint
+
+
+def checks(settings: TTSSettings) -> Iterator[Check]:
+    """The doctor's rows for the voice: the engine loads and speaks a test phrase in each
+    language (``voice``, ``voice (zh)``), each failing row with its fix."""
+    from voicechat.checks import Check
+
+    if settings.engine == NO_ENGINE:
+        yield Check("voice", None, "tts.engine is none: replies are text only")
+        return
+    try:
+        module = engine_module(settings)
+    except ConfigError as exc:
+        yield Check("voice", False, str(exc), "set tts.engine in the profile")
+        return
+    except ImportError as exc:
+        yield Check("voice", False, f"the speech module cannot be imported: {exc}", "")
+        return
+    from voicechat.voices import checks_with_fallback
+
+    yield from checks_with_fallback(module.checks, settings)
+
+
+PHRASES = {"other": "Hello, this is voicechat speaking.", "zh": "你好，我是语音助手。"}
+"""What the doctor's voice rows synthesize, per language."""
+VOICES_FIX = "fix the profile's tts section (voicechat voices)"
+
+
+def loaded_check(
+    settings: TTSSettings, create: Callable[[TTSSettings], Engine], fix: str
+) -> tuple[Engine | None, Check | None]:
+    """Load an engine for the doctor: ``(engine, None)``, or ``(None, failing row)``."""
+    from voicechat.checks import Check
+
+    try:
+        return create(settings), None
+    except ConfigError as exc:
+        return None, Check("voice", False, str(exc), VOICES_FIX)
+    except (SpeechError, OSError, RuntimeError) as exc:
+        return None, Check("voice", False, f"{settings.engine} cannot start: {exc}", fix)
+
+
+def spoken_check(engine: Engine, lang: Lang, name: str, label: str, fix: str) -> Check:
+    """Synthesize the test phrase for ``lang``: a row saying how long it took, or what failed."""
+    import time
+
+    from voicechat.checks import Check
+
+    started = time.monotonic()
+    try:
+        audio = engine.synthesize(PHRASES[lang], lang)
+    except (SpeechError, OSError, RuntimeError) as exc:
+        return Check(name, False, f"synthesis failed: {exc}", fix)
+    took = time.monotonic() - started
+    if peak(audio.pcm) < 100:
+        return Check(
+            name,
+            False,
+            f"{label} produced {'silence' if audio.pcm else 'no audio'}",
+            "try another voice: voicechat voices",
+        )
+    return Check(
+        name, True, f"{label}: {audio.seconds:.1f} s of speech synthesized in {took * 1000:.0f} ms"
+    )
+
+
+def peak(pcm: bytes) -> int:
+    """Largest absolute sample of mono int16 PCM (no numpy: the doctor runs it at start-up).
+
+    >>> peak(b"\\x10\\x00\\x00\\x80")
+    32768
+    """
+    import sys
+    from array import array
+
+    samples = array("h")
+    samples.frombytes(pcm[: len(pcm) // 2 * 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return max((abs(s) for s in samples), default=0)
+
+
+def find_voice(wanted: str, voices: list[VoiceInfo]) -> VoiceInfo | None:
     """The voice ``wanted`` names: an id, the id's last part, a name or a language code.
 
-    >>> vs = [Voice("gmw/en-us", "English (America)", ("en-us",))]
+    >>> vs = [VoiceInfo("gmw/en-us", "English (America)", ("en-us",))]
     >>> [find_voice(w, vs) is not None for w in ("gmw/en-us", "EN-US", "English (America)", "fr")]
     [True, True, True, False]
     """
@@ -116,7 +218,7 @@ def find_voice(wanted: str, voices: list[Voice]) -> Voice | None:
     return None
 
 
-def unknown_voice(key: str, wanted: str, voices: list[Voice], engine: str) -> ConfigError:
+def unknown_voice(key: str, wanted: str, voices: list[VoiceInfo], engine: str) -> ConfigError:
     """An error for a voice that does not exist, listing the closest ones that do."""
     import difflib
 
@@ -134,8 +236,11 @@ __all__ = [
     "Audio",
     "Engine",
     "SpeechError",
-    "Voice",
+    "VoiceInfo",
+    "checks",
     "create_engine",
+    "engine_module",
     "find_voice",
     "list_voices",
+    "rate_hint",
 ]

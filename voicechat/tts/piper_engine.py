@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voicechat.errors import ConfigError, SpeechError
-from voicechat.tts import Audio, Voice
+from voicechat.tts import Audio, VoiceInfo
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from voicechat.checks import Check
     from voicechat.settings import TTSSettings
     from voicechat.speakable import Lang
 
@@ -31,12 +34,21 @@ def _model_file(value: str | None, key: str) -> Path:
             f"tts.{key} is not set: piper needs the path to a voice model (.onnx, with its "
             ".onnx.json beside it)"
         )
-    path = Path(value).expanduser()
+    from voicechat import voices
+
+    path = Path(voices.resolve(value) or value).expanduser()
     if not path.is_file():
-        raise ConfigError(f"tts.{key} {value}: no such model file")
+        raise ConfigError(voices.missing_model(key, value))
     if not Path(f"{path}.json").is_file():
         raise ConfigError(f"tts.{key} {value}: its config {path.name}.json is missing beside it")
     return path
+
+
+def _model_setting(settings: TTSSettings) -> tuple[str | None, str]:
+    """``tts.model``, else ``tts.voice`` when it names a pulled voice (voicechat voices pull)."""
+    from voicechat import voices
+
+    return voices.piper_model(settings.model, settings.voice)
 
 
 def _config(model: Path) -> dict[str, Any]:
@@ -46,18 +58,20 @@ def _config(model: Path) -> dict[str, Any]:
         raise ConfigError(f"{model}.json is not a readable Piper voice config: {exc}") from exc
 
 
-def _voices_of(model: Path, config: dict[str, Any]) -> list[Voice]:
+def _voices_of(model: Path, config: dict[str, Any]) -> list[VoiceInfo]:
     language = config.get("language", {}).get("code") or config.get("espeak", {}).get("voice")
     languages = (str(language),) if language else ()
     speakers = config.get("speaker_id_map") or {}
     if not speakers:
-        return [Voice(id=model.stem, name=model.stem, languages=languages)]
-    return [Voice(id=name, name=f"{model.stem} {name}", languages=languages) for name in speakers]
+        return [VoiceInfo(id=model.stem, name=model.stem, languages=languages)]
+    return [
+        VoiceInfo(id=name, name=f"{model.stem} {name}", languages=languages) for name in speakers
+    ]
 
 
-def model_voices(settings: TTSSettings) -> list[Voice]:
+def model_voices(settings: TTSSettings) -> list[VoiceInfo]:
     """The voices (speakers) of the profile's model(s), without loading them."""
-    models = [_model_file(settings.model, "model")]
+    models = [_model_file(*_model_setting(settings))]
     if settings.voice_zh:
         models.append(_model_file(settings.voice_zh, "voice_zh"))
     return [voice for model in models for voice in _voices_of(model, _config(model))]
@@ -76,7 +90,7 @@ class PiperEngine:
 
     def __init__(self, settings: TTSSettings) -> None:
         self._settings = settings
-        self._model = _model_file(settings.model, "model")
+        self._model = _model_file(*_model_setting(settings))
         self._model_zh = _model_file(settings.voice_zh, "voice_zh") if settings.voice_zh else None
         config = _config(self._model)
         self._voices = _voices_of(self._model, config)
@@ -107,7 +121,7 @@ class PiperEngine:
         except Exception as exc:  # onnxruntime raises its own types for bad models
             raise SpeechError(f"piper could not load {model.name}: {exc}") from exc
 
-    def voices(self) -> list[Voice]:
+    def voices(self) -> list[VoiceInfo]:
         return list(self._voices)
 
     def synthesize(self, text: str, lang: Lang) -> Audio:
@@ -134,3 +148,61 @@ class PiperEngine:
 
     def close(self) -> None:
         self._voice = self._voice_zh = None
+
+
+# --- what the registry asks of an engine module ------------------------------------------------
+
+FIX = "pip install 'voicechat[piper]' and set tts.model to a Piper .onnx voice"
+"""What makes this engine work on a machine where it does not."""
+ZH_FIX = (
+    "download a Chinese Piper voice (e.g. zh_CN-huayan-medium) and set tts.voice_zh to its "
+    ".onnx file"
+)
+
+
+def create(settings: TTSSettings) -> PiperEngine:
+    """Settings: ``tts.model`` is the main voice model (.onnx, its .onnx.json beside it),
+    ``tts.voice_zh`` a second model for Chinese pieces, ``tts.voice`` a speaker of a
+    multi-speaker model."""
+    return PiperEngine(settings)
+
+
+def voices(settings: TTSSettings) -> list[VoiceInfo]:
+    """The speakers of the profile's model(s), without loading them."""
+    return model_voices(settings)
+
+
+def rate_hint(settings: TTSSettings) -> int | None:
+    """The model's sample rate, from its JSON config (the device is opened at it)."""
+    try:
+        model = _model_file(*_model_setting(settings))
+        config: Any = json.loads(Path(f"{model}.json").read_text(encoding="utf-8"))
+        return int(config["audio"]["sample_rate"])
+    except (ConfigError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def checks(settings: TTSSettings) -> Iterator[Check]:
+    """The doctor's rows: the model loads and speaks; a Chinese model is optional."""
+    from voicechat.checks import Check
+    from voicechat.tts import loaded_check, spoken_check
+
+    engine, failed = loaded_check(settings, create, FIX)
+    if engine is None:
+        assert failed is not None
+        yield failed
+        return
+    try:
+        label = Path(_model_setting(settings)[0] or "").stem or "default voice"
+        yield spoken_check(engine, "other", "voice", label, FIX)
+        if settings.voice_zh:
+            yield spoken_check(engine, "zh", "voice (zh)", Path(settings.voice_zh).stem, FIX)
+        else:
+            yield Check(
+                "voice (zh)",
+                None,
+                "no Chinese voice: Chinese text is read by the main voice",
+                ZH_FIX,
+            )
+    finally:
+        engine.close()

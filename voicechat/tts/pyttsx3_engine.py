@@ -15,6 +15,8 @@ what this module does about each:
 - The espeak driver ``print``s "Audio saved to ..." on stdout for every file, where the
   reply text goes: we shadow ``print`` in that driver module only. Redirecting fd 1 would
   also swallow the reply text the main thread prints meanwhile.
+- A call can come back with a file of no frames (seen once, for a short text after
+  another): it is made once more.
 - An unknown voice is swallowed (the previous voice stays): we resolve names against the
   voice list first and fail with the list of what exists.
 
@@ -35,15 +37,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voicechat.errors import ConfigError, SpeechError
-from voicechat.tts import Audio, Voice, find_voice, unknown_voice
+from voicechat.tts import Audio, VoiceInfo, find_voice, unknown_voice
+from voicechat.tts.espeak_sync import ESPEAK_HINT
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from voicechat.checks import Check
     from voicechat.settings import TTSSettings
     from voicechat.speakable import Lang
 
 _DEFAULT_VOICE: str | None = None
 """The driver's initial voice id, recorded before any instance changes it."""
-ESPEAK_HINT = "install espeak-ng's library: apt-get install libespeak-ng1"
 ZH_PREFERENCE = ("cmn-latn-pinyin", "zh-cn", "zh", "cmn", "zh-tw", "yue")
 """Chinese voices by preference. On espeak-ng 1.51 (Debian 12, Ubuntu 22.04) ``cmn`` reads
 Chinese as pinyin spelt out with English rules; ``cmn-latn-pinyin`` speaks the tones."""
@@ -77,14 +82,14 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _voices(engine: Any) -> list[Voice]:
+def _voices(engine: Any) -> list[VoiceInfo]:
     found = []
     for v in engine.getProperty("voices") or []:
         languages = tuple(
             lang.decode(errors="replace") if isinstance(lang, bytes) else str(lang)
             for lang in (v.languages or ())
         )
-        found.append(Voice(id=str(v.id), name=str(v.name or v.id), languages=languages))
+        found.append(VoiceInfo(id=str(v.id), name=str(v.name or v.id), languages=languages))
     return found
 
 
@@ -93,11 +98,13 @@ def _direct() -> bool:
     return sys.platform.startswith("linux")
 
 
-def _espeak_voices(espeak: Any) -> list[Voice]:
-    return [Voice(id=i.lower(), name=n or i, languages=langs) for i, n, langs in espeak.voices()]
+def _espeak_voices(espeak: Any) -> list[VoiceInfo]:
+    return [
+        VoiceInfo(id=i.lower(), name=n or i, languages=langs) for i, n, langs in espeak.voices()
+    ]
 
 
-def available_voices() -> list[Voice]:
+def available_voices() -> list[VoiceInfo]:
     """Every voice pyttsx3 offers on this system."""
     if _direct():
         from voicechat.tts.espeak_sync import Espeak
@@ -106,7 +113,7 @@ def available_voices() -> list[Voice]:
     return _voices(_load())
 
 
-def chinese_voice(voices: list[Voice]) -> Voice | None:
+def chinese_voice(voices: list[VoiceInfo]) -> VoiceInfo | None:
     """The best Chinese voice available, or ``None``."""
     for key in ZH_PREFERENCE:
         for voice in voices:
@@ -124,7 +131,7 @@ class Pyttsx3Engine:
         if settings.rate <= 0:
             raise ConfigError(f"tts.rate {settings.rate} must be positive (words per minute)")
         self._settings = settings
-        self._current: Voice | None = None
+        self._current: VoiceInfo | None = None
         self._callbacks: list[Any] = []
         self._folder: Any = None
         if _direct():
@@ -139,7 +146,7 @@ class Pyttsx3Engine:
             self._voice = self._pick(settings.voice, "voice") or self._default()
         self._voice_zh = self._pick(settings.voice_zh, "voice_zh") or chinese_voice(self._voices)
 
-    def _espeak_default(self) -> Voice:
+    def _espeak_default(self) -> VoiceInfo:
         found = find_voice("gmw/en", self._voices) or find_voice("en", self._voices)
         return found or self._voices[0]
 
@@ -157,7 +164,7 @@ class Pyttsx3Engine:
         self._folder = tempfile.TemporaryDirectory(prefix="voicechat-tts-")
         self._count = 0
 
-    def _pick(self, wanted: str | None, key: str) -> Voice | None:
+    def _pick(self, wanted: str | None, key: str) -> VoiceInfo | None:
         if not wanted:
             return None
         voice = find_voice(wanted, self._voices)
@@ -173,10 +180,10 @@ class Pyttsx3Engine:
     ) -> None:
         self._errors.append(exception or RuntimeError("pyttsx3 reported an error"))
 
-    def voices(self) -> list[Voice]:
+    def voices(self) -> list[VoiceInfo]:
         return list(self._voices)
 
-    def voice_for(self, lang: Lang) -> Voice:
+    def voice_for(self, lang: Lang) -> VoiceInfo:
         """The voice that speaks chunks of ``lang`` (Chinese falls back to the main voice)."""
         return (self._voice_zh if lang == "zh" else None) or self._voice
 
@@ -193,6 +200,13 @@ class Pyttsx3Engine:
         if voice != self._current:  # set on first use too: the engine is shared per process
             self._engine.setProperty("voice", voice.id)
             self._current = voice
+        audio = self._through_driver(text)
+        # once in CI (espeak driver, second call of a process): a file of 0 frames for
+        # "Two.", as if an event of the previous call had ended this one; said again
+        return audio if audio.pcm else self._through_driver(text)
+
+    def _through_driver(self, text: str) -> Audio:
+        """One ``save_to_file`` round trip through pyttsx3's own driver."""
         self._count += 1
         path = Path(self._folder.name) / f"{self._count}.wav"
         self._done.clear()
@@ -215,13 +229,13 @@ class Pyttsx3Engine:
             path.unlink(missing_ok=True)
         return audio
 
-    def _default(self) -> Voice:
+    def _default(self) -> VoiceInfo:
         """The voice the driver started with (remembered: the engine outlives us)."""
         global _DEFAULT_VOICE
         if _DEFAULT_VOICE is None:
             _DEFAULT_VOICE = str(self._engine.getProperty("voice") or "")
         found = find_voice(_DEFAULT_VOICE, self._voices) if _DEFAULT_VOICE else None
-        return found or Voice(_DEFAULT_VOICE, _DEFAULT_VOICE, ())
+        return found or VoiceInfo(_DEFAULT_VOICE, _DEFAULT_VOICE, ())
 
     def close(self) -> None:
         for token in self._callbacks:
@@ -230,3 +244,55 @@ class Pyttsx3Engine:
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
+
+
+# --- what the registry asks of an engine module ------------------------------------------------
+
+FIX = "apt-get install espeak-ng libespeak-ng1 && pip install pyttsx3"
+"""What makes this engine work on a machine where it does not."""
+ZH_FIX = "apt-get install espeak-ng-data (it has cmn-latn-pinyin), or set tts.voice_zh"
+
+
+def create(settings: TTSSettings) -> Pyttsx3Engine:
+    """Settings: ``tts.voice`` / ``tts.voice_zh`` are espeak voice ids, names or language
+    codes (``gmw/en-us``, ``en-us``, ``cmn-latn-pinyin``); ``tts.model`` is not used."""
+    return Pyttsx3Engine(settings)
+
+
+def voices(settings: TTSSettings) -> list[VoiceInfo]:
+    """Every installed voice (listing must not fail because the profile's voice is misspelt:
+    that is what the user is trying to fix by listing)."""
+    return available_voices()
+
+
+def rate_hint(settings: TTSSettings) -> int | None:
+    """espeak-ng speaks at 22050 Hz; other platforms' voices vary."""
+    return 22050 if _direct() else None
+
+
+def checks(settings: TTSSettings) -> Iterator[Check]:
+    """The doctor's rows: the engine starts, speaks English, and has a Chinese voice."""
+    from voicechat.checks import Check
+    from voicechat.tts import loaded_check, spoken_check
+
+    engine, failed = loaded_check(settings, create, FIX)
+    if engine is None:
+        assert failed is not None
+        yield failed
+        return
+    assert isinstance(engine, Pyttsx3Engine)
+    try:
+        main = engine.voice_for("other")
+        yield spoken_check(engine, "other", "voice", main.id or "default voice", FIX)
+        chinese = engine.voice_for("zh")
+        if chinese == main:
+            yield Check(
+                "voice (zh)",
+                False,
+                "no Chinese voice: Chinese text would be read by the main voice",
+                ZH_FIX,
+            )
+        else:
+            yield spoken_check(engine, "zh", "voice (zh)", chinese.id, FIX)
+    finally:
+        engine.close()

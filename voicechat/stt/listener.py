@@ -1,0 +1,345 @@
+"""Microphone -> VAD -> endpointer -> recognizer, as one iterator of events for the CLI.
+
+`Listener.events()` yields `Level` for every frame (the push-to-talk meter), and per
+utterance either `Heard` (a transcript to use) or `Dropped` (noise, silence, or text the
+recognizer itself thinks is no speech: Whisper's "Thank you for watching" on near-silence
+never reaches the model). Nothing here prints.
+
+Latency: at the first short pause (`vad.PAUSE_S`) recognition starts on a worker thread;
+if the pause turns out to be the end of the utterance, the transcript is ready (or nearly)
+when the end-of-utterance silence is confirmed; if speech resumes it is discarded. The
+worker takes one job at a time, and an early job is started only when it is idle: a pause
+that finds it busy (with a stale job) is recognised the moment it is free.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from voicechat.errors import NothingHeard
+from voicechat.stt import SAMPLE_RATE, Recognizer, Transcript, create, language_code
+from voicechat.stt.microphone import Microphone, level_db
+from voicechat.stt.vad import (
+    FRAME_S,
+    Noise,
+    Pause,
+    Resumed,
+    SileroVAD,
+    SpeechStart,
+    Utterance,
+    endpointer,
+)
+
+if TYPE_CHECKING:
+    from contextlib import ExitStack
+
+    from voicechat.settings import STTSettings
+
+
+LOGPROB_THRESHOLD = -1.0
+"""Mean token log probability under which text counts as unsure (Whisper's own default)."""
+SURE_NO_SPEECH = 0.95
+"""A no-speech probability above this drops the text however sure its words look."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """The input level of one frame, for a live meter."""
+
+    db: float
+    """RMS level in dBFS."""
+    speaking: bool
+    """True while an utterance is in progress."""
+    elapsed: float
+    """Seconds since listening started."""
+
+
+@dataclass(frozen=True)
+class Heard:
+    """An utterance recognised and accepted."""
+
+    transcript: Transcript
+    cut: bool
+    """True when the utterance reached ``stt.max_utterance`` and was cut there."""
+    speech_end_at: float
+    """``time.monotonic()`` when the user stopped speaking (end of the last speech frame)."""
+    detected_at: float
+    """When the end of the utterance was confirmed (after ``stt.end_silence``)."""
+    recognized_at: float
+    """When the transcript was ready."""
+    early: bool
+    """True when the early recognition (started at the first pause) was used."""
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Something was heard but not used; ``reason`` says why (for a status line)."""
+
+    reason: str
+    transcript: Transcript | None = None
+
+
+@dataclass(frozen=True)
+class Tentative:
+    """The transcript at a pause that may be the end of the utterance (early recognition),
+    before the end is confirmed: a guess to act on ahead (`voicechat.readahead`). It holds
+    until the next `Heard` (the same text when that pause was the end) or `Dropped`, or a
+    `Tentative` with ``text`` None: speech went on, the guess is void."""
+
+    text: str | None
+
+
+ListenEvent = Level | Heard | Dropped | Tentative
+
+
+WARM_UP_S = 0.5
+"""Silence recognised once after loading: the first inference costs ~70 ms more than the
+next (0.34 s against 0.27 s for a 2 s question here), and the first question is the one
+the user waits for with nothing else to do."""
+
+
+class BackgroundRecognizer:
+    """A recognizer loading (and warming up) on its own thread: the first utterance pays
+    for neither."""
+
+    def __init__(self, settings: STTSettings) -> None:
+        self._settings = settings
+        self._future: Future[Recognizer] = Future()
+        self._thread = threading.Thread(target=self._load, name="stt-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            recognizer = create(self._settings)
+            silence = np.zeros(int(WARM_UP_S * SAMPLE_RATE), np.float32)
+            recognizer.transcribe(silence, language_code(self._settings.language))
+            self._future.set_result(recognizer)
+        except BaseException as exc:  # reported to whoever transcribes first
+            self._future.set_exception(exc)
+
+    def ready(self) -> Recognizer:
+        """The loaded recognizer (waits for it; raises what loading raised)."""
+        return self._future.result()
+
+    def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
+        return self.ready().transcribe(samples, language)
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._future.exception() is None:
+            self._future.result().close()
+
+
+class Listener:
+    """Turns a microphone into utterances. One consumer thread iterates `events`."""
+
+    def __init__(self, settings: STTSettings, recognizer: Recognizer, mic: Microphone) -> None:
+        self.settings = settings
+        self.recognizer = recognizer
+        self.mic = mic
+        self.vad = SileroVAD()
+        self.endpointer = endpointer(settings)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-recognize")
+        self._early: Future[Transcript] | None = None
+        self._told = False
+        """The early transcript was given out as a `Tentative`."""
+        self._busy: Future[Transcript] | None = None
+        self._deferred: np.ndarray | None = None
+        """A pause's samples that found the worker busy with a stale job: recognised as
+        soon as it is free, if the pause lasts (else the final job would queue behind it)."""
+        self._resume_at = 0.0
+        self._end_at: float | None = None
+        self._drop = threading.Event()
+
+    def end_now(self) -> None:
+        """From any thread: what was said until now is the utterance (push-to-talk key)."""
+        self._end_at = time.monotonic()
+
+    def drop(self) -> None:
+        """From any thread: stop listening and use nothing (Esc)."""
+        self._drop.set()
+
+    def pause(self) -> None:
+        """Stop listening (half-duplex: we are about to speak); frames are dropped."""
+        self.mic.paused = True
+
+    def resume(self, at: float | None = None) -> None:
+        """Listen again, ignoring audio captured before ``at`` (playback end plus a tail)."""
+        self._resume_at = at if at is not None else time.monotonic()
+        self.mic.drain()
+        self.endpointer.reset()
+        self.vad.reset()
+        self._early = None
+        self._told = False
+        self._deferred = None
+        self.mic.paused = False
+
+    def events(self, timeout: float | None = None) -> Iterator[ListenEvent]:
+        """Events until the microphone closes; `NothingHeard` if no speech starts in ``timeout``.
+
+        Listening starts from here: the microphone is un-paused and what it queued before
+        is dropped.
+        """
+        if self.mic.paused:
+            self.resume()
+        started = time.monotonic()
+        language = language_code(self.settings.language)
+        self._end_at = None
+        self._drop.clear()
+        for frame, at in self.mic.frames():
+            if self._drop.is_set():
+                self.endpointer.reset()
+                return
+            if self._end_at is not None and at >= self._end_at:  # audio up to the key press
+                last = self.endpointer.flush()
+                if isinstance(last, Utterance):
+                    yield self._finish(last, at, language)
+                return
+            if at < self._resume_at:
+                continue
+            prob = self.vad(frame)
+            ep = self.endpointer
+            yield Level(level_db(frame), ep.speaking, time.monotonic() - started)
+            for event in ep.push(frame, prob):
+                if isinstance(event, SpeechStart):
+                    continue
+                if isinstance(event, Pause):
+                    self._start_early(event.samples, language)
+                elif isinstance(event, Resumed):
+                    self._early = self._deferred = None  # stale: the user went on speaking
+                    if self._told:
+                        self._told = False
+                        yield Tentative(None)
+                elif isinstance(event, Noise):
+                    yield Dropped("too short to be speech")
+                elif isinstance(event, Utterance):
+                    yield self._finish(event, at, language)
+            self._start_early(self._deferred, language)  # the stale job may be done now
+            guess = self._guess()
+            if guess is not None:
+                yield guess
+            if timeout is not None and not ep.speaking and at - started > timeout:
+                raise NothingHeard(f"nothing was heard in {timeout:.0f} s: speak up, or check "
+                                   "the microphone with `voicechat doctor`")  # fmt: skip
+
+    def _start_early(self, samples: np.ndarray | None, language: str | None) -> None:
+        if samples is None:
+            return
+        if self._busy is not None and not self._busy.done():
+            # never queue behind a stale job: start when it is done (the next frame after)
+            self._deferred = samples
+            return
+        self._deferred = None
+        self._told = False
+        self._early = self._busy = self._worker.submit(
+            self.recognizer.transcribe, samples, language
+        )
+
+    def _guess(self) -> Tentative | None:
+        """The early transcript, once, as soon as it is ready (unless it would be dropped)."""
+        early = self._early
+        if early is None or self._told or not early.done() or early.exception() is not None:
+            return None
+        self._told = True
+        transcript = early.result()
+        if gate(transcript, self.settings.no_speech_threshold):
+            return None
+        return Tentative(transcript.text)
+
+    def _finish(self, utt: Utterance, detected_at: float, language: str | None) -> Heard | Dropped:
+        # the endpointer's frame counter and the capture clock advance together
+        frames_after = self.endpointer.index - utt.last_speech_frame
+        speech_end_at = detected_at - frames_after * FRAME_S
+        early = utt.same_as_pause and self._early is not None
+        if early:
+            assert self._early is not None
+            transcript = self._early.result()
+        else:
+            self._busy = self._worker.submit(self.recognizer.transcribe, utt.samples, language)
+            transcript = self._busy.result()
+        self._early = self._deferred = None
+        self._told = False
+        recognized_at = time.monotonic()
+        verdict = gate(transcript, self.settings.no_speech_threshold)
+        if verdict:
+            return Dropped(verdict, transcript)
+        return Heard(transcript, utt.cut, speech_end_at, detected_at, recognized_at, early)
+
+    def close(self) -> None:
+        """Stop the worker (waits for a recognition in progress); the microphone is the
+        caller's (push-to-talk keeps it open between utterances)."""
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def gate(transcript: Transcript, no_speech_threshold: float) -> str | None:
+    """Why a transcript must not be used (None when it may): the hallucination gate.
+
+    Whisper's own rule: text is no speech when the no-speech probability is over the
+    threshold AND the words themselves are unsure (mean log probability under -1); a cut
+    utterance or a prompt can raise the first alone on real speech.
+
+    >>> gate(Transcript("Thank you for watching.", "en", 0.9, 1.0, 0.1, -1.3), 0.6)
+    'no speech (the recognizer is 90% sure)'
+    >>> gate(Transcript("How far is the moon?", "en", 0.67, 1.0, 0.1, -0.3), 0.6) is None
+    True
+    """
+    text = transcript.text.strip()
+    if not any(ch.isalnum() for ch in text):
+        return "nothing recognisable was said"
+    if transcript.no_speech_prob > no_speech_threshold and (
+        transcript.avg_logprob < LOGPROB_THRESHOLD or transcript.no_speech_prob > SURE_NO_SPEECH
+    ):
+        return f"no speech (the recognizer is {transcript.no_speech_prob:.0%} sure)"
+    return None
+
+
+def transcribe_samples(
+    recognizer: Recognizer, samples: np.ndarray, settings: STTSettings
+) -> Transcript | None:
+    """A whole recording (a file): VAD first, so silence never reaches the recognizer."""
+    from voicechat.stt.vad import FRAME
+
+    vad = SileroVAD()
+    usable = len(samples) // FRAME * FRAME
+    probs = [vad(samples[i : i + FRAME]) for i in range(0, usable, FRAME)]
+    speech = sum(p >= settings.vad_threshold for p in probs) * FRAME_S
+    if speech < 0.25:
+        return None
+    transcript = recognizer.transcribe(samples, language_code(settings.language))
+    return None if gate(transcript, settings.no_speech_threshold) else transcript
+
+
+__all__ = [
+    "SAMPLE_RATE",
+    "BackgroundRecognizer",
+    "Dropped",
+    "Heard",
+    "Level",
+    "Listener",
+    "Tentative",
+    "gate",
+    "open_listener",
+    "transcribe_samples",
+]
+
+
+def open_listener(settings: STTSettings, recognizer: Recognizer, stack: ExitStack) -> Listener:
+    """Microphone opened and a listener on it, both closed with ``stack``."""
+    mic = Microphone(settings.device).open()
+    stack.callback(mic.close)
+    listener = Listener(settings, recognizer, mic)
+    stack.callback(listener.close)
+    return listener

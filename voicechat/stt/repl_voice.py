@@ -1,0 +1,271 @@
+"""Spoken questions in a conversation: push-to-talk and hands-free, as a session sees them.
+
+Kept beside the recognizer rather than in repl.py/cli.py so those stay thin: each calls
+one function here. A transcript is shown as the user's line, then the turn runs exactly as
+if it had been typed (history, /save, stats all see the same text).
+
+Hands-free with barge-in (``stt.barge_in`` not ``off``)::
+
+    Listener -> question -> session.turn (main thread)  <- cancel("barge-in") -+
+                            speaker -> PlayedTap (echo reference)               |
+                            microphone -> Watch (own thread) -- onset ----------+
+                                                             -- utterance -> next question
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import TYPE_CHECKING
+
+from voicechat.chat import BARGE_IN
+from voicechat.errors import ListenError, NothingHeard, VoicechatError
+from voicechat.stt import INSTALL, Transcript
+from voicechat.stt.display import LiveLine
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from voicechat.bargein import BargedIn, BargeIn
+    from voicechat.echo import PlayedTap
+    from voicechat.readahead import ReadAhead
+    from voicechat.repl import Repl
+    from voicechat.session import Session
+    from voicechat.settings import STTSettings
+    from voicechat.stt.listener import Heard
+    from voicechat.stt.voice_input import VoiceInput
+    from voicechat.terminal import Terminal
+
+TALK_HINT = (
+    "Enter on an empty line: talk (Enter again when done, Esc cancels) · /listen on: hands-free"
+)
+YOU = "you said: "
+
+
+def talk(repl: Repl) -> str | None:
+    """Push-to-talk from the REPL's empty prompt: the transcript, or None (said why)."""
+    term = repl.term
+    if repl.voice_input is None:
+        term.note(f"talking needs the [listen] extra: {INSTALL}")
+        return None
+    try:
+        text = repl.voice_input.push_to_talk(LiveLine(term.err), _stdin_fd())
+    except NothingHeard as exc:
+        term.note(str(exc))
+        return None
+    except VoicechatError as exc:
+        term.error(str(exc))
+        return None
+    except KeyboardInterrupt:
+        repl.session.handled()
+        term.note("cancelled")
+        return None
+    if text is None:
+        term.note("cancelled")
+        return None
+    show_question(term, text)
+    _remember(text)
+    return text
+
+
+def listen_command(repl: Repl, arg: str) -> None:
+    """``/listen on``: hands-free until Esc or Ctrl+C; ``/listen off``: back to typing."""
+    choice = arg.strip().lower()
+    if choice == "off":
+        repl.term.note("not listening (Enter on an empty line talks once)")
+        return
+    if choice != "on":
+        repl.term.error(f"/listen {arg}: use /listen on or /listen off")
+        return
+    if repl.voice_input is None:
+        repl.term.error(f"hands-free needs the [listen] extra: {INSTALL}")
+        return
+    repl.term.note("listening: just talk (Esc or Ctrl+C stops listening)")
+    try:
+        hands_free(repl.session, repl.voice_input, repl.term, _stdin_fd())
+    except KeyboardInterrupt:
+        repl.session.handled()
+    repl.term.note("not listening")
+
+
+def hands_free(
+    session: Session, voice_input: VoiceInput, term: Terminal, keys_fd: int | None = None
+) -> int:
+    """Turn after turn from the microphone until it closes or the session ends."""
+    status = 0
+    ahead = Ahead(session)
+    guess = ahead.guess if voice_input.settings.read_ahead else None
+    heard_all = voice_input.hands_free(keys_fd=keys_fd, on_guess=guess)
+    # the terminal and microphone back as they were, and the speaker's tap removed, at once
+    with (
+        contextlib.closing(heard_all),
+        contextlib.closing(ahead),
+        barge_in_for(session, voice_input.settings) as bi,
+    ):
+        status = _turns(session, voice_input, term, heard_all, bi, ahead)
+    return status
+
+
+class Ahead:
+    """The reply to the question the user has probably asked, requested at the pause that
+    may end it (`voicechat.readahead`): the turn takes it once the end is confirmed."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._reply: ReadAhead | None = None
+
+    def guess(self, text: str | None) -> None:
+        """The likely question (read ahead now), or None: the last guess is void."""
+        self.close()
+        if text is None or self.session.ended is not None:
+            return
+        try:
+            self._reply = self.session.conversation.read_ahead(text)
+        except VoicechatError:
+            self._reply = None  # the turn itself will say what is wrong
+
+    def take(self) -> ReadAhead | None:
+        reply, self._reply = self._reply, None
+        return reply
+
+    def close(self) -> None:
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            reply.discard()
+
+
+def _turns(
+    session: Session,
+    voice_input: VoiceInput,
+    term: Terminal,
+    heard_all: Iterator[Heard],
+    bi: BargeIn | None,
+    ahead: Ahead | None = None,
+) -> int:
+    status = 0
+    for heard in heard_all:
+        text: str | None = heard.transcript.text
+        if heard.cut:
+            term.warn(f"over {voice_input.settings.max_utterance:g} s of speech: cut there")
+        show_question(term, text)
+        if session.stats:
+            term.info(heard_stats(heard))
+        early = ahead.take() if ahead is not None else None
+        while text is not None:  # a question spoken over the reply is the next one, at once
+            code, text = _turn(session, voice_input, term, text, bi, early)
+            early = None
+            if session.ended is not None:
+                return session.ended
+            status = status or (0 if code == 130 else code)  # Ctrl+C stops a reply, not the chat
+    return status
+
+
+def _turn(
+    session: Session,
+    voice_input: VoiceInput,
+    term: Terminal,
+    question: str,
+    bi: BargeIn | None,
+    early: ReadAhead | None = None,
+) -> tuple[int, str | None]:
+    """One turn; with barge-in, also what the user said over its reply (shown), or None.
+    ``early``: the reply read ahead for the question it guessed (used if it is this one)."""
+    if bi is None or session.muted:
+        return session.turn(question, early), None
+    try:
+        with voice_input.watching(bi, lambda: session.cancel(BARGE_IN)) as watch:
+            code = session.turn(question, early)
+    finally:
+        if early is not None:
+            early.discard()  # the turn discarded it already, unless watching failed first
+    try:
+        barged = watch.wait()
+    except Exception as exc:  # the echo canceller or the VAD failed on the watch thread
+        raise ListenError(
+            f"barge-in failed ({' '.join(str(exc).split())[:160]}): set stt.barge_in: off "
+            "to talk only after the reply"
+        ) from None
+    if barged is None:
+        return code, None
+    utterance = barged.utterance
+    transcript, dropped = (None, None) if utterance is None else voice_input.transcribe(utterance)
+    if session.stats:
+        term.info(barge_in_stats(barged, transcript, dropped))
+    if utterance is None or transcript is None or dropped:
+        return code, None  # noise stopped the voice: listen again
+    if utterance.cut:
+        term.warn(f"over {voice_input.settings.max_utterance:g} s of speech: cut there")
+    show_question(term, transcript.text)
+    return code, transcript.text
+
+
+def barge_in_stats(barged: BargedIn, transcript: Transcript | None, dropped: str | None) -> str:
+    """One ``--stats`` line: how soon the voice was stopped, and what the user's words gave."""
+    reaction = f"barge-in: detected {barged.detected_at - barged.onset_at:.2f} s after the onset"
+    if barged.utterance is None or transcript is None:
+        return f"{reaction}; it was noise (no utterance)"
+    what = f"dropped ({dropped})" if dropped else "the next question"
+    return f"{reaction}; {transcript.audio_s:.1f} s of speech: {what}"
+
+
+@contextlib.contextmanager
+def barge_in_for(session: Session, settings: STTSettings) -> Iterator[BargeIn | None]:
+    """The session's barge-in while hands-free, or None (half-duplex: ``stt.barge_in: off``,
+    no voice, or ``auto`` without an echo canceller). What the speaker plays is routed to
+    its echo reference for as long as it lasts."""
+    speech = session.speech
+    if settings.barge_in == "off" or speech is None or not hasattr(speech, "tap"):
+        yield None
+        return
+    from voicechat.bargein import BargeIn
+
+    bi = BargeIn(settings)
+    if bi.mode == "off":
+        bi.close()
+        yield None
+        return
+    _route_played(speech, bi.tap)
+    try:
+        yield bi
+    finally:
+        _route_played(speech, None)
+        bi.close()
+
+
+def _route_played(speech: object, tap: PlayedTap | None) -> None:
+    """Point the speaker's played audio at ``tap`` (`Speaker.tap`, also for a device it
+    opened in an earlier turn)."""
+    speech.tap = tap  # type: ignore[attr-defined]
+
+
+def heard_stats(heard: Heard) -> str:
+    """One ``--stats`` line: how long the end of speech and the recognition took."""
+    early = ", started at the first pause" if heard.early else ""
+    return (
+        f"heard: end of speech detected after {heard.detected_at - heard.speech_end_at:.2f} s, "
+        f"text ready {heard.recognized_at - heard.detected_at:.2f} s later{early} "
+        f"({heard.transcript.audio_s:.1f} s of audio, language {heard.transcript.language})"
+    )
+
+
+def show_question(term: Terminal, text: str) -> None:
+    """The transcript as the user's line (stderr when stdout carries only replies)."""
+    if term.rich:
+        term.print(f">>> {text}")
+    else:
+        term.note(f"{YOU}{text}")
+
+
+def _stdin_fd() -> int | None:
+    try:
+        return sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
+    except (ValueError, OSError):
+        return None
+
+
+def _remember(text: str) -> None:
+    try:
+        import readline
+    except ImportError:
+        return
+    readline.add_history(text)

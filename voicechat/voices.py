@@ -1,0 +1,347 @@
+"""Piper voices pulled from the Piper voices repository on Hugging Face (`rhasspy/piper-voices`).
+
+The repository publishes ``voices.json``: for every voice (``zh_CN-huayan-medium``) its
+language, quality, speakers and files (``zh/zh_CN/huayan/medium/zh_CN-huayan-medium.onnx``,
+its ``.onnx.json`` and ``MODEL_CARD``), each with its size and MD5. `pull` downloads a voice's
+files through `voicechat.models.fetch` (cache, progress bar, resume, hub hash check), checks
+them again against ``voices.json``, and places them in the user's data folder
+(``$XDG_DATA_HOME/voicechat/voices/NAME/``, default ``~/.local/share/...``) atomically, as a
+hard link to the cached file where the file system allows (no second copy on disk).
+
+A profile names a pulled voice instead of a path (``tts.voice: zh_CN-huayan-medium``):
+`resolve` turns such a name into the model's path for the Piper engine.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from voicechat.errors import ConfigError, ModelError, SpeechError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from voicechat.checks import Check
+    from voicechat.settings import TTSSettings
+
+T = TypeVar("T")
+
+REPO = "rhasspy/piper-voices"
+"""The Piper voices repository on Hugging Face."""
+CATALOG = "voices.json"
+"""Its list of voices, at the repository's root."""
+REVISION = "main"
+
+
+@dataclass(frozen=True)
+class VoiceFile:
+    """One file of a voice, as ``voices.json`` describes it."""
+
+    path: str
+    """Path inside the repository (``zh/zh_CN/huayan/medium/zh_CN-huayan-medium.onnx``)."""
+    size: int
+    """Published size in bytes."""
+    md5: str
+    """Published MD5 digest (hex)."""
+
+
+@dataclass(frozen=True)
+class PiperVoice:
+    """A voice the repository offers."""
+
+    key: str
+    """Its name: ``LANG_REGION-NAME-QUALITY`` (``zh_CN-huayan-medium``)."""
+    language: str
+    """Language code (``zh_CN``)."""
+    language_name: str
+    """The language's own name, and in English (``中文 (Chinese)``)."""
+    quality: str
+    """``x_low``, ``low``, ``medium`` or ``high``."""
+    speakers: int
+    """Number of speakers (more than one: pick with ``tts.voice`` after pulling)."""
+    files: tuple[VoiceFile, ...]
+    """Everything to download."""
+    aliases: tuple[str, ...] = ()
+    """Older names the repository still accepts."""
+
+    @property
+    def size(self) -> int:
+        """Bytes to download."""
+        return sum(f.size for f in self.files)
+
+
+def voices_dir() -> Path:
+    """Where pulled voices live: ``$XDG_DATA_HOME/voicechat/voices``."""
+    home = os.path.expanduser("~")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+    return Path(base) / "voicechat" / "voices"
+
+
+def model_path(name: str) -> Path:
+    """Where the model of the pulled voice ``name`` is (or would be)."""
+    return voices_dir() / name / f"{name}.onnx"
+
+
+def resolve(value: str | None) -> str | None:
+    """A pulled voice's model path for a voice name; any other value (a path) unchanged.
+
+    >>> resolve("/models/x.onnx"), resolve(None)
+    ('/models/x.onnx', None)
+    """
+    if not value or not _is_name(value):
+        return value
+    model = model_path(value)
+    return str(model) if model.is_file() else value
+
+
+def _is_name(value: str) -> bool:
+    """A voice name rather than a path (``zh_CN-huayan-medium``, not ``~/v/x.onnx``)."""
+    return "/" not in value and os.sep not in value and not value.endswith(".onnx")
+
+
+def piper_model(model: str | None, voice: str | None) -> tuple[str | None, str]:
+    """What names the Piper model, and its key: ``tts.model``, else ``tts.voice`` when it is
+    a voice name of the repository's form (``LANG-NAME-QUALITY``), pulled or not."""
+    if model:
+        return model, "model"
+    if voice and _is_name(voice) and voice.count("-") >= 2 and "_" in voice.split("-")[0]:
+        return voice, "voice"
+    return None, "model"
+
+
+def missing_model(key: str, value: str) -> str:
+    """The one-line error for a model that is not there: pull it, or fix the path."""
+    if _is_name(value):
+        return f"tts.{key} {value}: no such voice pulled here: voicechat voices pull {value}"
+    return f"tts.{key} {value}: no such model file"
+
+
+def is_pulled(name: str) -> bool:
+    """The voice's model and config are in the data folder."""
+    model = model_path(name)
+    return model.is_file() and Path(f"{model}.json").is_file()
+
+
+def installed() -> list[str]:
+    """Names of the pulled voices."""
+    folder = voices_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and is_pulled(p.name))
+
+
+def parse_catalog(data: Any) -> dict[str, PiperVoice]:
+    """``voices.json`` as `PiperVoice` objects (entries it cannot read are skipped)."""
+    voices: dict[str, PiperVoice] = {}
+    if not isinstance(data, dict):
+        raise ValueError("voices.json is not a JSON object")
+    for key, entry in data.items():
+        try:
+            language = entry.get("language") or {}
+            files = tuple(
+                VoiceFile(path, int(info["size_bytes"]), str(info["md5_digest"]).lower())
+                for path, info in (entry.get("files") or {}).items()
+            )
+            native, english = language.get("name_native", ""), language.get("name_english", "")
+            voices[key] = PiperVoice(
+                key=str(entry.get("key") or key),
+                language=str(language.get("code", "")),
+                language_name=f"{native} ({english})" if native and english != native else native,
+                quality=str(entry.get("quality", "")),
+                speakers=int(entry.get("num_speakers") or 1),
+                files=files,
+                aliases=tuple(entry.get("aliases") or ()),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue
+    return voices
+
+
+def catalog() -> dict[str, PiperVoice]:
+    """The voices the repository offers (``voices.json``, fetched or from the cache)."""
+    from voicechat import models
+
+    path = models.fetch(REPO, CATALOG, revision=REVISION)
+    try:
+        return parse_catalog(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{REPO}/{CATALOG} is not readable ({exc}): run again") from exc
+
+
+def available(lang: str | None = None) -> list[PiperVoice]:
+    """The catalog's voices, sorted; only those for ``lang`` (``zh``, ``zh_CN``, ``en-us``)."""
+    voices = sorted(catalog().values(), key=lambda v: v.key)
+    if not lang:
+        return voices
+    wanted = lang.replace("-", "_").lower()
+    return [
+        v
+        for v in voices
+        if v.language.lower() == wanted or v.language.lower().split("_")[0] == wanted
+    ]
+
+
+def find(name: str, voices: dict[str, PiperVoice]) -> PiperVoice:
+    """The voice ``name`` (or an alias) names; else a `ConfigError` listing close matches."""
+    if name in voices:
+        return voices[name]
+    for voice in voices.values():
+        if name in voice.aliases:
+            return voice
+    lowered = {k.lower(): k for k in voices}
+    if name.lower() in lowered:
+        return voices[lowered[name.lower()]]
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=4, cutoff=0.6)
+    hint = (
+        f"did you mean {', '.join(lowered[c] for c in close)}?"
+        if close
+        else "list them with: voicechat voices --available"
+    )
+    raise ConfigError(f"no Piper voice named {name!r} in {REPO}: {hint}")
+
+
+def pull(name: str, voices: dict[str, PiperVoice] | None = None) -> Path:
+    """Download the voice ``name`` into the data folder; its model's path.
+
+    Each file is checked against the size and MD5 ``voices.json`` publishes; a voice already
+    pulled and intact costs no download.
+    """
+    from voicechat import models
+
+    voice = find(name, catalog() if voices is None else voices)
+    folder = voices_dir() / voice.key
+    for spec in voice.files:
+        target = folder / spec.path.rsplit("/", 1)[-1]
+        if target.is_file() and target.stat().st_size == spec.size:
+            continue  # pulled before (checked then)
+        cached = models.fetch(REPO, spec.path, revision=REVISION)
+        check(cached, spec)
+        _place(cached, target)
+    model = model_path(voice.key)
+    if not is_pulled(voice.key):
+        raise ModelError(
+            f"{voice.key}: {REPO} lists no .onnx model and .onnx.json config for it: "
+            "pick another voice (voicechat voices --available)"
+        )
+    return model
+
+
+def check(path: Path, spec: VoiceFile) -> None:
+    """The file has the published size and MD5; else it is deleted from the cache and reported."""
+    size = path.stat().st_size
+    digest = _md5(path) if size == spec.size else ""
+    if size == spec.size and digest == spec.md5:
+        return
+    blob = path.resolve()
+    for stale in {path, blob}:
+        stale.unlink(missing_ok=True)
+    found = f"{size} bytes" if size != spec.size else f"MD5 {digest[:12]}..."
+    raise ModelError(
+        f"{spec.path} does not match {CATALOG} ({found}, published {spec.size} bytes, MD5 "
+        f"{spec.md5[:12]}...): deleted it; run again to download it anew"
+    )
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _place(cached: Path, target: Path) -> None:
+    """Put the cached file at ``target`` atomically: a hard link if possible, else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(cached.resolve(), tmp)
+        except OSError:
+            shutil.copyfile(cached, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- tts.fallback: speak with espeak until the profile's Piper voice is pulled ---------------
+
+
+def fallback_settings(settings: TTSSettings) -> TTSSettings | None:
+    """The settings of ``tts.fallback`` (its engine with its default voices), if it has one."""
+    import dataclasses
+
+    if settings.fallback in (None, settings.engine):
+        return None
+    # keep the voices the fallback engine can use (an espeak id chosen with /voice), not the
+    # Piper voices it cannot
+    voice, voice_zh = (
+        None if v is None or piper_model(None, v)[0] or v.endswith(".onnx") else v
+        for v in (settings.voice, settings.voice_zh)
+    )
+    return dataclasses.replace(
+        settings,
+        engine=settings.fallback,
+        voice=voice,
+        voice_zh=voice_zh,
+        model=None,
+        fallback=None,
+    )
+
+
+def speaking_engine(settings: TTSSettings) -> str:
+    """The engine that speaks: the profile's, or its fallback's when it cannot start here."""
+    import dataclasses
+
+    from voicechat.tts import list_voices
+
+    return with_fallback(
+        lambda s: (list_voices(dataclasses.replace(s, fallback=None)), s.engine)[1], settings
+    )
+
+
+def with_fallback(call: Callable[[TTSSettings], T], settings: TTSSettings) -> T:
+    """``call(settings)``; if the engine cannot start here (a voice not pulled, Piper not
+    installed), ``call`` with the fallback engine's settings instead."""
+    try:
+        return call(settings)
+    except (ConfigError, SpeechError):
+        plain = fallback_settings(settings)
+        if plain is None:
+            raise
+        return call(plain)
+
+
+def checks_with_fallback(
+    checks: Callable[[TTSSettings], Iterator[Check]], settings: TTSSettings
+) -> Iterator[Check]:
+    """The doctor's voice rows; with a fallback, an engine that cannot start is a note (the
+    fallback speaks), followed by the fallback engine's rows."""
+    from voicechat.checks import Check
+    from voicechat.tts import engine_module
+
+    plain = fallback_settings(settings)
+    rows = checks(settings)
+    first = next(rows, None)
+    if plain is None or first is None or first.ok is not False or first.name != "voice":
+        if first is not None:
+            yield first
+        yield from rows
+        return
+    rows.close()
+    yield Check(
+        "voice",
+        None,
+        f"{settings.engine}: {first.detail}; speaking with tts.fallback {plain.engine} instead",
+        first.fix,
+    )
+    if plain.engine != "none":
+        yield from engine_module(plain).checks(plain)
