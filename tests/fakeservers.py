@@ -83,6 +83,8 @@ class Recorded:
     """Lower-cased names."""
     body: Any
     """Parsed JSON, or ``None`` for an empty/invalid body."""
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (``time.monotonic``): a test times the client against it."""
 
 
 @dataclass

@@ -167,10 +167,7 @@ def test_a_spoken_question_is_asked_at_the_last_pause_and_answered_once_the_end_
     long before the turn may start, and the reply is shown only once the end of speech is
     confirmed."""
     end_silence = 4.0
-    prof = tmp_path / "slow-end.yaml"
-    prof.write_text(f"backend:\n  kind: ollama\n  base_url: {ollama_server.url}\n"
-                    f"  model: qwen2.5:7b\nstt:\n  language: en\n  end_silence: {end_silence}\n",
-                    encoding="utf-8")  # fmt: skip
+    prof = slow_end_profile(tmp_path, ollama_server, end_silence)
     ollama_server.enqueue(Script(tokens=["It is sunny", " in London today."]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "voicechat", command, "--listen", "--mute", "-p", str(prof)],
@@ -203,6 +200,55 @@ def test_a_spoken_question_is_asked_at_the_last_pause_and_answered_once_the_end_
     # the turn cannot start before the end silence has passed; the request went well before
     assert asked_after < end_silence - 1.0, (asked_after, err)
     assert shown_after > end_silence - 0.2, (shown_after, err)
+
+
+def slow_end_profile(tmp_path: Path, server: FakeServer, end_silence: float) -> Path:
+    """A profile whose utterances end only after ``end_silence``: time enough to tell a
+    request read ahead from one sent when the end was confirmed."""
+    prof = tmp_path / "slow-end.yaml"
+    prof.write_text(f"backend:\n  kind: ollama\n  base_url: {server.url}\n"
+                    f"  model: qwen2.5:7b\nstt:\n  language: en\n  end_silence: {end_silence}\n",
+                    encoding="utf-8")  # fmt: skip
+    return prof
+
+
+def test_push_to_talk_reads_the_reply_ahead_at_the_last_pause(
+    virtual_mic: VirtualMic, english: dict[str, Path], ollama_server: FakeServer,
+    tmp_path: Path, cache: str,
+) -> None:  # fmt: skip
+    """Enter on an empty line reads ahead as hands-free does: with a 4 s end silence the
+    request is at the server long before the recording ends; the reply shows after it."""
+    end_silence = 4.0
+    prof = slow_end_profile(tmp_path, ollama_server, end_silence)
+    ollama_server.enqueue(Script(tokens=["It is sunny", " in London today."]))
+    child = pexpect.spawn(
+        sys.executable, ["-m", "voicechat", "chat", "--mute", "-p", str(prof)],
+        env=env_for(virtual_mic, tmp_path, ollama_server, cache), encoding="utf-8",
+        timeout=60, dimensions=(40, 160),
+    )  # fmt: skip
+    try:
+        child.expect_exact("Enter on an empty line: talk")
+        child.expect_exact(PROMPT)
+        time.sleep(1.0)  # the recognizer loads meanwhile
+        child.sendline("")
+        child.expect("listening")
+        wav = with_silence(english["en_weather"], tmp_path / "q.wav", 0.3, end_silence + 1.0)
+        _, speech_end = speech_seconds(wav)
+        started = time.monotonic()
+        player = virtual_mic.play(wav)
+        child.expect_exact("It is sunny in London today.")
+        shown_after = time.monotonic() - started - speech_end
+        child.expect_exact(PROMPT)
+        player.wait(30)
+    finally:
+        kill(child)
+    (call,) = [c for c in ollama_server.chats if c.body["messages"]]  # not the warm-up
+    asked = call.body["messages"][-1]["content"]
+    assert word_error_rate(ENGLISH["en_weather"], asked) <= 0.25, asked
+    asked_after = call.at - started - speech_end
+    # the recording cannot end before the end silence has passed; the request went well before
+    assert asked_after < end_silence - 1.0, asked_after
+    assert shown_after > end_silence - 0.2, shown_after
 
 
 def test_ask_listen_one_spoken_question_one_answer(

@@ -28,6 +28,7 @@ from voicechat.terminal import Terminal, format_stats, one_line
 if TYPE_CHECKING:
     from voicechat.backends import Backend
     from voicechat.chat import Speech
+    from voicechat.readahead import ReadAhead
     from voicechat.stt.voice_input import VoiceInput
 
 HISTORY_ENV = "VOICECHAT_NO_HISTORY"
@@ -95,22 +96,27 @@ class Repl:
                 except EOFError:
                     self.term.print()
                     return 0
+                early: ReadAhead | None = None
                 if not text.strip():
                     from voicechat.stt.repl_voice import talk
 
-                    text = talk(self)  # Enter on an empty line: push-to-talk
-                    if not text:
+                    spoken = talk(self)  # Enter on an empty line: push-to-talk
+                    if spoken is None:
                         continue
+                    text, early = spoken
                 try:
                     if text.lstrip().startswith("/"):
                         self.command(text.strip())
                     else:
-                        self.session.turn(text)
+                        self.session.turn(text, early)
                 except ExitRepl:
                     return 0
                 except KeyboardInterrupt:
                     self.session.handled()
                     self.term.note("interrupted")  # Ctrl+C during a slash command
+                finally:
+                    if early is not None:
+                        early.discard()  # the turn took it already, unless it never began
             return self.session.ended
         finally:
             history.save()

@@ -42,30 +42,34 @@ TALK_HINT = (
 YOU = "you said: "
 
 
-def talk(repl: Repl) -> str | None:
-    """Push-to-talk from the REPL's empty prompt: the transcript, or None (said why)."""
+def talk(repl: Repl) -> tuple[str, ReadAhead | None] | None:
+    """Push-to-talk from the REPL's empty prompt: the transcript and the reply read ahead for
+    it at the last pause (`Ahead`; the turn takes it), or None (said why)."""
     term = repl.term
     if repl.voice_input is None:
         term.note(f"talking needs the [listen] extra: {INSTALL}")
         return None
-    try:
-        text = repl.voice_input.push_to_talk(LiveLine(term.err), _stdin_fd())
-    except NothingHeard as exc:
-        term.note(str(exc))
-        return None
-    except VoicechatError as exc:
-        term.error(str(exc))
-        return None
-    except KeyboardInterrupt:
-        repl.session.handled()
-        term.note("cancelled")
-        return None
-    if text is None:
-        term.note("cancelled")
-        return None
-    show_question(term, text)
-    _remember(text)
-    return text
+    ahead = Ahead(repl.session)
+    guess = ahead.guess if repl.voice_input.settings.read_ahead else None
+    with contextlib.closing(ahead):  # a guess that is not taken is discarded
+        try:
+            text = repl.voice_input.push_to_talk(LiveLine(term.err), _stdin_fd(), on_guess=guess)
+        except NothingHeard as exc:
+            term.note(str(exc))
+            return None
+        except VoicechatError as exc:
+            term.error(str(exc))
+            return None
+        except KeyboardInterrupt:
+            repl.session.handled()
+            term.note("cancelled")
+            return None
+        if text is None:
+            term.note("cancelled")
+            return None
+        show_question(term, text)
+        _remember(text)
+        return text, ahead.take()
 
 
 def listen_command(repl: Repl, arg: str) -> None:
