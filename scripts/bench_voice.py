@@ -16,7 +16,7 @@ Also printed: peak RSS of ``chat --listen`` with the recognizer loaded (target <
 its CPU while listening to silence (target <= 10 % of one core).
 
 Usage: python scripts/bench_voice.py [--runs N] [--rate 8] [--first 0.5] [--window 5]
-       [--end-silence 0.5] [--no-read-ahead]
+       [--end-silence 0.5] [--no-read-ahead] [--stt-threads N]
 Needs: the [listen] and [test] extras, pulseaudio pulseaudio-utils libasound2-plugins alsa-utils.
 """
 
@@ -115,7 +115,8 @@ def ours(args, sink, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str,
     prof.write_text(
         f"backend:\n  kind: ollama\n  base_url: {server.url}\n  model: qwen2.5:7b\n"
         "tts:\n  engine: pyttsx3\nstt:\n  language: auto\n"
-        f"  end_silence: {args.end_silence}\n  read_ahead: {str(args.read_ahead).lower()}\n",
+        f"  end_silence: {args.end_silence}\n  read_ahead: {str(args.read_ahead).lower()}\n"
+        + (f"  threads: {args.stt_threads}\n" if args.stt_threads else ""),
         encoding="utf-8",
     )  # fmt: skip
     proc = subprocess.Popen(
@@ -224,6 +225,9 @@ def main() -> None:
     parser.add_argument("--first", type=float, default=0.5, help="seconds to the first token")
     parser.add_argument("--window", type=float, default=5.0, help="naive recording window, s")
     parser.add_argument("--end-silence", type=float, default=0.5, help="ours: stt.end_silence")
+    parser.add_argument(
+        "--stt-threads", type=int, default=0, help="ours: stt.threads (default: half the cores)"
+    )
     parser.add_argument(
         "--no-read-ahead",
         dest="read_ahead",
