@@ -13,7 +13,8 @@ then 8 tokens/s) and is played into ``testsink``, whose monitor is recorded
   whole with the same model, then the article's method (scripts/article_baseline.py).
 
 Also printed: peak RSS of ``chat --listen`` with the recognizer loaded (target <= 400 MB) and
-its CPU while listening to silence (target <= 10 % of one core).
+its CPU while listening to silence (target <= 10 % of one core), before the first reply and
+after it (with barge-in the speaker's stream keeps running as the echo reference).
 
 Usage: python scripts/bench_voice.py [--runs N] [--rate 8] [--first 0.5] [--window 5]
        [--end-silence 0.5] [--no-read-ahead] [--stt-threads N]
@@ -149,6 +150,10 @@ def ours(args, sink, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str,
     played = play(sink, wav)
     speech_end = played - (wav_seconds(wav) - speech_end_in_wav)
     rec.wait_quiet(0.8, timeout=40)
+    time.sleep(2.0)  # the reply's tail and the half-duplex resume
+    cpu0, t0 = cpu_s(proc.pid), time.monotonic()
+    time.sleep(5.0)
+    after_cpu = (cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
     rss = vm(proc.pid, "VmHWM:") / 1024
     proc.terminate()
     proc.wait(10)
@@ -170,6 +175,7 @@ def ours(args, sink, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str,
         "first_audio": onset - speech_end,
         "rss": rss,
         "silence_cpu": silence_cpu * 100,
+        "after_cpu": after_cpu * 100,
     }
 
 
@@ -279,7 +285,7 @@ def main() -> None:
                 if o:
                     print(f"  ours: peak RSS of chat --listen {o['rss']:.0f} MB (target <= 400); "
                           f"CPU listening to silence {o['silence_cpu']:.1f} % of a core "
-                          "(target <= 10)")  # fmt: skip
+                          f"(target <= 10), {o['after_cpu']:.1f} % after the reply")  # fmt: skip
         if args.runs > 1:
             for who in ("ours", "naive"):
                 firsts = [r["first_audio"] for r in results[who] if r.get("first_audio")]
