@@ -8,8 +8,9 @@ results as a fresh one, as CI does on the developer's own machine.
 
 Tests marked ``audio`` play and record in real time through PulseAudio on a shared two-core
 machine; a stall of the machine (not of voicechat) can make one miss its moment. They run
-again up to twice on failure, and every rerun is listed in the summary (``R`` in ``-ra``), so
-a flaky test stays visible while a consistent failure still fails the run.
+again up to twice on failure; other tests (some time a cancel or a timeout) once. The reruns
+are counted in pytest's last line, so a flaky test stays visible while a consistent failure
+still fails the run.
 """
 
 import os
@@ -28,6 +29,7 @@ pytest_plugins = [
 ]
 
 AUDIO_RERUNS = 2
+OTHER_RERUNS = 1
 SCRATCH = pytest.StashKey[str]()
 # settings voicechat reads from the environment: the tests set what they need themselves
 USER_VARIABLES = (
@@ -60,7 +62,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Real-time audio tests get reruns (see the module docstring); the rest run once."""
+    """Reruns on failure (see the module docstring): twice for real-time audio, else once."""
     for item in items:
-        if item.get_closest_marker("audio") and not item.get_closest_marker("flaky"):
-            item.add_marker(pytest.mark.flaky(reruns=AUDIO_RERUNS))
+        if not item.get_closest_marker("flaky"):
+            audio = item.get_closest_marker("audio") is not None
+            item.add_marker(pytest.mark.flaky(reruns=AUDIO_RERUNS if audio else OTHER_RERUNS))
