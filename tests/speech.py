@@ -36,6 +36,7 @@ CHINESE = {
 ENGLISH = {
     "en_weather": "What is the weather like in London today?",
     "en_story": "Tell me a short story about a cat.",
+    "en_stop": "Stop!",
     "en_long": (
         "I would like to know how far away the moon is from the earth, and how long it "
         "would take to fly there in a small plane that never stops to refuel."

@@ -16,7 +16,7 @@ import pytest
 
 from tests.echo_fixtures import Loopback, Speech
 from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
-from voicechat.bargein import BargedIn, BargeIn, Detector, EchoPath, heard_text
+from voicechat.bargein import BargedIn, BargeIn, Detector, EchoPath, heard_text, is_stop
 from voicechat.echo import available
 from voicechat.playback import IDLE_STOP_S, Clip, Heard, Player
 from voicechat.settings import STTSettings
@@ -37,6 +37,8 @@ class Trial:
     heard: list[Heard]
     note: str = ""
     """The canceller's state after the reply (shown when a test fails)."""
+    let_go: int = 0
+    """``keyword``: speech the watch heard and let go (`Watch.let_go`)."""
 
 
 def play_reply(
@@ -47,8 +49,10 @@ def play_reply(
     virtual_mic: VirtualMic | None = None,
     user: Path | None = None,
     user_after: float = 1.0,
+    recognize=None,
 ) -> Trial:
-    """Play one reply while watching; the user's WAV starts ``user_after`` s into it."""
+    """Play one reply while watching; the user's WAV starts ``user_after`` s into it.
+    ``recognize``: the watch's (``keyword`` mode)."""
     stopped: list[float] = []
 
     def barge_in() -> None:
@@ -61,7 +65,7 @@ def play_reply(
     # block: a reply played before then is neither aligned nor watched
     assert mic.live.wait(10), "the microphone delivered nothing"
     player.forget_heard()
-    with bi.watch(mic, barge_in) as watch:
+    with bi.watch(mic, barge_in, recognize) as watch:
         assert player.put(Clip(speech.samples, speech.rate, text=speech.text))
         if user is not None and virtual_mic is not None:
             # the clip is synthesized already: it starts within a block of being queued
@@ -87,7 +91,7 @@ def play_reply(
         if c
         else ""
     )
-    return Trial(barged, stopped[0] if stopped else None, user_onset_at, heard, note)
+    return Trial(barged, stopped[0] if stopped else None, user_onset_at, heard, note, watch.let_go)
 
 
 def two_seconds_of(replies: list[Speech], i: int) -> Speech:
@@ -146,7 +150,7 @@ def test_the_detector_needs_a_sustained_onset_louder_than_the_residual_echo() ->
         (0.6, -45.0, -70.0, "on"),  # a faint echo is no echo
         (0.05, -6.0, -30.0, "auto"),  # an echo whose delay drifts: cancelled all the same
         (0.6, -6.0, -30.0, "auto"),
-        (0.6, -6.0, -15.0, "off"),  # too much is left for auto: half-duplex
+        (0.6, -6.0, -15.0, "keyword"),  # too much is left for auto: only a stop word
     ],
 )
 def test_the_echo_row_recommends_a_mode_from_what_came_back(
@@ -155,6 +159,7 @@ def test_the_echo_row_recommends_a_mode_from_what_came_back(
     path = EchoPath(0.06, strength, echo_db, residual_db)
     assert path.recommended == recommended
     assert path.check(recommended).ok is True and path.check("off").ok is True
+    assert path.check("keyword").ok is True  # a stop word works whatever the echo
     wrong = "on" if recommended != "on" else "off"
     if wrong != "off":
         row = path.check(wrong)
@@ -297,6 +302,58 @@ def test_the_user_talking_over_the_echo_stops_the_voice_and_is_the_next_turn(
                                wavs[q], user_after=0.8)  # fmt: skip
             reactions.append(check_barge_in(trial, recognizer, ENGLISH[q]))
     print("reaction times (ms):", [round(r * 1000) for r in reactions])
+
+
+KEYWORD_REACTION_S = 1.5
+"""``keyword``: the stop word is recognised at its first pause (~0.5 s of Whisper here)."""
+
+
+@pytest.mark.audio
+@needs_speex
+def test_keyword_mode_stops_the_voice_for_a_stop_word_and_for_nothing_else(
+    loopback: Loopback,
+    replies: list[Speech],
+    player: Player,
+    virtual_mic: VirtualMic,
+    english: dict[str, Path],
+    tmp_path: Path,
+    recognizer,
+) -> None:
+    """Loudspeakers whose echo auto would not trust (-6 dB): a question said over the reply
+    lets it play on; "Stop!" stops it, and is not a next question."""
+    from voicechat.stt.listener import gate
+    from voicechat.stt.microphone import Microphone
+
+    loopback.set_level(-6.0)
+    settings = STTSettings(barge_in="keyword", language="en")
+    bi = BargeIn(settings)
+    player.tap = bi.tap
+    said: list[str] = []
+
+    def text_of(samples: np.ndarray) -> str | None:
+        transcript = recognizer.transcribe(samples, "en", settings.stop_words)  # as VoiceInput
+        said.append(transcript.text)
+        return None if gate(transcript, settings.no_speech_threshold) else transcript.text
+
+    question = with_silence(english["en_weather"], tmp_path / "q.wav", 0.2, 1.0)
+    stop = with_silence(english["en_stop"], tmp_path / "stop.wav", 0.2, 1.0)
+    with Microphone() as mic:
+        alone = play_reply(bi, player, mic, replies[0], recognize=text_of)
+        assert alone.barged is None, f"it stopped for its own voice ({said}); {alone.note}"
+        talked = play_reply(bi, player, mic, replies[1], virtual_mic, question, 0.8, text_of)
+        assert talked.barged is None and talked.stopped_at is None, (said, talked.note)
+        assert talked.heard[-1].played_s == talked.heard[-1].total_s, talked.note
+        assert talked.let_go >= 1, f"the question was not even heard; {talked.note}"
+        said.clear()
+        trial = play_reply(bi, player, mic, replies[2], virtual_mic, stop, 0.8, text_of)
+    assert trial.barged is not None, f"the stop word did not stop it ({said}); {trial.note}"
+    assert is_stop(trial.barged.stop_word, settings.stop_words), trial.barged
+    assert trial.barged.utterance is None  # a stop word is not the next question
+    assert trial.stopped_at is not None and trial.user_onset_at is not None
+    reaction = trial.stopped_at - trial.user_onset_at
+    assert reaction <= KEYWORD_REACTION_S, f"stopped {reaction:.2f} s after the onset ({said})"
+    assert trial.heard[-1].played_s < trial.heard[-1].total_s, trial.note
+    print(f"keyword: stopped {reaction:.2f} s after the onset; recognised {said}")
 
 
 @pytest.mark.audio

@@ -220,6 +220,34 @@ def test_with_barge_in_off_the_reply_plays_to_its_end_and_talk_over_it_is_not_he
     assert voice and voice[-1][1] > onset + 5.0, (voice, onset)  # it talked on over the user
 
 
+@pytest.mark.xfail(
+    reason="issue 14: passed 10 of 11 single runs here, but in one batch of three the watch "
+    "reported nothing heard at all (no onset), as the talk-over test above does at times; "
+    "expected to pass; it still runs",
+    strict=False,
+)
+def test_with_barge_in_keyword_a_stop_word_stops_the_voice_and_is_not_asked(
+    loopback: Loopback, virtual_mic: VirtualMic, english: dict[str, Path],
+    ollama_server: FakeServer, monitor: Recorder, tmp_path: Path, cache: str,
+) -> None:  # fmt: skip
+    first = with_silence(english["en_story"], tmp_path / "a.wav", 0.3, 0.5)
+    stop = with_silence(english["en_stop"], tmp_path / "stop.wav", 0.2, 1.0)
+    env = env_for(virtual_mic, tmp_path, ollama_server, cache)
+    loopback.set_level(ECHO_DB)
+    with Chat(env, profile(tmp_path, ollama_server, "keyword")) as chat:
+        onset = talk_over_the_reply(ollama_server, virtual_mic, monitor, first, stop)
+        assert monitor.wait_quiet(1.0, timeout=HANG_S), "hung: the voice never ended"
+        voice = monitor.sounds(min_gap=0.5)
+    err = chat.err
+    assert len(chats(ollama_server)) == 1, err  # "Stop!" is not a question
+    assert "barge-in: detected " in err, err
+    stats = err.split("barge-in: detected ", 1)[1].splitlines()[0]
+    assert "; stop word: " in stats, stats
+    # the voice stopped about a second after "Stop!" began, not at the end of the 15 s reply
+    assert voice and voice[-1][1] < onset + 2.5, (voice, onset)
+    print(f"voice stopped {voice[-1][1] - onset:+.2f} s after the user began ({stats})")
+
+
 def test_listen_on_in_the_repl_barges_in_and_history_and_save_show_the_reply_as_heard(
     loopback: Loopback, virtual_mic: VirtualMic, english: dict[str, Path],
     ollama_server: FakeServer, monitor: Recorder, tmp_path: Path, cache: str,
@@ -305,7 +333,7 @@ def test_doctor_listen_measures_the_echo_and_recommends_a_mode(
     echo = rows["echo"]
     found = re.fullmatch(
         r"delay (\d+) ms, echo (-?\d+) dB, (-?\d+) dB after cancellation; "
-        r"recommended stt.barge_in: (auto|off) \(set: auto\)",
+        r"recommended stt.barge_in: (auto|keyword) \(set: auto\)",
         echo["detail"],
     )
     assert found, echo

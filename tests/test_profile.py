@@ -144,6 +144,14 @@ def test_missing_profile_file() -> None:
         (MINIMAL + "system: [unclosed\n", r":\d+:\d+: invalid YAML"),
         (MINIMAL + "system: a\nsystem: b\n", r":3: duplicate key 'system'"),
         (MINIMAL + "chunking: {mode: word}\n", r"chunking.mode: expected one of 'clause', "),
+        (
+            MINIMAL + "stt: {barge_in: on}\n",  # unquoted: YAML's true
+            r"stt.barge_in: expected one of 'auto', 'on', 'off', 'keyword', got a boolean",
+        ),
+        (
+            MINIMAL + "stt: {barge_in: keyword, stop_words: [stop, halt]}\n",
+            r"stt.stop_words: expected a string, got a list",
+        ),
     ],
 )
 def test_validation_errors_name_file_key_and_expectation(
@@ -156,6 +164,13 @@ def test_validation_errors_name_file_key_and_expectation(
     message = str(caught.value)
     assert message.startswith(str(path))
     assert "\n" not in message
+
+
+def test_keyword_barge_in_takes_its_stop_words(tmp_path: Path) -> None:
+    path = tmp_path / "kw.yaml"
+    path.write_text(MINIMAL + "stt: {barge_in: keyword, stop_words: 'halt, 停'}\n")
+    stt = profile.load(str(path), env={}).profile.stt
+    assert (stt.barge_in, stt.stop_words) == ("keyword", "halt, 停")
 
 
 def test_yaml_tags_never_construct_objects(tmp_path: Path) -> None:

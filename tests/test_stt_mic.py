@@ -333,11 +333,13 @@ def test_a_pause_that_finds_the_recognizer_busy_is_recognised_as_soon_as_it_is_f
     class Slow:
         """The real recognizer; its first job (the stale one) waits to be released."""
 
-        def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
+        def transcribe(
+            self, samples: np.ndarray, language: str | None = None, hint: str = ""
+        ) -> Transcript:
             jobs.append(len(samples) / 16000)
             if len(jobs) == 1:
                 assert release.wait(60)
-            return recognizer.transcribe(samples, language)
+            return recognizer.transcribe(samples, language, hint)
 
     mic = RecordedMicrophone(wav)
     settings = STTSettings(end_silence=0.5, language="en")

@@ -14,12 +14,14 @@ frames the VAD calls silence), and an onset needs `ONSET_FRAMES` such frames in 
 Modes (``stt.barge_in``): ``on`` (headphones, or a speaker the canceller handles), ``off``
 (half-duplex: listening pauses while it speaks), ``auto`` (armed once the canceller has found
 the echo path and the residual echo is at least `AUTO_RESIDUAL_DB` below what is played; no
-echo at all, as with headphones, also arms it).
+echo at all, as with headphones, also arms it), ``keyword`` (an onset only starts listening:
+the voice stops when what was said, recognised at its first pause, is a stop word).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections import deque
@@ -39,7 +41,16 @@ if TYPE_CHECKING:
     from voicechat.stt.microphone import Microphone
     from voicechat.stt.vad import Utterance
 
-MODES = ("auto", "on", "off")
+MODES = ("auto", "on", "off", "keyword")
+KEYWORD_MAX_S = 2.0
+"""``keyword``: speech longer than this after an onset is not a stop word; it is let go
+unrecognised (the reply goes on) and the watch waits for the next onset."""
+FILLERS = frozenset({"please", "ok", "okay", "hey", "now"})
+"""Words that may go with a stop word ("please stop", "stop now")."""
+UNDER_ECHO_GAIN = 0.1
+"""``keyword``: frames no louder than our voice's residual are recognised 20 dB softer."""
+PARTICLES = "吧了啊呀嘛请"
+"""Chinese particles that may go with one ("停一下吧"); taken out of stop words too."""
 ONSET_FRAMES = 3
 """Consecutive 32 ms frames of the user's speech that make a barge-in (96 ms)."""
 MARGIN_DB = 10.0
@@ -132,7 +143,7 @@ class Detector:
         """Whether an onset may interrupt now (``auto`` waits until the echo is handled)."""
         if self.mode == "off":
             return False
-        if self.mode == "on":
+        if self.mode in ("on", "keyword"):  # keyword: a stop word confirms an onset
             return True
         return self.echo_free or (
             self.learned >= AUTO_LEARN_FRAMES and self.residual_db <= AUTO_RESIDUAL_DB
@@ -171,6 +182,38 @@ class Detector:
         self._run = 0
 
 
+def _user_only(frame: np.ndarray, prob: float, above_echo: bool) -> tuple[np.ndarray, float]:
+    """``keyword``: a frame that is not clearly more than our voice's residual is silence to
+    the endpointer and 20 dB softer to the recogniser, so it hears the user, not our voice
+    ("the stock" was our "the" before their "stop"); softer, not silent, so a stop word's
+    faint end stays ("Start" was "Stop!" with its final "p" cut out)."""
+    return (frame, prob) if above_echo else (frame * UNDER_ECHO_GAIN, 0.0)
+
+
+def _normal(text: str) -> str:
+    words = re.sub(r"[\W_]+", " ", text.lower()).split()
+    joined = "".join(w for w in words if w not in FILLERS)
+    return joined.translate({ord(c): None for c in PARTICLES})
+
+
+def is_stop(text: str, stop_words: str) -> bool:
+    """Whether a transcript is only stop words (``stop_words``: comma-separated), said once
+    or more, with fillers or particles around them.
+
+    >>> words = "stop, wait, 停, 停下, 停一下, 别说了"
+    >>> [is_stop(t, words) for t in ("Stop!", "Stop, stop.", "Please stop.", "停一下吧。")]
+    [True, True, True, True]
+    >>> [is_stop(t, words) for t in ("Don't stop.", "I see.", "", "停车", "Wait for it")]
+    [False, False, False, False, False]
+    """
+    said = _normal(text)
+    options = sorted({w for w in map(_normal, stop_words.split(",")) if w}, key=len)
+    if not said or not options:
+        return False
+    alternatives = "|".join(re.escape(w) for w in reversed(options))
+    return re.fullmatch(f"(?:{alternatives})+", said) is not None
+
+
 def speech_run(
     frames: deque[tuple[np.ndarray, float, bool]] | list[tuple[np.ndarray, float, bool]],
     floor: float,
@@ -205,6 +248,8 @@ class BargedIn:
     """When the detector decided (the voice was stopped right after)."""
     utterance: Utterance | None
     """The user's utterance from its onset (pre-roll included); None when it was noise."""
+    stop_word: str = ""
+    """``keyword``: the stop word as recognised (there is no next question then)."""
 
 
 class Watch:
@@ -215,14 +260,28 @@ class Watch:
     keeps recording until the utterance ends. Leaving the context without a barge-in, or by
     an exception (Ctrl+C while the utterance is recorded too), stops the thread at the next
     microphone frame (32 ms: audio paces it, no timer); the microphone must run until then.
+
+    With ``recognize`` (``keyword`` mode) an onset only starts recording: at each pause
+    within `KEYWORD_MAX_S` the speech so far is recognised, and only a stop word
+    (`is_stop`) calls ``on_barge_in``; anything else is let go and the watch goes on.
     """
 
     def __init__(
-        self, barge_in: BargeIn, mic: Microphone, on_barge_in: Callable[[], object]
+        self,
+        barge_in: BargeIn,
+        mic: Microphone,
+        on_barge_in: Callable[[], object],
+        recognize: Callable[[np.ndarray], str | None] | None = None,
     ) -> None:
         self.barge_in = barge_in
         self.mic = mic
         self.on_barge_in = on_barge_in
+        self.recognize = recognize
+        """Samples -> their text, or None when it must not count (noise, hallucination)."""
+        self.let_go = 0
+        """``keyword``: onsets heard and let go (not a stop word, or too long for one)."""
+        self.not_stop: list[str] = []
+        """``keyword``: what was recognised and was not a stop word (for ``--stats``)."""
         self.result: BargedIn | None = None
         self._stop = threading.Event()
         """Leave at the next frame unless a barge-in was detected."""
@@ -267,29 +326,53 @@ class Watch:
             maxlen=pre_roll + round(LOOKBACK_S / FRAME_S) + ONSET_FRAMES
         )
         ep = None
+        tentative = False  # keyword: recording after an onset, the voice still playing
+        frames = 0
         onset_at = detected_at = 0.0
         try:
             for frame, at in self.mic.frames():
                 out, prob = bi.hear(frame, at)  # every frame: the canceller's clock runs on
-                if self._abandon.is_set() or (ep is None and self._stop.is_set()):
+                if self._abandon.is_set() or ((ep is None or tentative) and self._stop.is_set()):
+                    if tentative:
+                        ep = None  # no stop word was heard: no barge-in
                     return
-                if ep is None:
+                if ep is None or tentative:
                     if not bi.aligned:  # echo may leak while the delay is re-measured
                         pre.append((out, prob, False))
                         bi.detector.reset_onset()
+                        ep, tentative = None, False
                         continue
                     onset = bi.detector.push(prob, bi.power(out), bi.ref_power(), bi.mic_power())
                     pre.append((out, prob, bi.detector.above_echo))
+                if ep is None:
                     if not onset:
                         continue
                     detected_at = time.monotonic()
                     onset_at = at - ONSET_FRAMES * FRAME_S
-                    self.on_barge_in()
                     ep = endpointer(settings)
                     start = speech_run(pre, settings.vad_threshold - 0.15, pre_roll)
+                    if self.recognize is None:
+                        self.on_barge_in()
+                    else:
+                        tentative, frames = True, len(start)
+                        start = [_user_only(f, p, a) for f, p, a in list(pre)[-len(start) :]]
                     events = [e for f, p in start for e in ep.push(f, p)]
+                elif tentative:
+                    frames += 1
+                    events = ep.push(*_user_only(out, prob, bi.detector.above_echo))
                 else:
                     events = ep.push(out, prob)
+                if tentative:
+                    if self._stop_word(events, onset_at):
+                        return
+                    too_long = frames * FRAME_S > KEYWORD_MAX_S
+                    if too_long or any(isinstance(e, Utterance | Noise) for e in events):
+                        ep, tentative = None, False  # not a stop word: watch on
+                        self.let_go += 1
+                        if too_long:
+                            self.not_stop.append(f"(over {KEYWORD_MAX_S:g} s of speech)")
+                        bi.detector.reset_onset()
+                    continue
                 for event in events:
                     if isinstance(event, Utterance | Noise):
                         utt = event if isinstance(event, Utterance) else None
@@ -301,6 +384,22 @@ class Watch:
             if ep is not None and self.result is None:
                 self.result = BargedIn(onset_at, detected_at, None)
             self._done.set()
+
+    def _stop_word(self, events: list[object], onset_at: float) -> bool:
+        """``keyword``: recognise the speech at a pause (or its end); a stop word stops the
+        voice (True: the watch is done)."""
+        from voicechat.stt.vad import Pause, Utterance
+
+        assert self.recognize is not None
+        for event in events:
+            if isinstance(event, Pause | Utterance):
+                text = self.recognize(event.samples)
+                if text is not None and is_stop(text, self.barge_in.settings.stop_words):
+                    self.on_barge_in()
+                    self.result = BargedIn(onset_at, time.monotonic(), None, text)
+                    return True
+                self.not_stop.append(text or "(noise)")
+        return False
 
 
 class BargeIn:
@@ -352,10 +451,16 @@ class BargeIn:
     def ref_power(self) -> float:
         return self.canceller.ref_rms**2 if self.canceller is not None else 0.0
 
-    def watch(self, mic: Microphone, on_barge_in: Callable[[], object]) -> Watch:
-        """Watch the microphone while a turn runs (``with bi.watch(mic, cancel) as w: ...``)."""
+    def watch(
+        self,
+        mic: Microphone,
+        on_barge_in: Callable[[], object],
+        recognize: Callable[[np.ndarray], str | None] | None = None,
+    ) -> Watch:
+        """Watch the microphone while a turn runs (``with bi.watch(mic, cancel) as w: ...``);
+        ``recognize`` is what ``keyword`` mode hears stop words with."""
         self.vad.reset()
-        return Watch(self, mic, on_barge_in)
+        return Watch(self, mic, on_barge_in, recognize if self.mode == "keyword" else None)
 
     def close(self) -> None:
         if self.canceller is not None:
@@ -407,7 +512,8 @@ class EchoPath:
     def recommended(self) -> str:
         if not self.echoing:
             return "on"  # nothing comes back: headphones
-        return "auto" if self.residual_db <= AUTO_RESIDUAL_DB else "off"
+        # too much of our voice is left for any voice to interrupt: only a stop word may
+        return "auto" if self.residual_db <= AUTO_RESIDUAL_DB else "keyword"
 
     def check(self, mode: str) -> Check:
         rec = self.recommended
@@ -419,7 +525,7 @@ class EchoPath:
                 f"{self.residual_db:.0f} dB after cancellation"
             )
         detail += f"; recommended stt.barge_in: {rec}"
-        if mode in (rec, "off") or (mode == "auto" and rec == "on"):
+        if mode in (rec, "off", "keyword") or (mode == "auto" and rec == "on"):
             return Check("echo", True, detail + f" (set: {mode})")
         return Check("echo", False, detail + f" (set: {mode})", f"set stt.barge_in: {rec}")
 

@@ -149,10 +149,15 @@ class STTSettings:
     end the utterance, before the end silence has passed, and show and speak the reply only
     once it has; if the user speaks on, that request is cancelled (a paid API bills its
     prompt)."""
-    barge_in: Literal["auto", "on", "off"] = "auto"
+    barge_in: Literal["auto", "on", "off", "keyword"] = "auto"
     """Hands-free: talking over the reply stops it. ``auto``: once echo cancellation has
     found and tamed the loudspeaker's echo (``voicechat doctor`` measures it); ``on``:
-    always (headphones); ``off``: never (half-duplex)."""
+    always (headphones); ``off``: never (half-duplex); ``keyword``: only a stop word
+    (``stop_words``), recognised first, so it is slower (about a second) but nothing else
+    said near the microphone, nor a leak of its own voice, stops it."""
+    stop_words: str = "stop, wait, 停, 停下, 停一下, 别说了, 等一下"
+    """``barge_in: keyword``: the words that stop the reply, comma-separated; said alone,
+    repeated or with "please"/"ok" ("Stop, stop!", "Please stop.", "停一下吧")."""
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,11 @@ class Transcript:
 class Recognizer(Protocol):
     """Samples of one utterance in, text out. Used from one thread at a time."""
 
-    def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
-        """``samples``: mono float32 at `SAMPLE_RATE`; ``language``: a code or None for auto."""
+    def transcribe(
+        self, samples: np.ndarray, language: str | None = None, hint: str = ""
+    ) -> Transcript:
+        """``samples``: mono float32 at `SAMPLE_RATE`; ``language``: a code or None for auto;
+        ``hint``: words likely said (barge-in's stop words), to make them likelier."""
         ...
 
     def close(self) -> None: ...

@@ -79,13 +79,15 @@ class FasterWhisper:
             ) from None
         self._settings = settings
 
-    def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
-        """Recognise one utterance (mono float32 at 16 kHz)."""
+    def transcribe(
+        self, samples: np.ndarray, language: str | None = None, hint: str = ""
+    ) -> Transcript:
+        """Recognise one utterance (mono float32 at 16 kHz); ``hint`` goes in the prompt."""
         if len(samples) <= ONE_WINDOW_S * SAMPLE_RATE:
-            return self._one_window(samples, language)
-        return self._long(samples, language)
+            return self._one_window(samples, language, hint)
+        return self._long(samples, language, hint)
 
-    def _one_window(self, samples: np.ndarray, language: str | None) -> Transcript:
+    def _one_window(self, samples: np.ndarray, language: str | None, hint: str) -> Transcript:
         """An utterance within Whisper's 30 s window: encoded once (a short one in a
         `SHORT_WINDOW_S` window).
 
@@ -112,7 +114,8 @@ class FasterWhisper:
         tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
         )
-        previous = tokenizer.encode(" " + ZH_PROMPT) if _prompted(language) else []
+        text = _prompt(language, hint)  # the language is known here (detected or set)
+        previous = tokenizer.encode(" " + text) if text else []
         prompt = model.get_prompt(tokenizer, previous, without_timestamps=True)
         result = model.model.generate(
             encoder_output,
@@ -135,10 +138,10 @@ class FasterWhisper:
             avg_logprob=avg_logprob if tokens else -10.0,
         )
 
-    def _long(self, samples: np.ndarray, language: str | None) -> Transcript:
+    def _long(self, samples: np.ndarray, language: str | None, hint: str) -> Transcript:
         """Over 30 s (a file): faster-whisper's own loop, window after window."""
         start = time.monotonic()
-        prompt = ZH_PROMPT if language in (None, "zh") else None
+        prompt = _prompt(language, hint)
         segments, info = self._model.transcribe(
             samples,
             language=language,
@@ -147,7 +150,7 @@ class FasterWhisper:
             best_of=1,
             temperature=0.0,
             condition_on_previous_text=False,
-            initial_prompt=prompt,
+            initial_prompt=prompt or None,
             without_timestamps=True,
             vad_filter=False,
             no_speech_threshold=self._settings.no_speech_threshold,
@@ -183,10 +186,22 @@ def auto_threads() -> int:
     return max(1, min(4, cores // 2))
 
 
-def _prompted(language: str) -> bool:
-    """The Simplified Chinese prompt goes with Chinese (detected or set); auto-detected
-    English was decided before the prompt, so it cannot sway the language any more."""
-    return language == "zh"
+def _prompt(language: str | None, hint: str) -> str:
+    """The decoder's prompt: the Simplified Chinese one for Chinese (detected or set; with
+    faster-whisper's own loop also while undetected: auto-detected English is decided before
+    the prompt, so it cannot sway the language), then the hint's words in the language's
+    script (others would pull the decoder into their script).
+
+    >>> _prompt("en", "stop, wait, 停")
+    'Stop. Wait.'
+    >>> _prompt("zh", "stop, 停下")
+    '以下是普通话的句子。 停下。'
+    """
+    zh = language == "zh"
+    words = [w.strip() for w in hint.split(",") if w.strip()]
+    words = [w for w in words if any("\u4e00" <= c <= "\u9fff" for c in w) == zh]
+    said = "".join(f"{w}。" for w in words) if zh else " ".join(f"{w.capitalize()}." for w in words)
+    return " ".join(p for p in (ZH_PROMPT if zh or language is None else "", said) if p)
 
 
 def create(settings: STTSettings, progress: whisper_model.Progress | None = None) -> FasterWhisper:

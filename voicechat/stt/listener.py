@@ -128,8 +128,10 @@ class BackgroundRecognizer:
         """The loaded recognizer (waits for it; raises what loading raised)."""
         return self._future.result()
 
-    def transcribe(self, samples: np.ndarray, language: str | None = None) -> Transcript:
-        return self.ready().transcribe(samples, language)
+    def transcribe(
+        self, samples: np.ndarray, language: str | None = None, hint: str = ""
+    ) -> Transcript:
+        return self.ready().transcribe(samples, language, hint)
 
     def close(self) -> None:
         self._thread.join()

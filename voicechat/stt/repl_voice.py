@@ -190,6 +190,9 @@ def _turn(
             "to talk only after the reply"
         ) from None
     if barged is None:
+        if session.stats and watch is not None and watch.not_stop:
+            heard = ", ".join(repr(t) for t in watch.not_stop[-3:])
+            term.info(f"barge-in: heard {heard} over the reply: not a stop word")
         return code, None
     utterance = barged.utterance
     transcript, dropped = (None, None) if utterance is None else voice_input.transcribe(utterance)
@@ -206,6 +209,8 @@ def _turn(
 def barge_in_stats(barged: BargedIn, transcript: Transcript | None, dropped: str | None) -> str:
     """One ``--stats`` line: how soon the voice was stopped, and what the user's words gave."""
     reaction = f"barge-in: detected {barged.detected_at - barged.onset_at:.2f} s after the onset"
+    if barged.stop_word:
+        return f"{reaction}; stop word: {barged.stop_word}"
     if barged.utterance is None or transcript is None:
         return f"{reaction}; it was noise (no utterance)"
     what = f"dropped ({dropped})" if dropped else "the next question"

@@ -37,6 +37,8 @@ from voicechat.stt.listener import (
 from voicechat.stt.microphone import Microphone
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from voicechat.bargein import BargeIn, Watch
     from voicechat.settings import STTSettings
     from voicechat.stt import Transcript
@@ -161,10 +163,16 @@ class VoiceInput:
         mic.drain()
         mic.paused = False
         try:
-            with barge_in.watch(mic, on_barge_in) as watch:
+            with barge_in.watch(mic, on_barge_in, self._text_of) as watch:
                 yield watch
         finally:
             mic.paused = True
+
+    def _text_of(self, samples: np.ndarray) -> str | None:
+        """What was said (``keyword`` barge-in), or None when the gate drops it."""
+        language = language_code(self.settings.language)
+        transcript = self.recognizer.transcribe(samples, language, self.settings.stop_words)
+        return None if gate(transcript, self.settings.no_speech_threshold) else transcript.text
 
     def transcribe(self, utterance: Utterance) -> tuple[Transcript, str | None]:
         """An utterance recorded elsewhere (a barge-in's): its transcript, and why it must
