@@ -185,8 +185,8 @@ class Detector:
 def _user_only(frame: np.ndarray, prob: float, above_echo: bool) -> tuple[np.ndarray, float]:
     """``keyword``: a frame that is not clearly more than our voice's residual is silence to
     the endpointer and 20 dB softer to the recogniser, so it hears the user, not our voice
-    ("the stock" was our "the" before their "stop"); softer, not silent, so a stop word's
-    faint end stays ("Start" was "Stop!" with its final "p" cut out)."""
+    ("the stock" was our "the" before their "stop"); softer, not silent, so the faint edges
+    of a stop word stay."""
     return (frame, prob) if above_echo else (frame * UNDER_ECHO_GAIN, 0.0)
 
 
