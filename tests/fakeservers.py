@@ -110,7 +110,7 @@ class FakeServer:
         self._stop = threading.Event()
         self.received = threading.Event()
         """Set when a chat request arrives."""
-        self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
@@ -149,9 +149,10 @@ class FakeServer:
         self._thread.join(timeout=5)
 
 
-class _QuietServer(ThreadingHTTPServer):
+class QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients closing keep-alive connections is normal; anything else is shown."""
+        """Clients closing connections (keep-alive ones, or hanging up on a hostile server)
+        is normal; anything else is shown."""
         import sys
 
         if not isinstance(sys.exc_info()[1], ConnectionError):

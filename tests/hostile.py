@@ -24,8 +24,10 @@ import json
 import select
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakeservers import QuietServer
 
 ESC = "\x1b]0;pwned\x07\x1b[2J\x1b[H\x1b[31mvoicechat> \x1b[0m\x9b2J"
 """Window title, clear screen, cursor home, a fake red prompt, a C1 CSI."""
@@ -55,7 +57,7 @@ class HostileServer:
 
     def __init__(self) -> None:
         self.stop = threading.Event()
-        self._httpd = _Quiet(("127.0.0.1", 0), _handler(self))
+        self._httpd = QuietServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -74,15 +76,6 @@ class HostileServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
-
-
-class _Quiet(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients hanging up on a hostile server is what they should do; nothing to show."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 def _handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:

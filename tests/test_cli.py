@@ -6,7 +6,6 @@ problem, never a traceback) and the exit code documented in the README.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.environ import clean_env
 from tests.fakeservers import FakeServer, Script, dead_port
 
 SYSTEM = (
@@ -23,18 +23,6 @@ SYSTEM = (
     "in the language the user writes in."
 )
 Run = Callable[..., subprocess.CompletedProcess]
-
-
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY", "VOICECHAT_PROFILE")
-        and not k.startswith("PYTEST")
-    }
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "state"))
-    env.update(extra)
-    return env
 
 
 @pytest.fixture

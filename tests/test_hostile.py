@@ -7,7 +7,6 @@ control character, no secret, and the text received so far kept on stdout.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.environ import clean_env
 from tests.hostile import CASES, HostileServer
 
 KEY = "sk-hostile-0123456789abcdef"
@@ -51,25 +51,13 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
 }
 
 
-def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY", "VOICECHAT_PROFILE")
-        and not k.startswith("PYTEST")
-    }
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "state"))
-    env.update(extra)
-    return env
-
-
 def voicechat(tmp_path: Path, *args: str, timeout: float = 30, **env: str):  # type: ignore[no-untyped-def]
     result = subprocess.run(
         [sys.executable, "-m", "voicechat", *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=timeout,
-        env=env_for(tmp_path, **env),
+        env=clean_env(tmp_path, **env),
     )
     return (
         result.returncode,

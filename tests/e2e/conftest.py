@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.environ import clean_env
+
 URL_ENV = "VOICECHAT_E2E_URL"
 INSTRUCT_URL_ENV = "VOICECHAT_E2E_INSTRUCT_URL"
 MODEL_ALIAS = "gemma3-270m"
@@ -85,19 +87,6 @@ def write_profile(
 @pytest.fixture
 def profile(tmp_path: Path, server_url: str) -> Path:
     return write_profile(tmp_path, server_url)
-
-
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The user's environment without variables that would move the profile."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("OLLAMA_HOST", "OPENAI_BASE_URL", "OPENAI_API_KEY", "VOICECHAT_PROFILE")
-        and not k.startswith("PYTEST")
-    }
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "state"))
-    env.update(extra)
-    return env
 
 
 @pytest.fixture
