@@ -70,6 +70,20 @@ class VirtualMic:
         assert proc.returncode == 0, err.decode(errors="replace")
         return time.monotonic()
 
+    def others(self) -> str:
+        """What else plays into the microphone now (streams, loopbacks): a test that left
+        one behind would be heard by the next (diagnostics for assertion messages)."""
+
+        def pactl(*what: str) -> list[str]:
+            out = subprocess.run(["pactl", "list", "short", *what], env=self.sink.env,
+                                 capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+            return out.splitlines()
+
+        sinks = {line.split("\t")[1]: line.split("\t")[0] for line in pactl("sinks")}
+        inputs = [line for line in pactl("sink-inputs") if line.split("\t")[1] == sinks.get(MIC)]
+        loops = [line for line in pactl("modules") if "module-loopback" in line]
+        return f"streams into {MIC}: {inputs}; loopbacks: {loops}"
+
 
 @pytest.fixture(scope="session")
 def virtual_mic(null_sink: NullSink) -> Iterator[VirtualMic]:

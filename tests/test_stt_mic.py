@@ -142,17 +142,13 @@ def test_near_silence_is_never_emitted_as_text(
     assert out == "" and proc.returncode == 12, err
 
 
-@pytest.mark.xfail(
-    reason="issue 13: after the barge-in tests in one run, the 3 s cut kept 16 words (bound 14) "
-    "in all three attempts (ci5, and once in a local batch); alone it passes; not explained",
-    strict=False,
-)
 def test_an_over_long_utterance_is_cut_and_the_user_told(
     virtual_mic: VirtualMic, english: dict[str, Path], tmp_path: Path, cache: str
 ) -> None:
     prof = profile_with(tmp_path, max_utterance=3.0, language="en")
     proc = voicechat("listen", "--once", "-p", prof, env=env_for(virtual_mic, tmp_path, cache))
     wait_listening(proc)
+    others = virtual_mic.others()
     start = time.monotonic()
     player = virtual_mic.play(english["en_long"])  # ~9 s of speech
     out, err = proc.communicate(timeout=60)
@@ -161,7 +157,14 @@ def test_an_over_long_utterance_is_cut_and_the_user_told(
     assert proc.returncode == 0, err
     assert "over 3 s of speech: cut there" in err
     words = out.split()
-    assert 3 <= len(words) <= 14 and "refuel" not in out.lower(), out  # the start only
+    assert "refuel" not in out.lower() and len(words) >= 3, (out, err)  # the start only
+    if len(words) > 14:
+        # Seen in two runs (ci5: all three attempts), after the barge-in tests; alone it
+        # passes, and it did not come back with two and three busy cores: audio lost by a
+        # slow consumer (the one-thread VAD makes that less likely) or a stream left
+        # playing into the microphone? The reason carries what would tell.
+        pytest.xfail(f"issue 13: the 3 s cut kept {len(words)} words (bound 14): {out!r}; "
+                     f"{others}; stderr {err!r}")  # fmt: skip
     assert took < 8, took  # it did not wait for the whole speech
 
 
