@@ -134,12 +134,12 @@ def test_the_detector_needs_a_sustained_onset_louder_than_the_residual_echo() ->
     assert det.residual == pytest.approx(1e-3)
     # echo that the VAD calls speech, no louder than the learned residual: not the user
     assert not any(det.push(0.9, ref * 1e-3, ref) for _ in range(10))
-    # the user: louder than the residual by far, three frames in a row
+    # the user: louder than the residual by far, two frames in a row
     got = [det.push(0.9, ref * 0.1, ref) for _ in range(5)]
-    assert got == [False, False, True, False, False]
-    # two frames are a click, not an onset
+    assert got == [False, True, False, False, False]
+    # one frame is a click, not an onset
     det.reset_onset()
-    assert not any(det.push(p, ref * 0.1, ref) for p in (0.9, 0.9, 0.1, 0.9, 0.9, 0.1))
+    assert not any(det.push(p, ref * 0.1, ref) for p in (0.9, 0.1, 0.9, 0.1, 0.9, 0.1))
     assert not any(Detector("off").push(0.9, 1.0, 0.0) for _ in range(10))
     auto = Detector("auto")
     assert not any(auto.push(0.9, 1.0, 0.0) for _ in range(5))  # nothing learned yet
