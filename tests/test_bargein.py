@@ -67,6 +67,10 @@ def play_reply(
     # the test rig's microphone (a null sink's monitor) can take 2 s to deliver its first
     # block: a reply played before then is neither aligned nor watched
     assert mic.live.wait(10), "the microphone delivered nothing"
+    # nothing read the microphone since the last reply (the product's listener does): a
+    # backlog of old frames would be watched against a reference that has forgotten them,
+    # and once over `QUEUE_S` new blocks were dropped (seen: replies stopping themselves)
+    mic.drain()
     player.forget_heard()
     with bi.watch(mic, barge_in, recognize) as watch:
         assert player.put(Clip(speech.samples, speech.rate, text=speech.text))
