@@ -55,8 +55,8 @@ ONSET_FRAMES = 2
 """Consecutive 32 ms frames of the user's speech that make a barge-in (64 ms). Three made
 the voice stop 142-175 ms (median) after the user began (bench_bargein, echo at -12 and
 -6 dB), over the 150 ms aimed at; two, 91-131 ms, with no more false interruptions there
-(0 in 10 replies at each level, two runs); the echo margins, not the run's length, keep our own
-voice out."""
+(0 in 10 replies at each level, three runs); the echo margins, not the run's length, keep our
+own voice out."""
 MARGIN_DB = 10.0
 """How much louder than the predicted residual echo a frame must be to be the user's."""
 TAIL_FRAMES = 8
