@@ -409,3 +409,27 @@ def test_headphones_barge_in_works_and_off_never_interrupts(
         trial = play_reply(off, player, mic, replies[2], virtual_mic, wav, user_after=0.8)
         assert trial.barged is None and trial.stopped_at is None
         assert trial.heard[-1].played_s == trial.heard[-1].total_s
+
+
+@pytest.mark.audio
+@needs_speex
+def test_a_loudspeaker_that_appears_mid_session_does_not_make_it_interrupt_itself(
+    replies: list[Speech], player: Player, virtual_mic: VirtualMic
+) -> None:
+    """Headphones first (no echo: any speech is the user's), then they come off and the
+    loudspeaker's echo reaches the microphone: our own voice must not pass for the user's
+    until the canceller's next delay check (every `CHECK_S` of playback) finds the echo."""
+    from voicechat.stt.microphone import Microphone
+
+    bi = BargeIn(STTSettings(barge_in="on"))
+    player.tap = bi.tap
+    with Microphone() as mic:
+        assert play_reply(bi, player, mic, replies[0]).barged is None
+        assert bi.detector.echo_free, "an echo came back with no loopback"
+        loop = Loopback.load(virtual_mic.sink)  # the headphones come off
+        try:
+            trials = [play_reply(bi, player, mic, two_seconds_of(replies, i)) for i in range(6)]
+        finally:
+            loop.unload()
+    assert_none_interrupted_itself(trials)
+    assert bi.canceller is not None and bi.canceller.delay.strength > 0.5, trials[-1].note
