@@ -152,12 +152,6 @@ def talk_over_the_reply(
     return onset
 
 
-@pytest.mark.xfail(
-    reason="issue 14 stays open: in some fresh-cache runs the echo reference never lined up "
-    "with the microphone (see test_bargein.py), and the watch never heard the user; the "
-    "suspected cause (arrival-time stamps) is fixed; expected to pass; it still runs",
-    strict=False,
-)
 def test_talking_over_the_reply_stops_the_voice_and_asks_the_next_question(
     loopback: Loopback, virtual_mic: VirtualMic, english: dict[str, Path],
     ollama_server: FakeServer, monitor: Recorder, tmp_path: Path, cache: str,
