@@ -20,7 +20,6 @@ the voice stops when what was said, recognised at its first pause, is a stop wor
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 import time
@@ -676,10 +675,3 @@ def measure_echo(settings: STTSettings, tts_device: str | None = None) -> EchoPa
         heard_kept = np.concatenate([mics[i] for i in kept])
         residual -= erle_db(heard_kept, np.concatenate([outs[i] for i in kept]))
     return EchoPath(delay.seconds, delay.strength, echo, residual)
-
-
-def watching(bi: BargeIn | None, mic: Microphone | None, cancel: Callable[[], object]):
-    """A `Watch` when barge-in is on, else a context that does nothing (for the turn loop)."""
-    if bi is None or mic is None or bi.mode == "off":
-        return contextlib.nullcontext(None)
-    return bi.watch(mic, cancel)
