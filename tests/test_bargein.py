@@ -6,6 +6,7 @@ time, echo cancelled by libspeexdsp, Silero VAD, and Whisper base for the transc
 from __future__ import annotations
 
 import importlib.util
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,20 @@ def test_a_leak_of_an_echo_as_loud_as_the_voice_is_not_the_user() -> None:
     assert got == [False, True, False]
 
 
+def test_after_the_volume_is_turned_down_the_user_is_heard_within_seconds() -> None:
+    """The echo at 0 dB, then 18 dB softer (the volume turned down): after 3 s of it, the
+    user, 5 dB under what is played but far over its echo now, stops the voice. (The echo's
+    loudest is learned anew within 2 s, not forgotten at a fixed rate.)"""
+    det = Detector("on", threshold=0.5)
+    refs = [1e-2 * 10 ** (-(k % 24) / 10) for k in range(300 + 94)]
+    for k in range(2, len(refs)):
+        mic = refs[k - 2] * (1.0 if k < 300 else 10**-1.8)
+        assert not det.push(0.9, mic * 1e-3, refs[k], mic)
+    user = 10**-0.5 * 1e-2
+    got = [det.push(0.9, user, 1e-2, 1e-2 * 10**-1.8 + user) for _ in range(3)]
+    assert got == [False, True, False]
+
+
 @pytest.mark.parametrize(
     ("strength", "echo_db", "residual_db", "recommended"),
     [
@@ -215,6 +230,31 @@ def test_no_self_interruption_over_twenty_replies_with_loopback_echo(
     # stamped by a sample clock now, voicechat/sampleclock.py: no CI run of 2026-12-02 missed it)
     assert bi.canceller is not None
     assert bi.canceller.delay.strength > 0.5, f"no echo path found: {trials[-1].note}"
+
+
+@pytest.mark.audio
+@needs_speex
+def test_the_volume_turned_up_or_down_during_a_reply_does_not_make_it_interrupt_itself(
+    loopback: Loopback, replies: list[Speech], player: Player
+) -> None:
+    """The echo 18 dB louder (or softer) from one moment to the next, 1 s into a reply: the
+    filter must learn the echo again, and its leaks meanwhile are no louder at the
+    microphone than the echo itself, which the detector must not take for the user."""
+    from voicechat.stt.microphone import Microphone
+
+    loopback.set_level(-18.0)
+    bi = BargeIn(STTSettings(barge_in="on"))
+    player.tap = bi.tap
+    trials = []
+    with Microphone() as mic:
+        for i in range(2):  # the canceller learns the room at -18 dB
+            assert play_reply(bi, player, mic, two_seconds_of(replies, i)).barged is None
+        for i, level in enumerate([0.0, -18.0, 0.0, -18.0]):
+            turn = threading.Timer(1.0, loopback.set_level, (level,))
+            turn.start()
+            trials.append(play_reply(bi, player, mic, two_seconds_of(replies, i)))
+            turn.join()
+    assert_none_interrupted_itself(trials)
 
 
 def stall_the_interpreter(seconds: float) -> None:

@@ -78,13 +78,15 @@ LEARN_DECAY = 0.93
 """Per frame, how fast the learned residual ratio comes down to what is left of the echo
 (10 dB in ~1 s). It starts at 1 (0 dB: nothing cancelled), so the first reply of a
 session cannot be interrupted until the canceller has shown what it leaves."""
-GAIN_DECAY_DB = 0.02
-"""Per frame, how fast the learned echo level (`Detector.gain_db`) is forgotten (0.6 dB/s):
-it is the loudest our echo alone has been relative to the reference, the bound the
-microphone check (`MIC_MARGIN`) needs, and the room and the volume change seldom. Forgotten
-at 10 dB/s it sank 3-5 dB under the echo between the reply's loud syllables, and with the
-echo as loud as what is played (bench_bargein at 0 dB) the canceller's leaks after the echo
-path moved passed as the user's voice: replies stopped themselves (negative medians)."""
+GAIN_FRAMES = 60
+"""Clean frames of our echo alone (~2 s of the reply) whose loudest, relative to the
+reference, is the echo's level (`Detector.gain_db`): the bound the microphone check
+(`MIC_MARGIN`) needs. A level that faded at 10 dB/s instead sank 3-5 dB under the echo
+between the reply's loud syllables and while the canceller leaked (frames not learned), and
+with the echo as loud as what is played (bench_bargein at 0 dB) the leaks after the echo
+path moved passed as the user's voice: replies stopped themselves (negative medians). One
+that faded slowly (0.6 dB/s) left the user unheard for half a minute after the volume was
+turned down."""
 ABOVE_ECHO = 10 ** (3.0 / 10)
 """A frame 3 dB over the residual echo the reference predicts is not our own voice: where
 the user's utterance may start (an onset needs `MARGIN_DB`)."""
@@ -147,10 +149,9 @@ class Detector:
         """Frames the residual ratio was learned from."""
         self.residual_db = 0.0
         """The residual's typical level (an average in dB, where `residual` is a peak)."""
-        self.gain_db = -100.0
-        """The loudest our echo alone was at the microphone relative to the reference's
-        loudest (dB), forgotten slowly (`GAIN_DECAY_DB`); learned from the first frames of
-        echo (the residual check keeps the first second of a session from interrupting)."""
+        self._gains: deque[float] = deque(maxlen=GAIN_FRAMES)
+        """Our echo alone at the microphone relative to the reference's loudest (dB), over
+        the last `GAIN_FRAMES` clean frames (`gain_db` is their loudest)."""
         self._refs: deque[float] = deque(maxlen=TAIL_FRAMES)
         self._run = 0
         self.echo_free = False
@@ -191,15 +192,22 @@ class Detector:
         if ref_max > LEARN_REF_P and (prob < self.threshold - 0.15 or not louder):
             # our echo alone (the VAD hears none, or it is no louder than what echo leaves):
             # learn the residual and, where the canceller left no more than its residual
-            # (no leak, nothing of the user's), the echo's level; loud ones fade slowly
+            # (no leak, nothing of the user's), the echo's level
             self.residual = max(out_p / ref_max, self.residual * LEARN_DECAY)
             if not self.above_echo:
-                self.gain_db = max(db(mic_p / ref_max), self.gain_db - GAIN_DECAY_DB)
+                self._gains.append(db(mic_p / ref_max))
             self.learned += 1
             self.residual_db += (db(out_p / ref_max) - self.residual_db) / AUTO_LEARN_FRAMES
         user = prob >= self.threshold and louder
         self._run = self._run + 1 if user else 0
         return self._run == self.onset_frames and self.armed
+
+    @property
+    def gain_db(self) -> float:
+        """The loudest our echo alone was lately at the microphone, relative to the
+        reference's loudest (dB; -100 before any: the residual check keeps the first second
+        of a session from interrupting meanwhile)."""
+        return max(self._gains, default=-100.0)
 
     @property
     def gain(self) -> float:
@@ -211,7 +219,8 @@ class Detector:
 
     def relearn(self) -> None:
         """Forget the echo learned so far (a new echo path: as at the start of a session)."""
-        self.residual, self.residual_db, self.learned, self.gain_db = 1.0, 0.0, 0, -100.0
+        self.residual, self.residual_db, self.learned = 1.0, 0.0, 0
+        self._gains.clear()
         self._run = 0
 
 
