@@ -332,7 +332,7 @@ def test_the_user_talking_over_the_echo_stops_the_voice_and_is_the_next_turn(
     from voicechat.stt.microphone import Microphone
 
     # not 0 dB: an echo as loud as the user (the same Piper voice, played as loud as ours)
-    # hides their first words now and then (bench_bargein: 1 trial in 10-15 over 0.5 s late)
+    # hides their first words now and then (bench_bargein: a trial in 5-10 is 0.5-0.9 s late)
     loopback.set_level(level)
     bi = BargeIn(STTSettings(barge_in="auto"))
     player.tap = bi.tap
@@ -438,7 +438,7 @@ def test_a_loudspeaker_that_appears_mid_session_does_not_make_it_interrupt_itsel
 ) -> None:
     """Headphones first (no echo: any speech is the user's), then they come off and the
     loudspeaker's echo reaches the microphone: our own voice must not pass for the user's
-    until the canceller's next delay check (every `CHECK_S` of playback) finds the echo."""
+    (it did until the canceller's next delay check, every `CHECK_S` of playback, found it)."""
     from voicechat.stt.microphone import Microphone
 
     bi = BargeIn(STTSettings(barge_in="on"))
