@@ -32,8 +32,7 @@ import numpy as np
 
 from voicechat.checks import Check
 from voicechat.echo import FRAME as ECHO_FRAME
-from voicechat.echo import LIB_HINT, EchoCanceller, EchoUnavailable, PlayedTap, db, estimate_delay
-from voicechat.echo import RATE as ECHO_RATE
+from voicechat.echo import LIB_HINT, EchoCanceller, EchoUnavailable, PlayedTap, db
 
 if TYPE_CHECKING:
     from voicechat.playback import Heard
@@ -97,14 +96,12 @@ AUTO_RESIDUAL_DB = -20.0
 """``auto`` arms when the residual echo is at least this far below what is played."""
 AUTO_LEARN_FRAMES = 30
 """Frames of our own echo (~1 s) ``auto`` learns from before it trusts the residual."""
-RECHECK_S = 0.5
-"""With no echo path known (headphones), an onset is first checked against this much of
-the latest microphone and reference: the echo may have appeared since (they came off)."""
 ECHO_BACK = 0.2
-"""Correlation of microphone and reference (`Delay.strength`) over `RECHECK_S` above which
-an onset heard with no echo path known is our own voice. Measured in the tests: the user
-talking over our voice in headphones 0.01-0.02, our echo through module-loopback 1.0 (one
-through a room, smeared by its reverberation, less)."""
+"""Correlation of microphone and reference (`Delay.strength`) over the latest half second
+(`EchoCanceller.recent_delay`) above which an onset heard with no echo path known
+(headphones) is our own voice: the echo may have appeared since (they came off). Measured
+in the tests: the user talking over our voice in headphones 0.01-0.02, our echo through
+module-loopback 1.0 (one through a room, smeared by its reverberation, less)."""
 
 
 def heard_text(pieces: list[Heard]) -> str:
@@ -464,8 +461,6 @@ class BargeIn:
             mode = "off"
         self.detector = Detector(mode, settings.vad_threshold)
         self.vad = SileroVAD()
-        self._recent: deque[tuple[np.ndarray, float]] = deque()
-        """The latest `RECHECK_S` of microphone frames with their capture times."""
 
     @property
     def mode(self) -> str:
@@ -479,9 +474,6 @@ class BargeIn:
             out = self.canceller.process(frame, at)
             d = self.canceller.delay
             self.detector.echo_free = self.canceller.fixed and d.strength < 0.1
-            self._recent.append((frame, at))
-            while len(self._recent) * len(frame) > RECHECK_S * ECHO_RATE:
-                self._recent.popleft()
         return out, self.vad(out)
 
     def echo_appeared(self) -> bool:
@@ -490,13 +482,9 @@ class BargeIn:
         canceller measures the delay again and the detector learns the echo anew, as at the
         start of a session, rather than at the canceller's next check (`CHECK_S` of playback
         later, while every word of ours passed for the user's)."""
-        if self.canceller is None or not self.detector.echo_free or not self._recent:
+        if self.canceller is None or not self.detector.echo_free:
             return False
-        mic = np.concatenate([frame for frame, _ in self._recent])
-        ref = np.concatenate(
-            [self.tap.reference(at - len(f) / ECHO_RATE, len(f)) for f, at in self._recent]
-        )
-        if estimate_delay(ref, mic).strength < ECHO_BACK:
+        if self.canceller.recent_delay().strength < ECHO_BACK:
             return False
         self.canceller.remeasure()
         self.detector.relearn()

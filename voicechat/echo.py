@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -343,6 +344,9 @@ REALIGN_S = 0.5
 """Seconds of playback used to re-measure the delay after the playback clock restarted."""
 CHECK_S = 2.0
 """While aligned, the delay is checked again after every this many seconds of playback."""
+RECENT_S = 0.5
+"""Microphone and reference kept for `EchoCanceller.recent_delay`: a check that need not
+wait for `CHECK_S` of playback (the barge-in detector's, at an onset with no echo known)."""
 SLACK_S = 0.02
 """Reference kept ahead of the measured delay, so the filter stays causal under jitter."""
 
@@ -385,6 +389,8 @@ class EchoCanceller:
         self.realigned = 0
         """Times the delay measurement started over: the playback stream (re)started or
         ran dry (diagnostics)."""
+        self._recent: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        """The latest `RECENT_S` of (unshifted reference, microphone), frame by frame."""
 
     def process(self, mic: np.ndarray, captured_at: float) -> np.ndarray:
         """Echo-reduced copy of ``mic`` (float32 at 16 kHz, ``len(mic) % FRAME == 0``)."""
@@ -402,6 +408,9 @@ class EchoCanceller:
         # always measured again (cheap): a dropped block or a clock drift moves the echo
         unshifted = self.tap.reference(start_at, n)
         self._align(unshifted, mic)
+        self._recent.append((unshifted, mic))
+        while len(self._recent) * n > RECENT_S * RATE:
+            self._recent.popleft()
         if self.fixed and not self.settled:
             # the reference is misaligned until re-measured: adapting the filter to it would
             # spoil what it learned (the barge-in detector does not listen meanwhile)
@@ -413,6 +422,14 @@ class EchoCanceller:
         self.mic_rms, self.ref_rms, self.out_rms = rms(mic), rms(ref), rms(out)
         self.cpu_s += time.thread_time() - started
         return out
+
+    def recent_delay(self) -> Delay:
+        """Where the echo sits in the latest `RECENT_S` of microphone, and how strong it is
+        (`Delay.strength`: how much of what the microphone hears now is our echo)."""
+        if not self._recent:
+            return Delay(0.0, 0.0)
+        ref = np.concatenate([r for r, _ in self._recent])
+        return estimate_delay(ref, np.concatenate([m for _, m in self._recent]))
 
     def remeasure(self) -> None:
         """Measure the delay again from the next `REALIGN_S` of playback; meanwhile the
