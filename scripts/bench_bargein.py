@@ -32,11 +32,11 @@ from tests.audio_sink import NullSink
 from tests.echo_fixtures import REPLIES, Loopback, Speech, synthesize
 from tests.speech import MIC, VirtualMic, with_silence, write_wav
 from tests.test_bargein import play_reply
-from voicechat.bargein import BargeIn
-from voicechat.echo import db
-from voicechat.playback import Player
+from voicechat.audio.echo import db
+from voicechat.audio.microphone import Microphone
+from voicechat.audio.playback import Player
+from voicechat.questions.bargein import BargeIn
 from voicechat.settings import STTSettings
-from voicechat.stt.microphone import Microphone
 
 
 def run_level(

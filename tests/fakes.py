@@ -19,8 +19,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
+from voicechat.audio.playback import Heard
 from voicechat.backends import Message, Outcome
-from voicechat.playback import Heard
 from voicechat.settings import GenerationSettings
 from voicechat.speakable import Utterance
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voicechat import audio
-from voicechat.audio import WavWriter, describe
+from voicechat.audio import pcm, wav
+from voicechat.audio.wav import WavWriter, describe
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(audio).failed == 0
+    assert doctest.testmod(pcm).failed == 0
+    assert doctest.testmod(wav).failed == 0
 
 
 def tone(seconds: float, rate: int = 22050) -> np.ndarray:

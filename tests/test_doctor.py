@@ -283,7 +283,7 @@ def test_peak_of_silence_and_sound() -> None:
 def audio_row(env: dict[str, str], device: str | None = None) -> dict[str, object]:
     code = (
         "import dataclasses, json, sys\n"
-        "from voicechat.playback import checks\n"
+        "from voicechat.audio.playback import checks\n"
         "from voicechat.settings import TTSSettings\n"
         "device = sys.argv[1] or None\n"
         "print(json.dumps(dataclasses.asdict(next(checks(TTSSettings(device=device))))))\n"
@@ -328,7 +328,7 @@ def test_portaudio_missing_says_apt_get(tmp_path: Path) -> None:
         "import ctypes.util, dataclasses, json\n"
         "ctypes.util.find_library = lambda name: None\n"  # what a box without PortAudio sees
         "import sys\n"
-        "from voicechat.playback import checks\n"
+        "from voicechat.audio.playback import checks\n"
         "from voicechat.settings import TTSSettings\n"
         "print(json.dumps(dataclasses.asdict(next(checks(TTSSettings())))))\n"
     )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.echo_fixtures import Loopback, Speech
-from voicechat.echo import (
+from voicechat.audio.echo import (
     RATE,
     REALIGN_S,
     EchoCanceller,
@@ -156,8 +156,8 @@ def test_the_tap_resamples_to_16k_and_forgets_what_is_older_than_its_length() ->
 def test_played_speech_looped_back_is_aligned_and_cancelled(
     loopback: Loopback, replies: list[Speech]
 ) -> None:
-    from voicechat.playback import Clip, Player
-    from voicechat.stt.microphone import Microphone
+    from voicechat.audio.microphone import Microphone
+    from voicechat.audio.playback import Clip, Player
 
     tap = PlayedTap()
     canceller = EchoCanceller(tap)

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from voicechat.audio import fade, resample, trim
-from voicechat.playback import Clip, Player
+from voicechat.audio.pcm import fade, resample, trim
+from voicechat.audio.playback import Clip, Player
 
 RATE = 22050
 
@@ -193,7 +193,7 @@ def device_rows(env: dict[str, str], device: str = "") -> list[dict[str, object]
 
     code = (
         "import dataclasses, json, sys\n"
-        "from voicechat.playback import checks\n"
+        "from voicechat.audio.playback import checks\n"
         "from voicechat.settings import TTSSettings\n"
         "rows = checks(TTSSettings(device=sys.argv[1] or None))\n"
         "print(json.dumps([dataclasses.asdict(r) for r in rows]))\n"

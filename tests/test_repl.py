@@ -475,7 +475,7 @@ def test_history_after_load_shows_no_escape_codes(repl: pexpect.spawn, tmp_path:
 
 
 def test_every_command_that_needs_an_argument_has_an_example() -> None:
-    from voicechat.repl import COMMANDS, EXAMPLES, example
+    from voicechat.questions.repl import COMMANDS, EXAMPLES, example
 
     for name, (_, _, needs) in COMMANDS.items():
         if needs:

@@ -18,11 +18,11 @@ import pytest
 
 from tests.fakes import ANSWER_HOLD, HOLD, FakeBackend, FakeSpeech
 from tests.fakeservers import FakeServer, Script
+from voicechat.audio.playback import Heard
 from voicechat.backends import create_backend, settings_for
 from voicechat.cancel import Cancel
 from voicechat.chat import Conversation, Turn
 from voicechat.errors import EXIT_INTERRUPTED, StreamBroken
-from voicechat.playback import Heard
 from voicechat.session import Session
 from voicechat.terminal import Terminal
 
@@ -390,7 +390,8 @@ RACE = """
 import os, signal, sys, time
 from voicechat.backends import create_backend, settings_for
 from voicechat.chat import Conversation
-from voicechat.session import Session, Signals
+from voicechat.session import Session
+from voicechat.signals import Signals
 from voicechat.terminal import Terminal
 
 backend = create_backend(settings_for("ollama", base_url=sys.argv[1], model="qwen2.5:7b"))
@@ -415,7 +416,8 @@ import os, signal, sys, time
 from voicechat.backends import create_backend, settings_for
 from voicechat.chat import Conversation
 from voicechat.__main__ import guard
-from voicechat.session import Session, Signals, install_early
+from voicechat.session import Session
+from voicechat.signals import Signals, install_early
 from voicechat.terminal import Terminal
 
 guard()
@@ -446,7 +448,7 @@ with Signals(session):
 BEFORE_SIGNALS = """
 import os, signal, time
 from voicechat.__main__ import guard
-from voicechat.session import Signals, install_early
+from voicechat.signals import Signals, install_early
 
 guard()
 install_early()
@@ -470,7 +472,7 @@ except KeyboardInterrupt:
 
 MISSED = """
 import os, select, signal, time
-from voicechat.session import Signals
+from voicechat.signals import Signals
 
 with Signals():
     signal.pthread_sigmask(signal.SIG_BLOCK, [Signals.FORWARD_SIGNAL])

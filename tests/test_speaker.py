@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voicechat.playback import IDLE_STOP_S
+from voicechat.audio.playback import IDLE_STOP_S
 from voicechat.settings import TTSSettings
 from voicechat.speakable import Utterance
 from voicechat.speaker import Speaker
@@ -683,7 +683,7 @@ def test_mixed_piece_is_spoken_run_by_run_with_each_language_voice(tmp_path: Pat
     """Each run is what the engine says for it alone, in its language's voice, back to back:
     the saved piece is as long as its runs' trimmed audio put together (no silence added at
     the joins), and the English run is the English voice's audio."""
-    from voicechat.audio import as_samples, trim
+    from voicechat.audio.pcm import as_samples, trim
     from voicechat.speaker import script_runs
 
     runs = script_runs(MIXED.text)
@@ -722,7 +722,7 @@ def test_mixed_piece_joins_add_no_silence_on_the_device(null_sink, monitor) -> N
     """Played, the runs follow each other without a gap: the longest silence in the mixed
     piece is no longer than the longest one inside any run spoken alone (+ 30 ms), and the
     piece lasts as long as its runs (measured: joins of 5-40 ms, like the gaps between words)."""
-    from voicechat.audio import as_samples, trim
+    from voicechat.audio.pcm import as_samples, trim
     from voicechat.speaker import script_runs
 
     engine = create_engine(TTSSettings())

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from tests.speech import CHINESE, ENGLISH, chinese, read_wav, word_error_rate, write_wav
+from voicechat.audio.microphone import Resampler, level_db
+from voicechat.audio.wav import read_wav as stt_read_wav
 from voicechat.errors import ConfigError, ListenError
 from voicechat.settings import STTSettings
 from voicechat.stt import Transcript, vad
-from voicechat.stt.audiofile import read_wav as stt_read_wav
 from voicechat.stt.listener import gate, transcribe_samples
-from voicechat.stt.microphone import Resampler, level_db
 from voicechat.stt.vad import FRAME, Endpointer, Noise, Pause, Resumed, SpeechStart, Utterance
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
@@ -266,7 +266,7 @@ VAD_PROBE = """
 import os, sys
 from pathlib import Path
 import numpy as np
-from voicechat.stt.audiofile import read_wav
+from voicechat.audio.wav import read_wav
 from voicechat.stt.vad import FRAME, SileroVAD
 threads = len(os.listdir("/proc/self/task"))
 vad = SileroVAD()

@@ -267,8 +267,8 @@ def test_devices_lists_the_microphone(virtual_mic: VirtualMic, tmp_path: Path, c
 def test_the_end_of_speech_is_detected_after_the_end_silence(
     virtual_mic: VirtualMic, english: dict[str, Path], tmp_path: Path, recognizer
 ) -> None:
+    from voicechat.audio.microphone import Microphone
     from voicechat.stt.listener import Heard, Listener
-    from voicechat.stt.microphone import Microphone
 
     settings = STTSettings(end_silence=0.5, language="en")
     wav = with_silence(english["en_story"], tmp_path / "q.wav", before=0.5, after=1.5)
@@ -298,7 +298,7 @@ class RecordedMicrophone:
     capture time reaches ``seconds`` (the test decides what happens meanwhile)."""
 
     def __init__(self, path: Path) -> None:
-        from voicechat.stt.audiofile import read_wav as read_16k
+        from voicechat.audio.wav import read_wav as read_16k
 
         self.samples = read_16k(path)
         self.paused = False
@@ -420,7 +420,7 @@ def test_frames_are_stamped_on_the_capture_clock_across_a_consumer_that_fell_beh
     """The echo canceller lines the microphone up with what was played by these stamps:
     they step by exactly one frame (not by arrival, which comes in bursts), audio lost
     because nobody read it is a gap of its length, and a sound is stamped when it played."""
-    from voicechat.stt.microphone import QUEUE_S, Microphone
+    from voicechat.audio.microphone import QUEUE_S, Microphone
     from voicechat.stt.vad import FRAME
 
     rate, tone_s, after_s = 16000, 0.3, 0.4

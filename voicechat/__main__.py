@@ -21,7 +21,7 @@ def _remember(signum: int, frame: object) -> None:
 def _quiet(unraisable: object) -> None:
     """Python's hook for exceptions it cannot raise (in a finalizer, an import's callback),
     without the "Exception ignored ... KeyboardInterrupt" traceback: that interrupt is
-    remembered and acted on (`voicechat.session.on_sigint`)."""
+    remembered and acted on (`voicechat.signals.on_sigint`)."""
     if not isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt):
         sys.__unraisablehook__(unraisable)  # type: ignore[arg-type]
 
@@ -34,47 +34,34 @@ def guard() -> None:
 
 def main() -> None:
     guard()
-    early = None
+    signals = None
     try:
-        from voicechat.session import EARLY_INTERRUPT as early
-        from voicechat.session import install_early
+        from voicechat import signals
 
-        install_early(interrupted_already=bool(_CTRL_C))  # see `on_sigint`
+        signals.install_early(interrupted_already=bool(_CTRL_C))  # see `on_sigint`
         from voicechat.cli import main as run
 
         run()
     except KeyboardInterrupt:
-        interrupted()
+        interrupted(signals)
     except Exception:
         # Python turns a KeyboardInterrupt raised in some places of an import into another
         # error (``RuntimeError: Error calling __set_name__``): after a Ctrl+C, it is that
-        if _CTRL_C or (early is not None and early.is_set()):
-            interrupted()
+        if _CTRL_C or (signals is not None and signals.EARLY_INTERRUPT.is_set()):
+            interrupted(signals)
         raise
 
 
-def interrupted() -> None:
+def interrupted(signals: object) -> None:
+    """Say so and exit 130 at once (`voicechat.signals.exit_now` says why not `sys.exit`)."""
     try:
         sys.stderr.write("voicechat: interrupted\n")
         sys.stderr.flush()
     except (OSError, ValueError, AttributeError):
         pass
-    exit_now(130)
-
-
-def exit_now(code: int) -> None:
-    """Exit with ``code`` at once (nothing runs yet that needs a clean shutdown).
-
-    Not `sys.exit`: CPython marks a KeyboardInterrupt raised inside ``exec`` (dataclasses
-    build their methods with it while modules import) as unhandled even when it was caught,
-    and then ends the process by SIGINT instead of with our exit code.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        try:  # noqa: SIM105 (contextlib is not imported this early)
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-    os._exit(code)
+    if signals is not None:
+        signals.exit_now(130)  # type: ignore[attr-defined]
+    os._exit(130)  # Ctrl+C before the signals module was loaded: nothing else to flush
 
 
 if __name__ == "__main__":

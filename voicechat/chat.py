@@ -28,7 +28,7 @@ BARGE_IN = "barge-in"
 """The cancel reason of a voice barge-in (`Session.cancel`): the reply is kept as heard."""
 
 if TYPE_CHECKING:
-    from voicechat.playback import Heard
+    from voicechat.audio.playback import Heard
     from voicechat.readahead import ReadAhead
     from voicechat.speakable import Utterance
 

@@ -22,18 +22,18 @@ import typer
 from voicechat import __version__
 from voicechat import profile as profiles_mod
 from voicechat.errors import EXIT_INTERRUPTED, ConfigError, SpeechError, VoicechatError
-from voicechat.session import Ended, Signals
 from voicechat.settings import Profile
+from voicechat.signals import Ended, Signals, exit_now
 from voicechat.terminal import OutputClosed, Terminal, isatty
 
 if TYPE_CHECKING:
     from voicechat.backends import Backend
     from voicechat.chat import Conversation
+    from voicechat.questions.voice import VoiceInput
     from voicechat.session import Session
     from voicechat.settings import STTSettings
     from voicechat.speaker import Speaker
     from voicechat.stt import Recognizer
-    from voicechat.stt.voice_input import VoiceInput
 
 app = typer.Typer(
     name="voicechat",
@@ -158,7 +158,7 @@ def ask(
         signals.session = session
         ahead = None
         if listen:
-            from voicechat.stt.repl_voice import Ahead
+            from voicechat.questions.talk import Ahead
 
             stt = stt_settings(prof, input_device, language)
             ahead = stack.enter_context(closing(Ahead(session)))
@@ -355,7 +355,7 @@ def chat(
         signals = stack.enter_context(Signals())  # before any thread starts
         stt = stt_settings(prof, input_device, language)
         if listen:
-            from voicechat.stt.repl_voice import hands_free
+            from voicechat.questions.talk import hands_free
 
             voice_input = open_voice_input(stt, stack)
             session = open_session(prof, term, stack, mute=mute, save_audio=None, stats=stats)
@@ -363,7 +363,7 @@ def chat(
             term.info("listening: just talk (Ctrl+C to stop)")
             code = hands_free(session, voice_input, term, None)
         elif isatty(sys.stdin):
-            from voicechat.repl import Repl
+            from voicechat.questions.repl import Repl
 
             session = open_session(prof, term, stack, mute=mute, save_audio=None, stats=stats)
             session.muted = mute
@@ -621,7 +621,7 @@ def stt_settings(prof: Profile, device: str | None, language: str | None) -> STT
 def load_recognizer(settings: STTSettings, term: Terminal) -> Recognizer:
     """The recognizer, loaded now; preparing the model on first use draws a bar on a terminal."""
     from voicechat import stt
-    from voicechat.stt.display import progress_line
+    from voicechat.questions.display import progress_line
 
     def progress(done: int, total: int) -> None:
         term.err.write("\r" + progress_line(done, total) + ("\n" if done >= total else ""))
@@ -634,7 +634,7 @@ def open_voice_input(
     settings: STTSettings, stack: ExitStack, quiet: bool = False
 ) -> VoiceInput | None:
     """Spoken questions, the model loading in the background; ``quiet``: None without the extra."""
-    from voicechat.stt.voice_input import VoiceInput, available
+    from voicechat.questions.voice import VoiceInput, available
 
     if quiet and not available():
         return None
@@ -651,8 +651,8 @@ def listen_once(
 ) -> str:
     """One spoken question (``ask --listen``): a level meter on a terminal, then its text;
     ``on_guess`` gets the likely text before the end is confirmed (`VoiceInput.hands_free`)."""
-    from voicechat.stt.display import LiveLine
-    from voicechat.stt.repl_voice import show_question
+    from voicechat.questions.display import LiveLine
+    from voicechat.questions.talk import show_question
 
     voice_input = open_voice_input(settings, stack)
     assert voice_input is not None
@@ -675,8 +675,8 @@ def transcribe(
     """Print what is said in WAV files: one line per file (prefixed with its name if several)."""
     term = Terminal()
     with boundary(term):
+        from voicechat.audio.wav import read_wav
         from voicechat.errors import NothingHeard
-        from voicechat.stt.audiofile import read_wav
         from voicechat.stt.listener import transcribe_samples
 
         settings = stt_settings(profiles_mod.load(profile).profile, None, language)
@@ -699,7 +699,7 @@ def devices() -> None:
     """List audio devices: microphones (stt.device, --input-device) and outputs (tts.device)."""
     term = Terminal()
     with boundary(term):
-        from voicechat.stt.microphone import list_devices
+        from voicechat.audio.microphone import list_devices
 
         found = list_devices()
         rows = [
@@ -772,8 +772,6 @@ def main() -> None:
     if code == EXIT_INTERRUPTED:
         # The command's threads and files are closed by now; see `exit_now` for why not
         # sys.exit (a caught Ctrl+C during a lazy import would end the process by SIGINT).
-        from voicechat.__main__ import exit_now
-
         exit_now(code)
     sys.exit(code if isinstance(code, int) else 0)
 

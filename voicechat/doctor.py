@@ -61,7 +61,8 @@ def run_checks(
         probe_timeout=probe_timeout,
         generation_timeout=generation_timeout,
     )
-    from voicechat import playback, tts
+    from voicechat import tts
+    from voicechat.audio import playback
 
     yield from tts.checks(prof.tts)
     if check_listen:  # speech input is optional (the [listen] extra): asked for, not assumed
@@ -80,17 +81,18 @@ def run_checks(
 
 
 def echo_checks(prof: Profile) -> Iterator[Check]:
-    """The echo row (`voicechat.bargein.checks`): how much of the voice the microphone hears,
-    and which ``stt.barge_in`` suits it. Nothing without the [listen] extra (barge-in needs
-    it; the speech input row says so) or without a voice to talk over."""
-    from voicechat.stt.voice_input import available
+    """The echo row (`voicechat.questions.bargein.checks`): how much of the voice the
+    microphone hears, and which ``stt.barge_in`` suits it. Nothing without the [listen]
+    extra (barge-in needs it; the speech input row says so) or without a voice to talk
+    over."""
+    from voicechat.questions.voice import available
 
     if not available():
         return
     if prof.tts.engine == "none":
         yield Check("echo", None, "skipped: tts.engine is none (no voice to talk over)")
         return
-    from voicechat import bargein
+    from voicechat.questions import bargein
 
     yield from bargein.checks(prof.stt, prof.tts.device)
 

@@ -155,3 +155,14 @@ def remember_url(url: str) -> None:
     remember(parts.password)
     for match in _QUERY_SECRET.finditer("?" + parts.query):
         remember(match.group(0).split("=", 1)[1])
+
+
+def reason(exc: BaseException, length: int = 160) -> str:
+    """An exception as one scrubbed line for a message: its text, or its type's name.
+
+    >>> reason(OSError("Invalid\\nnumber of channels"))
+    'Invalid number of channels'
+    >>> reason(ValueError())
+    'ValueError'
+    """
+    return short(exc, length) or type(exc).__name__

@@ -30,16 +30,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from voicechat.audio.playback import Heard
 from voicechat.errors import ConfigError, VoicechatError
-from voicechat.playback import Heard
 from voicechat.stage import STOP, Stage, block_signals
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from voicechat.audio import WavWriter
-    from voicechat.echo import PlayedTap
-    from voicechat.playback import Player
+    from voicechat.audio.echo import PlayedTap
+    from voicechat.audio.playback import Player
+    from voicechat.audio.wav import WavWriter
     from voicechat.settings import TTSSettings
     from voicechat.speakable import Lang, Utterance
     from voicechat.tts import Engine
@@ -112,7 +112,7 @@ class Speaker:
         self.save_failed: str | None = None
         """Why the ``save_audio`` file could not be written (one line), if it could not."""
         if save_audio is not None:
-            from voicechat.audio import WavWriter, describe
+            from voicechat.audio.wav import WavWriter, describe
 
             try:
                 self._writer = WavWriter(save_audio)
@@ -312,7 +312,7 @@ class Speaker:
         return True
 
     def _open_player(self) -> None:
-        from voicechat.playback import Player
+        from voicechat.audio.playback import Player
         from voicechat.tts import rate_hint
 
         old = self._player
@@ -366,7 +366,7 @@ class Speaker:
         return None
 
     def _speak(self, engine: Engine, utterance: Utterance, generation: int) -> None:
-        from voicechat.playback import Clip
+        from voicechat.audio.playback import Clip
 
         player = self._player
         player_generation = player.generation if player is not None else 0
@@ -399,7 +399,7 @@ class Speaker:
         faded at both ends; ``None`` when there is nothing to hear or an interrupt came."""
         import numpy as np
 
-        from voicechat.audio import as_samples, fade, resample, trim
+        from voicechat.audio.pcm import as_samples, fade, resample, trim
 
         parts: list[np.ndarray] = []
         rate = 0
@@ -416,7 +416,7 @@ class Speaker:
         return fade(np.concatenate(parts), rate), rate
 
     def _save(self, samples: np.ndarray, rate: int, pause: float) -> None:
-        from voicechat.audio import silence
+        from voicechat.audio.pcm import silence
 
         writer = self._writer
         assert writer is not None
@@ -428,7 +428,7 @@ class Speaker:
             self._save_fault(exc)
 
     def _save_fault(self, exc: OSError) -> None:
-        from voicechat.audio import describe
+        from voicechat.audio.wav import describe
 
         writer, self._writer = self._writer, None
         if writer is None:

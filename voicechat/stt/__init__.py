@@ -1,4 +1,4 @@
-"""Speech in: a microphone thread, voice activity detection, and recognizers behind one interface.
+"""Speech in: voice activity detection and recognizers behind one interface (the registry).
 
 Data flows one way::
 
@@ -15,66 +15,26 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from voicechat.checks import Check
-from voicechat.errors import ConfigError, ListenError
+from voicechat.errors import ConfigError
+from voicechat.stt.base import (
+    INSTALL,
+    SAMPLE_RATE,
+    Recognizer,
+    Transcript,
+    language_code,
+    require,
+)
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from voicechat.settings import STTSettings
-
-SAMPLE_RATE = 16000
-"""Every recognizer and the VAD take mono float32 samples at this rate."""
 
 ENGINES: dict[str, str] = {
     "faster-whisper": "voicechat.stt.faster_whisper_engine",
 }
 """Engine name (``stt.engine``) -> module path, imported lazily."""
-
-INSTALL = "pip install 'voicechat[listen]'"
-"""The one command that installs everything speech input needs."""
-
-
-@dataclass(frozen=True)
-class Transcript:
-    """What a recognizer heard in one utterance."""
-
-    text: str
-    """The words, stripped; empty when nothing was recognised."""
-    language: str
-    """Language code the recognizer detected or was told (``en``, ``zh``)."""
-    no_speech_prob: float
-    """The recognizer's own probability that there was no speech (0 when it has none)."""
-    audio_s: float
-    """Seconds of audio recognised."""
-    compute_s: float
-    """Seconds the recognition took."""
-    avg_logprob: float = 0.0
-    """Mean log probability of the text's tokens (how sure the recognizer is of the words)."""
-
-
-class Recognizer(Protocol):
-    """Samples of one utterance in, text out. Used from one thread at a time."""
-
-    def transcribe(
-        self, samples: np.ndarray, language: str | None = None, hint: str = ""
-    ) -> Transcript:
-        """``samples``: mono float32 at `SAMPLE_RATE`; ``language``: a code or None for auto;
-        ``hint``: words likely said (barge-in's stop words), to make them likelier."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def require(module: str, package: str) -> Any:
-    """Import a module of the ``[listen]`` extra, or say in one line what to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ListenError(f"speech input needs {package} ({exc.name} missing): {INSTALL}") from None
 
 
 def engine_module(engine: str) -> Any:
@@ -102,7 +62,7 @@ def checks(settings: STTSettings, *, microphone: bool = True) -> Iterator[Check]
         yield Check("speech input", None, f"not installed (optional): {INSTALL}")
         return
     if microphone:
-        from voicechat.stt.microphone import check_microphone
+        from voicechat.audio.microphone import check_microphone
 
         yield check_microphone(settings)
     yield from engine_module(settings.engine).checks(settings)
@@ -111,6 +71,15 @@ def checks(settings: STTSettings, *, microphone: bool = True) -> Iterator[Check]
     yield check_vad()
 
 
-def language_code(language: str) -> str | None:
-    """``stt.language`` as a recognizer takes it: ``auto`` is None."""
-    return None if language == "auto" else language
+__all__ = [
+    "ENGINES",
+    "INSTALL",
+    "SAMPLE_RATE",
+    "Recognizer",
+    "Transcript",
+    "checks",
+    "create",
+    "engine_module",
+    "language_code",
+    "require",
+]

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from voicechat.checks import Check
 from voicechat.errors import ConfigError, ListenError
-from voicechat.stt import SAMPLE_RATE, Transcript, language_code, require, whisper_model
+from voicechat.stt import whisper_model
+from voicechat.stt.base import SAMPLE_RATE, Transcript, language_code, require
 
 if TYPE_CHECKING:
     import numpy as np

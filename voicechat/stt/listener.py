@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from voicechat.audio.microphone import Microphone
+from voicechat.audio.pcm import level_db
 from voicechat.errors import NothingHeard
 from voicechat.stt import SAMPLE_RATE, Recognizer, Transcript, create, language_code
-from voicechat.stt.microphone import Microphone, level_db
 from voicechat.stt.vad import (
     FRAME_S,
     Noise,

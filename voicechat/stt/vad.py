@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from voicechat.audio import FRAME
 from voicechat.checks import Check
 from voicechat.errors import ListenError
-from voicechat.stt import INSTALL, SAMPLE_RATE, require
+from voicechat.stt.base import INSTALL, SAMPLE_RATE, require
 
 if TYPE_CHECKING:
     from voicechat.settings import STTSettings
 
-FRAME = 512
-"""Samples per VAD frame at 16 kHz (32 ms): what Silero v5+ takes."""
 FRAME_S = FRAME / SAMPLE_RATE
 HYSTERESIS = 0.15
 START_FRAMES = 2

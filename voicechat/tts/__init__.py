@@ -1,7 +1,7 @@
 """Speech engines behind one small interface: text in, mono int16 PCM out.
 
 Engines never play anything themselves (pyttsx3's own playback goes through ``aplay`` and
-fails silently); `voicechat.playback` plays what they return. Each engine lives in its
+fails silently); `voicechat.audio.playback` plays what they return. Each engine lives in its
 own module, imported only when chosen: pyttsx3/espeak and piper/onnxruntime are heavy.
 
 An engine instance is used by ONE thread (the speaker's synthesis worker), which creates

@@ -5,7 +5,7 @@ makes it at start, so the first utterance does not wait for the model). Push-to-
 the microphone only while the user talks; hands-free keeps it open and pauses it while the
 reply is spoken (half-duplex): it resumes once playback ended plus ``stt.resume_after``.
 With barge-in (`watching`), the paused Listener lends the microphone to a
-`voicechat.bargein.Watch` while the reply plays.
+`voicechat.questions.bargein.Watch` while the reply plays.
 
 While recording, `KeyWatch` reads single keys from the terminal (cbreak mode: Ctrl+C still
 signals) on its own thread, waiting in ``select`` on the terminal and a wake-up pipe: Enter
@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from voicechat.audio.microphone import Microphone
 from voicechat.errors import NothingHeard
+from voicechat.questions.display import meter_line
 from voicechat.stt import language_code
-from voicechat.stt.display import meter_line
 from voicechat.stt.listener import (
     BackgroundRecognizer,
     Dropped,
@@ -34,12 +35,11 @@ from voicechat.stt.listener import (
     Tentative,
     gate,
 )
-from voicechat.stt.microphone import Microphone
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from voicechat.bargein import BargeIn, Watch
+    from voicechat.questions.bargein import BargeIn, Watch
     from voicechat.settings import STTSettings
     from voicechat.stt import Transcript
     from voicechat.stt.vad import Utterance

@@ -35,14 +35,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from voicechat.audio import fade_out, resample, silence
+from voicechat.audio import devices
+from voicechat.audio.pcm import fade_out, resample, silence
 from voicechat.checks import Check
+from voicechat.redact import reason
 from voicechat.stage import STOP, Stage, block_signals
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from voicechat.echo import PlayedTap
+    from voicechat.audio.echo import PlayedTap
     from voicechat.settings import TTSSettings
 
 BLOCK_S = 0.02
@@ -58,8 +60,6 @@ ACK_S = 0.5
 """Longest `interrupt()` waits for the thread to confirm silence (a bound, not a poll)."""
 PROBE_S = 0.1
 """Seconds of silence the device check writes to prove the device accepts audio."""
-PORTAUDIO_HINT = "install PortAudio: apt-get install libportaudio2"
-PORTAUDIO_FIX = "apt-get install libportaudio2"
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class Player:
         on_fault: Callable[[str], None] = lambda message: None,
         max_clips: int = 4,
     ) -> None:
-        self._device: Any = int(device) if device and device.isdigit() else device
+        self._device = devices.parse_device(device)
         self._rate_hint = rate_hint
         self._on_fault = on_fault
         self._stage: Stage[Clip] = Stage(max_clips)
@@ -168,7 +168,7 @@ class Player:
         """``time.monotonic()`` when the first clip's first samples were handed to the device."""
         self.tap: PlayedTap | None = None
         """Where each block written goes too, with when it is heard: the echo reference for
-        barge-in (voicechat/echo.py); set before `start`. While set, the stream is never
+        barge-in (voicechat/audio/echo.py); set before `start`. While set, the stream is never
         stopped (not when idle, not after an interrupt): silence is written instead, so the
         reference stays one unbroken sample clock and the echo canceller stays converged."""
 
@@ -309,7 +309,7 @@ class Player:
         try:
             self._loop(stream)
         except Exception as exc:  # PortAudioError and friends: the device went away
-            self._fail(f"audio output failed ({_one_line(exc)})")
+            self._fail(f"audio output failed ({reason(exc)})")
         finally:
             with contextlib.suppress(Exception):
                 stream.abort()
@@ -324,11 +324,9 @@ class Player:
 
     def _open(self) -> Any:
         try:
-            import sounddevice as sd
-        except (OSError, ImportError) as exc:
-            self._fail(
-                f"no audio output: PortAudio library not found ({_one_line(exc)}): {PORTAUDIO_HINT}"
-            )
+            sd = devices.sounddevice()
+        except devices.NoSoundLibrary as exc:
+            self._fail(f"no audio output: {exc.detail}: {exc.fix}")
             return None
         _register_shutdown()
         try:
@@ -350,7 +348,7 @@ class Player:
                 latency=LATENCY_S,
             )
         except Exception as exc:
-            self._fail(device_problem(self._device, exc, sd).warning)
+            self._fail(devices.output_problem(self._device, exc, sd).warning)
             return None
         self.rate = rate
         self._opened.set()
@@ -448,11 +446,6 @@ class Player:
             self._stage.cond.notify_all()
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 # --- shutdown ordering -----------------------------------------------------------------------
 
 
@@ -486,51 +479,7 @@ def _shutdown(timeout: float = 2.0) -> None:
             atexit.unregister(handler)
 
 
-# --- the device check and the one wording of a device failure ----------------------------------
-
-
-@dataclass(frozen=True)
-class DeviceProblem:
-    """Why no output could be opened: the one wording used by playback and the doctor."""
-
-    detail: str
-    """What failed, with the library's reason."""
-    fix: str
-    """The command or setting that fixes it (the doctor's fix column)."""
-    hint: str
-    """A short form of the fix for a warning line."""
-
-    @property
-    def warning(self) -> str:
-        return f"{self.detail}: {self.hint}" if self.hint else self.detail
-
-
-def device_problem(device: Any, exc: BaseException, sd: Any) -> DeviceProblem:
-    """Why ``device`` (``None``: the default) cannot be opened, and what to do."""
-    reason = _one_line(exc)
-    try:
-        names = [d["name"] for d in sd.query_devices() if d["max_output_channels"] > 0]
-    except Exception:
-        names = []
-    if not names:
-        return DeviceProblem(
-            f"no audio output device ({reason})",
-            "connect speakers or headphones, or start PulseAudio (pulseaudio --start); "
-            "aplay -l lists the sound cards",
-            "connect one or start PulseAudio",
-        )
-    shown = ", ".join(repr(n) for n in names)
-    if device is not None:
-        return DeviceProblem(
-            f"tts.device {device!r} cannot be opened ({reason})",
-            f"set tts.device to one of: {shown}",
-            f"output devices are {shown}",
-        )
-    return DeviceProblem(
-        f"the default audio output cannot be opened ({reason})",
-        f"set tts.device to one of: {shown}",
-        "",
-    )
+# --- the device check ------------------------------------------------------------------------
 
 
 def checks(settings: TTSSettings) -> Iterator[Check]:
@@ -540,25 +489,18 @@ def checks(settings: TTSSettings) -> Iterator[Check]:
         yield Check("audio output", None, "not needed: tts.engine is none")
         return
     try:
-        import sounddevice as sd
-    except OSError as exc:
-        yield Check("audio output", False, f"PortAudio library not found ({exc})", PORTAUDIO_FIX)
+        sd = devices.sounddevice()
+    except devices.NoSoundLibrary as exc:
+        yield Check("audio output", False, exc.detail, exc.fix)
         return
-    except ImportError as exc:
-        yield Check(
-            "audio output", False, f"sounddevice is missing ({exc})", "pip install sounddevice"
-        )
-        return
-    device: Any = settings.device
-    if isinstance(device, str) and device.isdigit():
-        device = int(device)
+    device = devices.parse_device(settings.device)
     try:
         info = sd.query_devices(device, kind="output")
         rate = int(info["default_samplerate"])
         with sd.OutputStream(samplerate=rate, device=device, channels=1, dtype="int16") as stream:
             stream.write(silence(PROBE_S, rate))
     except Exception as exc:  # PortAudioError, ValueError for an unknown name
-        problem = device_problem(settings.device, exc, sd)
+        problem = devices.output_problem(settings.device, exc, sd)
         yield Check("audio output", False, problem.detail, problem.fix)
         return
     yield Check("audio output", True, f"{info['name']} accepts audio ({rate} Hz)")

@@ -1,8 +1,6 @@
-"""Pure audio helpers (numpy, no threads, no devices) and the WAV file `--save-audio` writes.
+"""WAV files: the one reader of WAV input (`voicechat transcribe`) and the writer of `--save-audio`.
 
-The speaker trims and fades every piece before it is played *and* saved, so a saved file
-holds exactly what was heard; the playback thread resamples to the device's rate. All
-samples are mono int16.
+Written files go into a temporary file beside the target and are renamed into place.
 """
 
 from __future__ import annotations
@@ -11,115 +9,52 @@ import contextlib
 import os
 import struct
 import tempfile
+import wave
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
-FADE_S = 0.005
-"""Fade at chunk edges, against clicks where espeak cuts mid-waveform."""
+from voicechat.audio.pcm import Resampler, resample
+from voicechat.errors import ConfigError
 
-
-def as_samples(pcm: bytes) -> np.ndarray:
-    """int16 samples from little-endian PCM bytes (an odd trailing byte is dropped).
-
-    >>> as_samples(b"\\x01\\x00\\xff\\xff\\x07").tolist()
-    [1, -1]
-    """
-    import numpy as np
-
-    return np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.int16)
+CONVERT = "convert it with `sox IN -b 16 OUT.wav` or `ffmpeg -i IN OUT.wav`"
 
 
-def trim(samples: np.ndarray, rate: int, threshold: int = 64, keep_s: float = 0.01) -> np.ndarray:
-    """Cut leading/trailing near-silence (espeak pads both ends), keeping ``keep_s``.
+def read_wav(path: Path, dst: int = 16000) -> np.ndarray:
+    """The file's samples, channels averaged, resampled to ``dst`` Hz (float32); `ConfigError`
+    if unusable."""
+    try:
+        with wave.open(str(path), "rb") as inp:
+            rate, channels, width = inp.getframerate(), inp.getnchannels(), inp.getsampwidth()
+            raw = inp.readframes(inp.getnframes())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a WAV file") from None
+    except (wave.Error, EOFError) as exc:
+        raise ConfigError(f"{path} is not a PCM WAV file ({exc}): {CONVERT}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror})") from None
+    if width == 1:
+        samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128) / 128
+    elif width == 2:
+        samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768
+    elif width == 3:
+        b = np.frombuffer(raw[: len(raw) // 3 * 3], dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        ints = (b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8 >> 8
+        samples = ints.astype(np.float32) / (1 << 23)
+    else:
+        samples = np.frombuffer(raw, dtype="<i4").astype(np.float32) / (1 << 31)
+    usable = len(samples) // channels * channels
+    mono = samples[:usable].reshape(-1, channels).mean(axis=1).astype(np.float32)
+    if rate == dst:
+        return mono
+    resample = Resampler(rate, dst)
+    return np.concatenate([resample(mono), resample(np.zeros(rate // 10, np.float32))])[
+        : round(len(mono) * dst / rate)
+    ]
 
-    The lead-in is what delays the first sound; the tail would add to every gap.
-
-    >>> import numpy as np
-    >>> padded = np.array([0] * 500 + [1000] * 10 + [0] * 500, dtype=np.int16)
-    >>> len(trim(padded, rate=1000, keep_s=0.005))  # 5 samples of margin each side
-    20
-    >>> len(trim(np.zeros(100, dtype=np.int16), 1000))
-    0
-    """
-    import numpy as np
-
-    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
-    if len(loud) == 0:
-        return samples[:0]
-    keep = int(rate * keep_s)
-    return samples[max(0, loud[0] - keep) : loud[-1] + 1 + keep]
-
-
-def fade(samples: np.ndarray, rate: int, seconds: float = FADE_S) -> np.ndarray:
-    """Raised-cosine fade in and out over ``seconds`` at each end.
-
-    >>> import numpy as np
-    >>> out = fade(np.full(100, 1000, dtype=np.int16), rate=1000, seconds=0.01)
-    >>> int(out[0]), int(out[50]), int(out[-1])
-    (0, 1000, 0)
-    """
-    import numpy as np
-
-    n = min(int(rate * seconds), len(samples) // 2)
-    if n == 0:
-        return samples
-    ramp = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n))
-    out = samples.astype(np.float32)
-    out[:n] *= ramp
-    out[-n:] *= ramp[::-1]
-    return out.astype(np.int16)
-
-
-def fade_out(samples: np.ndarray, rate: int, seconds: float = FADE_S) -> np.ndarray:
-    """Only the fade out: what an interrupt plays instead of cutting mid-waveform (a click).
-
-    >>> import numpy as np
-    >>> out = fade_out(np.full(100, 1000, dtype=np.int16), rate=1000, seconds=0.01)
-    >>> len(out), int(out[0]), int(out[-1])
-    (10, 1000, 0)
-    """
-    import numpy as np
-
-    n = min(int(rate * seconds), len(samples))
-    if n == 0:
-        return samples[:0]
-    ramp = 0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, n))
-    return (samples[:n].astype(np.float32) * ramp).astype(np.int16)
-
-
-def resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
-    """Linear-interpolation resampling (speech is band-limited well below both rates).
-
-    >>> import numpy as np
-    >>> len(resample(np.zeros(22050, dtype=np.int16), 22050, 48000))
-    48000
-    """
-    import numpy as np
-
-    if src == dst or len(samples) == 0:
-        return samples
-    n = round(len(samples) * dst / src)
-    positions = np.arange(n) * (src / dst)
-    return np.interp(positions, np.arange(len(samples)), samples.astype(np.float32)).astype(
-        np.int16
-    )
-
-
-def silence(seconds: float, rate: int) -> np.ndarray:
-    """``seconds`` of zeros.
-
-    >>> len(silence(0.5, 8000))
-    4000
-    """
-    import numpy as np
-
-    return np.zeros(max(0, int(seconds * rate)), dtype=np.int16)
-
-
-# --- the WAV file ----------------------------------------------------------------------------
 
 _HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
 

@@ -1,8 +1,8 @@
 """Spoken questions in a conversation: push-to-talk and hands-free, as a session sees them.
 
-Kept beside the recognizer rather than in repl.py/cli.py so those stay thin: each calls
-one function here. A transcript is shown as the user's line, then the turn runs exactly as
-if it had been typed (history, /save, stats all see the same text).
+Kept apart from repl.py/cli.py so those stay thin: each calls one function here. A
+transcript is shown as the user's line, then the turn runs exactly as if it had been typed
+(history, /save, stats all see the same text).
 
 Hands-free with barge-in (``stt.barge_in`` not ``off``)::
 
@@ -20,20 +20,19 @@ from typing import TYPE_CHECKING
 
 from voicechat.chat import BARGE_IN
 from voicechat.errors import ListenError, NothingHeard, VoicechatError
+from voicechat.questions.display import LiveLine
 from voicechat.stt import INSTALL, Transcript
-from voicechat.stt.display import LiveLine
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from voicechat.bargein import BargedIn, BargeIn
-    from voicechat.echo import PlayedTap
+    from voicechat.audio.echo import PlayedTap
+    from voicechat.questions.bargein import BargedIn, BargeIn
+    from voicechat.questions.voice import VoiceInput
     from voicechat.readahead import ReadAhead
-    from voicechat.repl import Repl
     from voicechat.session import Session
     from voicechat.settings import STTSettings
     from voicechat.stt.listener import Heard
-    from voicechat.stt.voice_input import VoiceInput
     from voicechat.terminal import Terminal
 
 TALK_HINT = (
@@ -42,18 +41,19 @@ TALK_HINT = (
 YOU = "you said: "
 
 
-def talk(repl: Repl) -> tuple[str, ReadAhead | None] | None:
+def talk(
+    session: Session, voice_input: VoiceInput | None, term: Terminal
+) -> tuple[str, ReadAhead | None] | None:
     """Push-to-talk from the REPL's empty prompt: the transcript and the reply read ahead for
     it at the last pause (`Ahead`; the turn takes it), or None (said why)."""
-    term = repl.term
-    if repl.voice_input is None:
+    if voice_input is None:
         term.note(f"talking needs the [listen] extra: {INSTALL}")
         return None
-    ahead = Ahead(repl.session)
-    guess = ahead.guess if repl.voice_input.settings.read_ahead else None
+    ahead = Ahead(session)
+    guess = ahead.guess if voice_input.settings.read_ahead else None
     with contextlib.closing(ahead):  # a guess that is not taken is discarded
         try:
-            text = repl.voice_input.push_to_talk(LiveLine(term.err), _stdin_fd(), on_guess=guess)
+            text = voice_input.push_to_talk(LiveLine(term.err), _stdin_fd(), on_guess=guess)
         except NothingHeard as exc:
             term.note(str(exc))
             return None
@@ -61,7 +61,7 @@ def talk(repl: Repl) -> tuple[str, ReadAhead | None] | None:
             term.error(str(exc))
             return None
         except KeyboardInterrupt:
-            repl.session.handled()
+            session.handled()
             term.note("cancelled")
             return None
         if text is None:
@@ -72,24 +72,26 @@ def talk(repl: Repl) -> tuple[str, ReadAhead | None] | None:
         return text, ahead.take()
 
 
-def listen_command(repl: Repl, arg: str) -> None:
+def listen_command(
+    session: Session, voice_input: VoiceInput | None, term: Terminal, arg: str
+) -> None:
     """``/listen on``: hands-free until Esc or Ctrl+C; ``/listen off``: back to typing."""
     choice = arg.strip().lower()
     if choice == "off":
-        repl.term.note("not listening (Enter on an empty line talks once)")
+        term.note("not listening (Enter on an empty line talks once)")
         return
     if choice != "on":
-        repl.term.error(f"/listen {arg}: use /listen on or /listen off")
+        term.error(f"/listen {arg}: use /listen on or /listen off")
         return
-    if repl.voice_input is None:
-        repl.term.error(f"hands-free needs the [listen] extra: {INSTALL}")
+    if voice_input is None:
+        term.error(f"hands-free needs the [listen] extra: {INSTALL}")
         return
-    repl.term.note("listening: just talk (Esc or Ctrl+C stops listening)")
+    term.note("listening: just talk (Esc or Ctrl+C stops listening)")
     try:
-        hands_free(repl.session, repl.voice_input, repl.term, _stdin_fd())
+        hands_free(session, voice_input, term, _stdin_fd())
     except KeyboardInterrupt:
-        repl.session.handled()
-    repl.term.note("not listening")
+        session.handled()
+    term.note("not listening")
 
 
 def hands_free(
@@ -226,7 +228,7 @@ def barge_in_for(session: Session, settings: STTSettings) -> Iterator[BargeIn | 
     if settings.barge_in == "off" or speech is None or not hasattr(speech, "tap"):
         yield None
         return
-    from voicechat.bargein import BargeIn
+    from voicechat.questions.bargein import BargeIn
 
     bi = BargeIn(settings)
     if bi.mode == "off":

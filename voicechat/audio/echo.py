@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from voicechat.audio.pcm import Resampler, db, rms
+
 RATE = 16000
 """The canceller, the VAD and the recognizer all work at 16 kHz."""
 FRAME = 256
@@ -126,7 +128,7 @@ class PlayedTap:
         self._t0: float | None = None
         self._end = 0
         """Absolute 16 kHz index just after the last sample pushed."""
-        self._resampler: _Resampler | None = None
+        self._resampler: Resampler | None = None
         self.pushed_s = 0.0
         """Seconds of audio pushed so far (tests and the doctor read it)."""
         self.stretches = 0
@@ -146,7 +148,7 @@ class PlayedTap:
             x /= 32768.0
         with self._lock:
             if self._resampler is None or self._resampler.rate != rate:
-                self._resampler = _Resampler(rate)
+                self._resampler = Resampler(rate, RATE)
             y = self._resampler(x)
             if not len(y):
                 return
@@ -191,36 +193,6 @@ class PlayedTap:
         """When the last sample pushed is heard (0 before anything played)."""
         with self._lock:
             return 0.0 if self._t0 is None else self._t0 + self._end / RATE
-
-
-class _Resampler:
-    """Streaming linear resampler to 16 kHz with a box pre-filter (the reference only needs
-    to be a linear function of what was played, not hi-fi)."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.step = rate / RATE
-        self.width = max(1, int(self.step))
-        self._tail = np.zeros(0, dtype=np.float32)
-        self._pos = 0.0
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        if self.rate == RATE:
-            return block.astype(np.float32, copy=False)
-        buf = np.concatenate([self._tail, block])
-        if self.width > 1:
-            kernel = np.ones(self.width, dtype=np.float32) / self.width
-            buf_s = np.convolve(buf, kernel, mode="full")[: len(buf)]
-        else:
-            buf_s = buf
-        count = max(0, int((len(buf) - 1 - self._pos) // self.step) + 1)
-        positions = self._pos + np.arange(count) * self.step
-        out = np.interp(positions, np.arange(len(buf)), buf_s).astype(np.float32)
-        next_pos = self._pos + count * self.step
-        keep = max(0, min(int(next_pos) - self.width, len(buf)))
-        self._tail = buf[keep:]
-        self._pos = next_pos - keep
-        return out
 
 
 # --- alignment -------------------------------------------------------------------------------
@@ -275,15 +247,6 @@ def estimate_delay(
 
 
 # --- the canceller ---------------------------------------------------------------------------
-
-
-def rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
-
-
-def db(ratio: float) -> float:
-    """Power ratio as dB, floored at -100."""
-    return 10 * float(np.log10(ratio)) if ratio > 1e-10 else -100.0
 
 
 class Speex:

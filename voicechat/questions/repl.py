@@ -28,8 +28,8 @@ from voicechat.terminal import Terminal, format_stats, one_line
 if TYPE_CHECKING:
     from voicechat.backends import Backend
     from voicechat.chat import Speech
+    from voicechat.questions.voice import VoiceInput
     from voicechat.readahead import ReadAhead
-    from voicechat.stt.voice_input import VoiceInput
 
 HISTORY_ENV = "VOICECHAT_NO_HISTORY"
 """Set to 1 to keep no prompt history on disk."""
@@ -98,9 +98,11 @@ class Repl:
                     return 0
                 early: ReadAhead | None = None
                 if not text.strip():
-                    from voicechat.stt.repl_voice import talk
+                    from voicechat.questions.talk import talk
 
-                    spoken = talk(self)  # Enter on an empty line: push-to-talk
+                    spoken = talk(
+                        self.session, self.voice_input, self.term
+                    )  # Enter on an empty line: push-to-talk
                     if spoken is None:
                         continue
                     text, early = spoken
@@ -145,7 +147,7 @@ class Repl:
         self.term.note('/help for commands, """ for several lines, Ctrl+C stops a reply, '
                        "Ctrl+D exits")  # fmt: skip
         if self.voice_input is not None:
-            from voicechat.stt.repl_voice import TALK_HINT
+            from voicechat.questions.talk import TALK_HINT
 
             self.term.note(TALK_HINT)
 
@@ -203,14 +205,14 @@ class Repl:
     def cmd_help(self, arg: str) -> None:
         rows = [(f"{n} {needs}".strip(), text) for n, (_, text, needs) in COMMANDS.items()]
         self.term.table(("COMMAND", "WHAT IT DOES"), rows)
-        from voicechat.stt.repl_voice import TALK_HINT
+        from voicechat.questions.talk import TALK_HINT
 
         self.term.note(TALK_HINT)
 
     def cmd_listen(self, arg: str) -> None:
-        from voicechat.stt.repl_voice import listen_command
+        from voicechat.questions.talk import listen_command
 
-        listen_command(self, arg)
+        listen_command(self.session, self.voice_input, self.term, arg)
 
     def cmd_exit(self, arg: str) -> None:
         raise ExitRepl

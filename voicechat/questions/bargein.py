@@ -30,17 +30,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from voicechat.audio.echo import FRAME as ECHO_FRAME
+from voicechat.audio.echo import LIB_HINT, EchoCanceller, EchoUnavailable, PlayedTap
+from voicechat.audio.pcm import db
 from voicechat.checks import Check
-from voicechat.echo import FRAME as ECHO_FRAME
-from voicechat.echo import LIB_HINT, EchoCanceller, EchoUnavailable, PlayedTap, db
 
 if TYPE_CHECKING:
-    from voicechat.playback import Heard
+    from voicechat.audio.echo_path import EchoPath
+    from voicechat.audio.microphone import Microphone
     from voicechat.settings import STTSettings
-    from voicechat.stt.microphone import Microphone
     from voicechat.stt.vad import Utterance
 
-MODES = ("auto", "on", "off", "keyword")
 KEYWORD_MAX_S = 2.0
 """``keyword``: speech longer than this after an onset is not a stop word; it is let go
 unrecognised (the reply goes on) and the watch waits for the next onset."""
@@ -102,28 +102,6 @@ ECHO_BACK = 0.2
 (headphones) is our own voice: the echo may have appeared since (they came off). Measured
 in the tests: the user talking over our voice in headphones 0.01-0.02, our echo through
 module-loopback 1.0 (one through a room, smeared by its reverberation, less)."""
-
-
-def heard_text(pieces: list[Heard]) -> str:
-    """The reply as far as it was heard: whole pieces, then the heard share of the cut one,
-    to the last whole word (a piece's words are spread evenly over its duration).
-
-    >>> from voicechat.playback import Heard
-    >>> heard_text([Heard("One two.", 1.0, 1.0), Heard("Three four five six.", 1.0, 2.0)])
-    'One two. Three four'
-    """
-    parts: list[str] = []
-    for piece in pieces:
-        if piece.played_s >= piece.total_s - 1e-3:
-            parts.append(piece.text.strip())
-            continue
-        words = piece.text.split()
-        share = piece.played_s / piece.total_s if piece.total_s > 0 else 0.0
-        kept = words[: int(len(words) * share)]
-        if kept:
-            parts.append(" ".join(kept))
-        break
-    return " ".join(p for p in parts if p)
 
 
 class Detector:
@@ -527,148 +505,39 @@ class BargeIn:
 def checks(settings: STTSettings, tts_device: str | None = None) -> Iterator[Check]:
     """The doctor's "echo" row: play a short test sound, record it, report the delay and the
     echo level before and after cancellation, and recommend a ``stt.barge_in`` mode."""
-    from voicechat.echo import available
+    from voicechat.audio.echo import available
+    from voicechat.audio.echo_path import measure_echo
 
     if not available():
         yield Check("echo", False, "libspeexdsp is not installed: no echo cancellation", LIB_HINT)
         return
     try:
-        found = measure_echo(settings, tts_device)
+        found = measure_echo(settings.device, tts_device)
     except Exception as exc:  # no device, PortAudio missing: the other rows say which
         yield Check("echo", None, f"not measured ({' '.join(str(exc).split())[:160]})")
         return
-    yield found.check(settings.barge_in)
+    yield echo_check(found, settings.barge_in)
 
 
-@dataclass(frozen=True)
-class EchoPath:
-    """What the doctor measured of the loudspeaker-to-microphone path."""
-
-    delay_s: float
-    strength: float
-    """Normalised cross-correlation of played and recorded (0: no echo, 1: a pure copy)."""
-    echo_db: float
-    """Echo level at the microphone relative to what was played (dB)."""
-    residual_db: float
-    """After cancellation (dB relative to what was played)."""
-
-    @property
-    def echoing(self) -> bool:
-        """Something of what was played came back. The correlation at one lag misses an echo
-        whose delay drifts while measured (a resampling loop: 0.02-0.1 measured through
-        module-loopback at -6 dB); the canceller still takes such an echo out (20-35 dB),
-        whereas noise that is no echo loses only the denoiser's 6 dB."""
-        if self.echo_db < -40:
-            return False
-        return self.strength >= 0.1 or self.echo_db - self.residual_db >= ECHO_ERLE_DB
-
-    @property
-    def recommended(self) -> str:
-        if not self.echoing:
-            return "on"  # nothing comes back: headphones
-        # too much of our voice is left for any voice to interrupt: only a stop word may
-        return "auto" if self.residual_db <= AUTO_RESIDUAL_DB else "keyword"
-
-    def check(self, mode: str) -> Check:
-        rec = self.recommended
-        if not self.echoing:
-            detail = "no echo of the test sound reached the microphone (headphones?)"
-        else:
-            detail = (
-                f"delay {self.delay_s * 1000:.0f} ms, echo {self.echo_db:.0f} dB, "
-                f"{self.residual_db:.0f} dB after cancellation"
-            )
-        detail += f"; recommended stt.barge_in: {rec}"
-        if mode in (rec, "off", "keyword") or (mode == "auto" and rec == "on"):
-            return Check("echo", True, detail + f" (set: {mode})")
-        return Check("echo", False, detail + f" (set: {mode})", f"set stt.barge_in: {rec}")
+def recommended(path: EchoPath) -> str:
+    """The ``stt.barge_in`` mode that suits a measured echo path."""
+    if not path.echoing:
+        return "on"  # nothing comes back: headphones
+    # too much of our voice is left for any voice to interrupt: only a stop word may
+    return "auto" if path.residual_db <= AUTO_RESIDUAL_DB else "keyword"
 
 
-TEST_SOUND_S = 2.0
-ECHO_ERLE_DB = 12.0
-"""Cancelled by at least this much (twice the denoiser's `NOISE_SUPPRESS_DB`), what the
-microphone heard was an echo of the test sound."""
-
-
-def test_sound(rate: int, seconds: float = TEST_SOUND_S) -> np.ndarray:
-    """Speech-like noise (bursts of filtered noise at syllable pace), int16, -20 dBFS."""
-    rng = np.random.default_rng(7)
-    n = int(seconds * rate)
-    noise = rng.standard_normal(n)
-    noise = np.convolve(noise, np.ones(4) / 4, mode="same")
-    t = np.arange(n) / rate
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)
-    x = noise * envelope
-    x *= 0.1 / max(float(np.sqrt(np.mean(x**2))), 1e-9)
-    return (np.clip(x, -1, 1) * 32767).astype(np.int16)
-
-
-MIC_START_S = 3.0
-"""Longest wait for the microphone's first block before the test sound plays."""
-
-
-def measure_echo(settings: STTSettings, tts_device: str | None = None) -> EchoPath:
-    """Play `test_sound` through the output while recording the microphone; cancel it.
-
-    What is left after cancellation is measured where the canceller was aligned: after an
-    underrun (a busy machine) it measures the delay again and passes the echo meanwhile,
-    which says nothing of the room."""
-    from voicechat.echo import RATE, erle_db, estimate_delay, rms
-    from voicechat.playback import Clip, Player
-    from voicechat.stt.microphone import Microphone
-
-    tap = PlayedTap()
-    canceller = EchoCanceller(tap)
-    mics: list[np.ndarray] = []
-    outs: list[np.ndarray] = []
-    refs: list[np.ndarray] = []
-    aligned: list[bool] = []
-    faults: list[str] = []
-    player = Player(tts_device, on_fault=faults.append)
-    player.tap = tap
-    player.start()
-    try:
-        if not player.wait_open(5.0):
-            raise RuntimeError(faults[0] if faults else "the audio output did not open")
-        rate = player.rate or 48000
-        with Microphone(settings.device) as mic:
-            # a test sound played before the microphone delivers would go unheard (an
-            # input can take a second or two to start: seen with PulseAudio's sources)
-            mic.live.wait(MIC_START_S)
-            ended = threading.Event()
-
-            def record() -> None:
-                for frame, at in mic.frames():
-                    mics.append(frame)
-                    outs.append(canceller.process(frame, at))
-                    aligned.append(canceller.settled)
-                    refs.append(tap.reference(at - len(frame) / RATE, len(frame)))
-                    if ended.is_set():
-                        return
-
-            reader = threading.Thread(target=record, name="doctor-echo", daemon=True)
-            reader.start()
-            # twice: the canceller converges on the first, the second shows what is left
-            for _ in range(2):
-                player.put(Clip(test_sound(rate), rate, pause=0.3))
-            player.drain(10 * TEST_SOUND_S)
-            ended.set()
-            reader.join(2.0)
-    finally:
-        player.close()
-        canceller.close()
-    mic = np.concatenate(mics) if mics else np.zeros(0, np.float32)
-    ref = np.concatenate(refs) if refs else np.zeros(0, np.float32)
-    delay = estimate_delay(ref, mic)
-    lag = round(delay.seconds * RATE)  # negative: the echo came before the time stamps
-    played = rms(ref[: len(ref) - lag] if lag >= 0 else ref[-lag:])
-    heard = rms(mic[lag:] if lag >= 0 else mic[: len(mic) + lag])
-    echo = db((heard / played) ** 2) if played > 0 else -100.0
-    # the second playing (after convergence), where aligned (all of it if it never was)
-    n = min(len(mics), len(outs), len(aligned))
-    kept = [i for i in range(n // 2, n) if aligned[i]] or list(range(n // 2, n))
-    residual = echo
-    if kept:
-        heard_kept = np.concatenate([mics[i] for i in kept])
-        residual -= erle_db(heard_kept, np.concatenate([outs[i] for i in kept]))
-    return EchoPath(delay.seconds, delay.strength, echo, residual)
+def echo_check(path: EchoPath, mode: str) -> Check:
+    """The doctor's echo row for a measured path and the mode set."""
+    rec = recommended(path)
+    if not path.echoing:
+        detail = "no echo of the test sound reached the microphone (headphones?)"
+    else:
+        detail = (
+            f"delay {path.delay_s * 1000:.0f} ms, echo {path.echo_db:.0f} dB, "
+            f"{path.residual_db:.0f} dB after cancellation"
+        )
+    detail += f"; recommended stt.barge_in: {rec}"
+    if mode in (rec, "off", "keyword") or (mode == "auto" and rec == "on"):
+        return Check("echo", True, detail + f" (set: {mode})")
+    return Check("echo", False, detail + f" (set: {mode})", f"set stt.barge_in: {rec}")
