@@ -172,7 +172,8 @@ def test_usage_errors_are_one_line(run: Run) -> None:
 def test_out_of_range_option(run: Run) -> None:
     result = run("ask", "--temperature", "7", "q")
     assert result.returncode == 2
-    assert "use 0 to 2" in one_error_line(result)
+    line = one_error_line(result)
+    assert "--temperature" in line and "allowed 0 to 2" in line
 
 
 def test_version_and_module_entry_point(run: Run) -> None:

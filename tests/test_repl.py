@@ -198,7 +198,8 @@ def test_help_lists_every_command(repl: pexpect.spawn) -> None:
     [
         ("/frobnicate", "unknown command /frobnicate: /help lists them"),
         ("/mod", "did you mean /model"),
-        ("/rate fast", "/rate fast: give words per minute from 50 to 500"),
+        ("/rate fast", "/rate fast: give words per minute from 50 to 600"),
+        ("/rate 601", "/rate: tts.rate: 601 is out of range: allowed 50 to 600"),
         ("/model", "/model needs NAME: e.g. /model qwen2.5:3b"),
         ("/load /nonexistent.json", "no such file"),
         ("/profile nope", "no profile named 'nope'"),

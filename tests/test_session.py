@@ -23,7 +23,7 @@ from voicechat.backends import create_backend, settings_for
 from voicechat.cancel import Cancel
 from voicechat.chat import Conversation, Turn
 from voicechat.errors import EXIT_INTERRUPTED, StreamBroken
-from voicechat.session import Session
+from voicechat.session import Session, piped
 from voicechat.terminal import Terminal
 
 WITHIN_S = 0.1
@@ -213,7 +213,7 @@ def test_session_reports_errors_and_goes_on_over_lines() -> None:
     backend = Failing()
     backend.enqueue(["second answer"])
     session, err = session_with(backend)
-    assert session.lines(["first\n", "\n", "second\n"]) == 9
+    assert session.run(piped(["first\n", "\n", "second\n"])) == 9
     assert err.getvalue() == "voicechat: error: the server hung up: retry\n"
     assert session.term_out.getvalue() == "second answer\n"  # type: ignore[attr-defined]
     assert backend.requests[-1][-1] == {"role": "user", "content": "second"}
@@ -253,7 +253,7 @@ def test_sigterm_reason_ends_the_session_with_143() -> None:
 
     thread = threading.Thread(target=terminate)
     thread.start()
-    assert session.lines(["one\n", "two\n"]) == 143
+    assert session.run(piped(["one\n", "two\n"])) == 143
     thread.join()
     assert len(backend.requests) == 1
     assert err.getvalue() == "voicechat: ended by SIGTERM\n"

@@ -199,8 +199,6 @@ class Conversation:
             if not cancel.cancelled:
                 say(None)
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                cancel.cancel("interrupt")
             reply.close()
             view.end()
             if cancel.cancelled:  # whatever closing the stream raised
@@ -219,10 +217,7 @@ class Conversation:
             return self._interrupted(turn, speech, cancel.reason)
         turn.outcome = reply.outcome
         if speech is not None:
-            try:
-                speech.finish()
-            except KeyboardInterrupt:
-                cancel.cancel("interrupt")
+            speech.finish()
             if cancel.cancelled:
                 return self._interrupted(turn, speech, cancel.reason)
             if speech.first_audio_at is not None:

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,14 +23,14 @@ from voicechat import __version__
 from voicechat import profile as profiles_mod
 from voicechat.errors import EXIT_INTERRUPTED, ConfigError, SpeechError, VoicechatError
 from voicechat.settings import Profile
-from voicechat.signals import Ended, Signals, exit_now
+from voicechat.signals import INTERRUPT_TOLD, Ended, Signals, exit_now
 from voicechat.terminal import OutputClosed, Terminal, isatty
 
 if TYPE_CHECKING:
     from voicechat.backends import Backend
     from voicechat.chat import Conversation
     from voicechat.questions.voice import VoiceInput
-    from voicechat.session import Session
+    from voicechat.session import Question, Session
     from voicechat.settings import STTSettings
     from voicechat.speaker import Speaker
     from voicechat.stt import Recognizer
@@ -164,7 +164,9 @@ def ask(
             ahead = stack.enter_context(closing(Ahead(session)))
             text = listen_once(stt, term, stack, ahead.guess if stt.read_ahead else None)
         term.prefetch()
-        code = session.turn(text, ahead.take() if ahead is not None else None)
+        from voicechat.session import Question
+
+        code = session.run([Question(text, ahead.take() if ahead is not None else None)])
     raise typer.Exit(code)
 
 
@@ -196,29 +198,21 @@ def read_question(words: list[str] | None) -> str:
 
 
 def with_options(prof: Profile, **options: object) -> Profile:
-    """The profile with the command line's overrides applied (``None`` = not given)."""
-    temperature = options.get("temperature")
-    if isinstance(temperature, float) and not 0.0 <= temperature <= 2.0:
-        raise ConfigError(f"--temperature {temperature:g} is out of range: use 0 to 2")
-    max_tokens = options.get("max_tokens")
-    if isinstance(max_tokens, int) and max_tokens < 1:
-        raise ConfigError(f"--max-tokens {max_tokens} must be at least 1")
-    options = {k: clean_arg(v) if isinstance(v, str) else v for k, v in options.items()}
+    """The profile with the command line's overrides applied (``None`` = not given), each
+    checked by the one door (`voicechat.profile.change`) exactly as the YAML file is."""
     keys = {
         "model": "backend.model",
         "temperature": "generation.temperature",
         "max_tokens": "generation.max_tokens",
         "system": "system",
     }
-    changes = {
-        keys[name]: value
-        for name, value in options.items()
-        if value is not None and (value != "" or name == "system")
-    }
-    if not changes:
-        return prof
-    # the one door: checked exactly as the YAML file is
-    return profiles_mod.change(prof, changes, "the command line")
+    for name, value in options.items():
+        if value is None or (value == "" and name != "system"):
+            continue
+        value = clean_arg(value) if isinstance(value, str) else value
+        option = "--" + name.replace("_", "-")
+        prof = profiles_mod.change(prof, {keys[name]: value}, option)
+    return prof
 
 
 def open_backend(prof: Profile, stack: ExitStack) -> Backend:
@@ -348,27 +342,28 @@ def chat(
     language: str | None = LanguageOpt,
 ) -> None:
     """A conversation: interactive on a terminal; with piped stdin, one turn per line."""
+    from voicechat.session import piped
+
     term = Terminal()
     with boundary(term), ExitStack() as stack:
         loaded = profiles_mod.load(profile)
         prof = with_options(loaded.profile, model=model, system=system)
         signals = stack.enter_context(Signals())  # before any thread starts
         stt = stt_settings(prof, input_device, language)
-        if listen:
-            from voicechat.questions.talk import hands_free
+        voice_input = open_voice_input(stt, stack) if listen else None
+        session = open_session(prof, term, stack, mute=mute, save_audio=None, stats=stats)
+        signals.session = session
+        questions: Iterable[Question]
+        if voice_input is not None:
+            from voicechat.questions.talk import spoken
 
-            voice_input = open_voice_input(stt, stack)
-            session = open_session(prof, term, stack, mute=mute, save_audio=None, stats=stats)
-            signals.session = session
             term.info("listening: just talk (Ctrl+C to stop)")
-            code = hands_free(session, voice_input, term, None)
+            questions = spoken(session, voice_input, term)
         elif isatty(sys.stdin):
             from voicechat.questions.repl import Repl
 
-            session = open_session(prof, term, stack, mute=mute, save_audio=None, stats=stats)
             session.muted = mute
             session.interactive = True
-            signals.session = session
             repl = Repl(
                 term, loaded, prof, session,
                 new_backend=lambda p: open_backend(p, stack),
@@ -377,11 +372,11 @@ def chat(
                 ),
             )  # fmt: skip
             repl.voice_input = open_voice_input(stt, stack, quiet=True)
-            code = repl.run()
+            questions = repl.questions()
         else:
-            session = open_session(prof, term, stack, mute=mute, save_audio=None, stats=stats)
-            signals.session = session
-            code = session.lines(stdin_lines())
+            questions = piped(stdin_lines())
+        # a person at a prompt or a microphone goes on after Ctrl+C stops a reply
+        code = session.run(questions, goes_on=voice_input is not None or session.interactive)
     raise typer.Exit(code)
 
 
@@ -766,7 +761,7 @@ def main() -> None:
         code = exc.exit_code  # type: ignore[attr-defined]
     except (typer.Abort, KeyboardInterrupt):
         code = EXIT_INTERRUPTED
-    if code == EXIT_INTERRUPTED and not Terminal.interrupt_told:
+    if code == EXIT_INTERRUPTED and not INTERRUPT_TOLD.is_set():
         term.interrupted()  # a Ctrl+C before the command's boundary (typer returns 130 silently)
     settle_std_streams()
     if code == EXIT_INTERRUPTED:

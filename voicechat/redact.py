@@ -50,7 +50,8 @@ _ASSIGNED_SECRET = LazyPattern(
 )
 _KEY_SHAPE = LazyPattern(r"\b(sk|pk|rk|hf|gsk|xai)[-_][A-Za-z0-9_-]{12,}")
 _BEARER = LazyPattern(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
-_CONTROL = LazyPattern(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = LazyPattern(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+"""C0 and C1 controls (newline and tab kept), DEL, and lone surrogates (unprintable)."""
 _CONTROL_AND_NEWLINES = LazyPattern(r"[\x00-\x1f\x7f-\x9f]")
 _ESCAPE_SEQUENCE = LazyPattern(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|.)"
@@ -69,6 +70,17 @@ def remember(secret: str | None) -> None:
     if secret and len(secret) >= MIN_SECRET:
         with _lock:
             _known.add(secret)
+
+
+def strip_controls(text: str) -> str:
+    """Text with escape sequences and control characters removed; newline and tab kept.
+
+    >>> strip_controls("\\x1b]0;pwned\\x07\\x1b[2Jok\\tyes\\r\\n")
+    'ok\\tyes\\n'
+    """
+    if not text or (text.isprintable() and "\x1b" not in text):
+        return text  # the common case, at the speed of one scan
+    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
 
 
 def scrub(text: str) -> str:

@@ -9,7 +9,7 @@ Ctrl+C, SIGTERM and SIGHUP, a voice barge-in for the microphone.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -150,18 +150,52 @@ class Session:
     def _status(self, message: str) -> None:
         (self.term.note if self.interactive else self.term.info)(message)
 
-    def lines(self, lines: Iterable[str]) -> int:
-        """A turn per non-empty line (a pipe); the exit code is the first failure's.
+    def run(self, questions: Iterable[Question], *, goes_on: bool = False) -> int:
+        """THE turn loop, for every kind of question; returns the exit status.
 
-        A failed turn is reported and the next line still runs; an interrupt ends the loop.
+        One rule for all: a failed turn is reported and the next question still runs; the
+        status is the first failure's (0 if none); SIGTERM/SIGHUP end the run with theirs.
+        Ctrl+C during a reply stops that reply; it ends the run too, unless ``goes_on`` (a
+        person at a prompt or a microphone, who goes on talking). The source is closed when
+        the run ends, however it ends (a microphone released, a prompt history saved).
         """
         status = 0
-        for raw in lines:
-            question = raw.strip()
-            if not question:
-                continue
-            code = self.turn(question)
-            if code == EXIT_INTERRUPTED or self.ended:
-                return code
-            status = status or code
-        return status
+        source = iter(questions)
+        try:
+            for question in source:
+                code = self.turn(question.text, question.ahead)
+                if self.ended is not None:
+                    return self.ended
+                if code == EXIT_INTERRUPTED:
+                    if not goes_on:
+                        return code
+                    continue
+                status = status or code
+            return status
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question for `Session.run`, from whichever source asked it."""
+
+    text: str
+    """What the user typed, piped or said (a transcript)."""
+    ahead: ReadAhead | None = None
+    """Its reply, requested before the question was certain (`Conversation.read_ahead`); the
+    turn takes it, or discards it when the question turned out otherwise."""
+
+
+def piped(lines: Iterable[str]) -> Iterator[Question]:
+    """A question per non-empty line (a pipe or a file).
+
+    >>> [q.text for q in piped(["first\\n", "  \\n", " second "])]
+    ['first', 'second']
+    """
+    for raw in lines:
+        text = raw.strip()
+        if text:
+            yield Question(text)

@@ -11,6 +11,7 @@ Keep this module free of imports beyond the standard library: it is on the start
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,6 +22,17 @@ URL = {"url": True}
 def between(lo: float, hi: float) -> dict[str, tuple[float, float]]:
     """Field metadata: the inclusive range a number must lie in."""
     return {"range": (lo, hi)}
+
+
+def range_of(section: type, name: str) -> tuple[float, float]:
+    """The inclusive range of a section's number field (`between`), for messages that
+    name it.
+
+    >>> range_of(GenerationSettings, "temperature")
+    (0, 2)
+    """
+    found = next(f for f in dataclasses.fields(section) if f.name == name)
+    return found.metadata["range"]
 
 
 @dataclass(frozen=True)

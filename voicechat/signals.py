@@ -197,6 +197,9 @@ class SignalFlag:
 
 EARLY_INTERRUPT = SignalFlag()
 """Set by `on_sigint`: a Ctrl+C came before `Signals` took over."""
+INTERRUPT_TOLD = SignalFlag()
+"""Set once "interrupted" was said (`voicechat.terminal.Terminal.interrupted`): the entry
+point does not say it again."""
 
 
 def on_sigint(signum: int, frame: object) -> None:

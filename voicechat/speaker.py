@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from voicechat.audio.playback import Heard
+from voicechat.chunker import is_han
 from voicechat.errors import ConfigError, VoicechatError
 from voicechat.stage import STOP, Stage, block_signals
 
@@ -452,12 +453,6 @@ class Speaker:
             self._writer = None
 
 
-def _is_han(char: str) -> bool:
-    return (
-        "\u4e00" <= char <= "\u9fff" or "\u3400" <= char <= "\u4dbf" or "\uf900" <= char <= "\ufaff"
-    )
-
-
 def script_runs(text: str) -> list[tuple[str, Lang]]:
     """``text`` cut into runs of Han characters (``zh``) and of other letters (``other``), so
     each run can be spoken by the voice for its language. Digits, spaces and punctuation join
@@ -478,7 +473,7 @@ def script_runs(text: str) -> list[tuple[str, Lang]]:
     for i, char in enumerate(text):
         if not char.isalpha():
             continue  # neutral: stays with the run it is in
-        kind: Lang = "zh" if _is_han(char) else "other"
+        kind: Lang = "zh" if is_han(char) else "other"
         if lang is None:
             lang = kind
         elif kind != lang:

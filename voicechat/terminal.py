@@ -11,22 +11,22 @@ while the request is in flight).
 This is the one door to stdout and stderr, so it is where the guarantees live: every line
 has its escape sequences and control characters removed (newline and tab kept where text
 keeps them), known secrets masked (`safe`), and a status line is one line of bounded length
-(`one_line`). A hostile server's text can neither redraw the screen nor leak a key.
+(`voicechat.redact.short`). A hostile server's text can neither redraw the screen nor leak a key.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import ClassVar, TextIO
+from typing import TextIO
 
 from voicechat.backends import Outcome
 from voicechat.errors import OutputError
-from voicechat.redact import MAX_LINE, scrub
+from voicechat.redact import MAX_LINE, scrub, short, strip_controls
+from voicechat.signals import INTERRUPT_TOLD
 
 FENCES = ("```", "~~~")
 REFRESH_S = 0.08
@@ -35,26 +35,6 @@ WAIT_SHOWN_AFTER_S = 1.0
 """A first token later than this gets a "waiting for MODEL" line (a warm model answers
 sooner; loading a 7B model from storage takes seconds, which would look like a hang)."""
 WAIT_TICK_S = 0.25
-
-
-_ESCAPE_SEQUENCE = re.compile(
-    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|.)"
-    r"|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07\x9c]*[\x07\x9c]?",
-    re.DOTALL,
-)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-"""C0 and C1 controls (newline and tab kept), DEL, and lone surrogates (unprintable)."""
-
-
-def strip_controls(text: str) -> str:
-    """Text with escape sequences and control characters removed; newline and tab kept.
-
-    >>> strip_controls("\\x1b]0;pwned\\x07\\x1b[2Jok\\tyes\\r\\n")
-    'ok\\tyes\\n'
-    """
-    if not text or (text.isprintable() and "\x1b" not in text):
-        return text  # the common case, at the speed of one scan
-    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
 
 
 def safe(text: str) -> str:
@@ -66,29 +46,12 @@ def safe(text: str) -> str:
     return scrub(strip_controls(text))
 
 
-def one_line(text: str, limit: int = MAX_LINE) -> str:
-    """One line of at most ``limit`` characters, fit for the terminal (the one such helper).
-
-    >>> one_line("  line one\\n\\x1b[31mline two  ")
-    'line one line two'
-    >>> one_line("a" * 10, limit=5)
-    'aaaa…'
-    """
-    line = " ".join(safe(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 class OutputClosed(Exception):
     """stdout was closed by the reader (``voicechat ask ... | head``)."""
 
 
 class Terminal:
     """The only writer to stdout/stderr."""
-
-    interrupt_told: ClassVar[bool] = False
-    """Whether this process said "interrupted" as a command's end already: the entry point
-    says it for a Ctrl+C that never reached a command (typer turns one during argument
-    parsing into a silent exit 130)."""
 
     def __init__(
         self,
@@ -121,9 +84,9 @@ class Terminal:
         self._status("", message, "2")
 
     def interrupted(self) -> None:
-        """Say that the command ends because of Ctrl+C, and remember it (`interrupt_told`):
-        the entry point then does not say it again."""
-        Terminal.interrupt_told = True
+        """Say that the command ends because of Ctrl+C, and remember it for the process
+        (`voicechat.signals.INTERRUPT_TOLD`): the entry point then does not say it again."""
+        INTERRUPT_TOLD.set()
         self.info("interrupted")
 
     def note(self, message: str) -> None:
@@ -131,7 +94,7 @@ class Terminal:
         self._status("", message, "2", prefix="")
 
     def _status(self, label: str, message: str, color: str, prefix: str = "voicechat: ") -> None:
-        line = f"{prefix}{label}{one_line(message)}"
+        line = f"{prefix}{label}{short(message, MAX_LINE)}"
         if self._ansi:
             line = f"\x1b[{color}m{line}\x1b[0m"
         with self._lock:
@@ -144,9 +107,9 @@ class Terminal:
         mark, color = {True: ("ok", "32"), False: ("FAIL", "31"), None: ("--", "2")}[ok]
         if self._ansi_out:
             mark = f"\x1b[{color}m{mark:<4}\x1b[0m"
-        self._emit(f"{mark:<4}  {one_line(name):<12}  {one_line(detail)}")
+        self._emit(f"{mark:<4}  {short(name, MAX_LINE):<12}  {short(detail, MAX_LINE)}")
         if fix:
-            self._emit(f"{'':<4}  {'':<12}  fix: {one_line(fix)}")
+            self._emit(f"{'':<4}  {'':<12}  fix: {short(fix, MAX_LINE)}")
 
     def stats(self, outcome: Outcome | None, first_audio_s: float | None = None) -> None:
         """One line of timing on stderr (``--stats``)."""
@@ -167,7 +130,7 @@ class Terminal:
         """
         view = RichView(self.out, self.no_color) if self.rich else PlainView(self.out)
         if self._tty_err:
-            self._waiting = Waiting(self.err, self._lock, f"waiting for {one_line(model, 80)}")
+            self._waiting = Waiting(self.err, self._lock, f"waiting for {short(model, 80)}")
             view.before_text = self._end_waiting
         return view
 
@@ -185,7 +148,7 @@ class Terminal:
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """Aligned columns: readable on a terminal, parseable in a pipe."""
-        rows = [[one_line(str(cell)) for cell in row] for row in rows]
+        rows = [[short(cell, MAX_LINE) for cell in row] for row in rows]
         widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
         for row in [headers, *rows]:
             cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]

@@ -1,9 +1,10 @@
-"""The interactive conversation: a prompt with line editing and history, slash commands.
+"""The interactive conversation's questions: a prompt with line editing, history, slash commands.
 
-Only used when stdin is a terminal (piped chats are `Session.lines`). Ctrl+C stops the
-current reply and its voice and returns to the prompt (the reply stays in the history as
-far as it was shown, marked interrupted); Ctrl+C at the prompt does not exit; Ctrl+D does.
-The model is warmed up in the background while the user types the first question.
+Only used when stdin is a terminal (piped chats are `voicechat.session.piped`); its questions
+go to `Session.run` like every other source's. Ctrl+C stops the current reply and its voice
+and returns to the prompt (the reply stays in the history as far as it was shown, marked
+interrupted); Ctrl+C at the prompt does not exit; Ctrl+D does. The model is warmed up in the
+background while the user types the first question.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,15 +22,15 @@ from voicechat import __version__, files
 from voicechat import profile as profiles_mod
 from voicechat.chat import Conversation, Turn
 from voicechat.errors import ConfigError, VoicechatError
-from voicechat.session import Session
-from voicechat.settings import Profile
-from voicechat.terminal import Terminal, format_stats, one_line
+from voicechat.redact import short
+from voicechat.session import Question, Session
+from voicechat.settings import Profile, TTSSettings, range_of
+from voicechat.terminal import Terminal, format_stats
 
 if TYPE_CHECKING:
     from voicechat.backends import Backend
     from voicechat.chat import Speech
     from voicechat.questions.voice import VoiceInput
-    from voicechat.readahead import ReadAhead
 
 HISTORY_ENV = "VOICECHAT_NO_HISTORY"
 """Set to 1 to keep no prompt history on disk."""
@@ -59,7 +60,6 @@ class Repl:
     """Runs the turns (and reports them); holds the conversation and the voice."""
     new_backend: Callable[[Profile], Backend]
     new_voice: Callable[[Profile], Speech | None]
-    _warm: threading.Thread | None = field(default=None, repr=False)
     voice_input: VoiceInput | None = None
     """Spoken questions (the [listen] extra): push-to-talk, /listen; None without the extra."""
 
@@ -81,12 +81,14 @@ class Repl:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def run(self) -> int:
+    def questions(self) -> Iterator[Question]:
+        """Typed lines and push-to-talk, for `Session.run`, until Ctrl+D or /exit; slash
+        commands run here (``/listen on`` asks hands-free until Esc)."""
         history = _History()
         self._banner()
         self._warm_up()
         try:
-            while self.session.ended is None:
+            while True:
                 try:
                     text = self._read()
                 except KeyboardInterrupt:
@@ -95,31 +97,27 @@ class Repl:
                     continue
                 except EOFError:
                     self.term.print()
-                    return 0
-                early: ReadAhead | None = None
-                if not text.strip():
+                    return
+                if not text.strip():  # Enter on an empty line: push-to-talk
                     from voicechat.questions.talk import talk
 
-                    spoken = talk(
-                        self.session, self.voice_input, self.term
-                    )  # Enter on an empty line: push-to-talk
-                    if spoken is None:
-                        continue
-                    text, early = spoken
-                try:
-                    if text.lstrip().startswith("/"):
-                        self.command(text.strip())
-                    else:
-                        self.session.turn(text, early)
-                except ExitRepl:
-                    return 0
-                except KeyboardInterrupt:
-                    self.session.handled()
-                    self.term.note("interrupted")  # Ctrl+C during a slash command
-                finally:
-                    if early is not None:
-                        early.discard()  # the turn took it already, unless it never began
-            return self.session.ended
+                    question = talk(self.session, self.voice_input, self.term)
+                    if question is not None:
+                        try:
+                            yield question
+                        finally:
+                            if question.ahead is not None:
+                                question.ahead.discard()  # the turn took it, unless it never ran
+                elif not text.lstrip().startswith("/"):
+                    yield Question(text)
+                else:
+                    try:
+                        yield from self.command(text.strip())
+                    except ExitRepl:
+                        return
+                    except KeyboardInterrupt:
+                        self.session.handled()
+                        self.term.note("interrupted")  # Ctrl+C during a slash command
         finally:
             history.save()
 
@@ -177,13 +175,13 @@ class Repl:
             with contextlib.suppress(Exception):  # the first turn reports the same problem
                 backend.warm_up()
 
-        self._warm = threading.Thread(target=warm, name="voicechat-warm-up", daemon=True)
-        self._warm.start()
+        threading.Thread(target=warm, name="voicechat-warm-up", daemon=True).start()
         self.term.note(f"loading {self.profile.backend.model} in the background…")
 
     # --- slash commands --------------------------------------------------------------------
 
-    def command(self, line: str) -> None:
+    def command(self, line: str) -> Iterator[Question]:
+        """Run a slash command; the questions it asks (``/listen on``), if any."""
         name, _, arg = line.partition(" ")
         arg = arg.strip()
         command = name.lower() if name.lower() in COMMANDS else ALIASES.get(name.lower(), "")
@@ -198,7 +196,9 @@ class Repl:
             self.term.error(f"{name} needs {needs}: e.g. {example(command)}")
             return
         try:
-            handler(self, arg)
+            asked = handler(self, arg)
+            if asked is not None:
+                yield from asked
         except VoicechatError as exc:
             self.term.error(str(exc))
 
@@ -209,10 +209,10 @@ class Repl:
 
         self.term.note(TALK_HINT)
 
-    def cmd_listen(self, arg: str) -> None:
-        from voicechat.questions.talk import listen_command
+    def cmd_listen(self, arg: str) -> Iterator[Question]:
+        from voicechat.questions.talk import listening
 
-        listen_command(self.session, self.voice_input, self.term, arg)
+        return listening(self.session, self.voice_input, self.term, arg)
 
     def cmd_exit(self, arg: str) -> None:
         raise ExitRepl
@@ -251,13 +251,13 @@ class Repl:
         self.term.note(f"voice for {which} replies: {voice.id} ({voice.name})")
 
     def cmd_rate(self, arg: str) -> None:
-        try:
-            rate = int(arg)
-        except ValueError:
-            rate = 0
-        if not 50 <= rate <= 500:
-            raise ConfigError(f"/rate {arg}: give words per minute from 50 to 500, e.g. /rate 180")
-        self._set_tts("/rate", rate=rate)
+        if not arg.strip().isdigit():
+            lo, hi = range_of(TTSSettings, "rate")
+            raise ConfigError(
+                f"/rate {arg}: give words per minute from {lo:g} to {hi:g}, e.g. /rate 180"
+            )
+        rate = int(arg)
+        self._set_tts("/rate", rate=rate)  # the range is the schema's (`profile.change`)
         self.term.note(f"rate {rate} words per minute")
 
     def cmd_model(self, arg: str) -> None:
@@ -316,8 +316,8 @@ class Repl:
             return
         for i, turn in enumerate(self.conversation.turns, 1):
             mark = " [interrupted]" if turn.interrupted else ""
-            self.term.print(f"{i}. you: {one_line(turn.question, 100)}")
-            self.term.print(f"   assistant: {one_line(turn.reply, 100)}{mark}")
+            self.term.print(f"{i}. you: {short(turn.question, 100)}")
+            self.term.print(f"   assistant: {short(turn.reply, 100)}{mark}")
 
     # --- switching -------------------------------------------------------------------------
 
@@ -443,7 +443,7 @@ def _complete(text: str, state: int) -> str | None:
 
 
 # name -> (handler, help, argument it needs ("" = none))
-COMMANDS: dict[str, tuple[Callable[[Repl, str], None], str, str]] = {
+COMMANDS: dict[str, tuple[Callable[[Repl, str], Iterator[Question] | None], str, str]] = {
     "/help": (Repl.cmd_help, "list the commands", ""),
     "/exit": (Repl.cmd_exit, "leave (also /bye, Ctrl+D)", ""),
     "/reset": (Repl.cmd_reset, "forget the conversation", ""),

@@ -1,15 +1,16 @@
-"""Spoken questions in a conversation: push-to-talk and hands-free, as a session sees them.
+"""Spoken questions in a conversation: push-to-talk and hands-free, as `Session.run` takes them.
 
-Kept apart from repl.py/cli.py so those stay thin: each calls one function here. A
-transcript is shown as the user's line, then the turn runs exactly as if it had been typed
-(history, /save, stats all see the same text).
+A transcript is shown as the user's line, then its turn runs exactly as if it had been typed
+(history, /save, stats all see the same text). Hands-free is a generator of `Question`: the
+session runs each turn while the generator waits at its ``yield``, so the barge-in watch
+spans exactly the turn.
 
 Hands-free with barge-in (``stt.barge_in`` not ``off``)::
 
-    Listener -> question -> session.turn (main thread)  <- cancel("barge-in") -+
-                            speaker -> PlayedTap (echo reference)               |
-                            microphone -> Watch (own thread) -- onset ----------+
-                                                             -- utterance -> next question
+    Listener -> Question -> Session.run: turn (main thread)  <- cancel("barge-in") -+
+                            speaker -> PlayedTap (echo reference)                    |
+                            microphone -> Watch (own thread) -- onset ---------------+
+                                                             -- utterance -> next Question
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import TYPE_CHECKING
 from voicechat.chat import BARGE_IN
 from voicechat.errors import ListenError, NothingHeard, VoicechatError
 from voicechat.questions.display import LiveLine
+from voicechat.session import Question
 from voicechat.stt import INSTALL, Transcript
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator, Iterator
 
     from voicechat.audio.echo import PlayedTap
     from voicechat.questions.bargein import BargedIn, BargeIn
@@ -41,11 +43,9 @@ TALK_HINT = (
 YOU = "you said: "
 
 
-def talk(
-    session: Session, voice_input: VoiceInput | None, term: Terminal
-) -> tuple[str, ReadAhead | None] | None:
-    """Push-to-talk from the REPL's empty prompt: the transcript and the reply read ahead for
-    it at the last pause (`Ahead`; the turn takes it), or None (said why)."""
+def talk(session: Session, voice_input: VoiceInput | None, term: Terminal) -> Question | None:
+    """Push-to-talk from the REPL's empty prompt: the transcript, with the reply read ahead
+    for it at the last pause (`Ahead`; the turn takes it), or None (said why)."""
     if voice_input is None:
         term.note(f"talking needs the [listen] extra: {INSTALL}")
         return None
@@ -69,13 +69,14 @@ def talk(
             return None
         show_question(term, text)
         _remember(text)
-        return text, ahead.take()
+        return Question(text, ahead.take())
 
 
-def listen_command(
+def listening(
     session: Session, voice_input: VoiceInput | None, term: Terminal, arg: str
-) -> None:
-    """``/listen on``: hands-free until Esc or Ctrl+C; ``/listen off``: back to typing."""
+) -> Iterator[Question]:
+    """``/listen on``: questions hands-free until Esc or Ctrl+C; ``/listen off``: back to
+    typing."""
     choice = arg.strip().lower()
     if choice == "off":
         term.note("not listening (Enter on an empty line talks once)")
@@ -88,17 +89,17 @@ def listen_command(
         return
     term.note("listening: just talk (Esc or Ctrl+C stops listening)")
     try:
-        hands_free(session, voice_input, term, _stdin_fd())
+        yield from spoken(session, voice_input, term, _stdin_fd())
     except KeyboardInterrupt:
         session.handled()
     term.note("not listening")
 
 
-def hands_free(
+def spoken(
     session: Session, voice_input: VoiceInput, term: Terminal, keys_fd: int | None = None
-) -> int:
-    """Turn after turn from the microphone until it closes or the session ends."""
-    status = 0
+) -> Iterator[Question]:
+    """Questions from the microphone, hands-free, until it closes (Esc) or the run ends; with
+    barge-in, a question said over a reply is the next one, at once."""
     ahead = Ahead(session)
     guess = ahead.guess if voice_input.settings.read_ahead else None
     heard_all = voice_input.hands_free(keys_fd=keys_fd, on_guess=guess)
@@ -108,8 +109,17 @@ def hands_free(
         contextlib.closing(ahead),
         barge_in_for(session, voice_input.settings) as bi,
     ):
-        status = _turns(session, voice_input, term, heard_all, bi, ahead)
-    return status
+        for heard in heard_all:
+            text: str | None = heard.transcript.text
+            if heard.cut:
+                term.warn(f"over {voice_input.settings.max_utterance:g} s of speech: cut there")
+            show_question(term, text)
+            if session.stats:
+                term.info(heard_stats(heard))
+            early = ahead.take()
+            while text is not None:
+                text = yield from _asked(session, voice_input, term, Question(text, early), bi)
+                early = None
 
 
 class Ahead:
@@ -140,50 +150,24 @@ class Ahead:
             reply.discard()
 
 
-def _turns(
+def _asked(
     session: Session,
     voice_input: VoiceInput,
     term: Terminal,
-    heard_all: Iterator[Heard],
+    question: Question,
     bi: BargeIn | None,
-    ahead: Ahead | None = None,
-) -> int:
-    status = 0
-    for heard in heard_all:
-        text: str | None = heard.transcript.text
-        if heard.cut:
-            term.warn(f"over {voice_input.settings.max_utterance:g} s of speech: cut there")
-        show_question(term, text)
-        if session.stats:
-            term.info(heard_stats(heard))
-        early = ahead.take() if ahead is not None else None
-        while text is not None:  # a question spoken over the reply is the next one, at once
-            code, text = _turn(session, voice_input, term, text, bi, early)
-            early = None
-            if session.ended is not None:
-                return session.ended
-            status = status or (0 if code == 130 else code)  # Ctrl+C stops a reply, not the chat
-    return status
-
-
-def _turn(
-    session: Session,
-    voice_input: VoiceInput,
-    term: Terminal,
-    question: str,
-    bi: BargeIn | None,
-    early: ReadAhead | None = None,
-) -> tuple[int, str | None]:
-    """One turn; with barge-in, also what the user said over its reply (shown), or None.
-    ``early``: the reply read ahead for the question it guessed (used if it is this one)."""
+) -> Generator[Question, None, str | None]:
+    """Ask ``question`` (its turn runs while this waits at ``yield``); with barge-in, watch
+    the microphone meanwhile and return what the user said over the reply (shown), or None."""
     if bi is None or session.muted:
-        return session.turn(question, early), None
+        yield question
+        return None
     try:
         with voice_input.watching(bi, lambda: session.cancel(BARGE_IN)) as watch:
-            code = session.turn(question, early)
+            yield question
     finally:
-        if early is not None:
-            early.discard()  # the turn discarded it already, unless watching failed first
+        if question.ahead is not None:
+            question.ahead.discard()  # the turn discarded it already, unless watching failed
     try:
         barged = watch.wait()
     except Exception as exc:  # the echo canceller or the VAD failed on the watch thread
@@ -195,17 +179,17 @@ def _turn(
         if session.stats and watch is not None and watch.not_stop:
             heard = ", ".join(repr(t) for t in watch.not_stop[-3:])
             term.info(f"barge-in: heard {heard} over the reply: not a stop word")
-        return code, None
+        return None
     utterance = barged.utterance
     transcript, dropped = (None, None) if utterance is None else voice_input.transcribe(utterance)
     if session.stats:
         term.info(barge_in_stats(barged, transcript, dropped))
     if utterance is None or transcript is None or dropped:
-        return code, None  # noise stopped the voice: listen again
+        return None  # noise stopped the voice: listen again
     if utterance.cut:
         term.warn(f"over {voice_input.settings.max_utterance:g} s of speech: cut there")
     show_question(term, transcript.text)
-    return code, transcript.text
+    return transcript.text
 
 
 def barge_in_stats(barged: BargedIn, transcript: Transcript | None, dropped: str | None) -> str:

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voicechat.checks import Check
+from voicechat.chunker import is_han
 from voicechat.errors import ConfigError, ListenError
+from voicechat.redact import reason
 from voicechat.stt import whisper_model
 from voicechat.stt.base import SAMPLE_RATE, Transcript, language_code, require
 
@@ -75,7 +77,7 @@ class FasterWhisper:
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise ListenError(
-                f"the speech recognition model at {path} does not load ({_one_line(exc)}): "
+                f"the speech recognition model at {path} does not load ({reason(exc)}): "
                 f"remove the folder and run again, or {whisper_model.FIX}"
             ) from None
         self._settings = settings
@@ -200,7 +202,7 @@ def _prompt(language: str | None, hint: str) -> str:
     """
     zh = language == "zh"
     words = [w.strip() for w in hint.split(",") if w.strip()]
-    words = [w for w in words if any("\u4e00" <= c <= "\u9fff" for c in w) == zh]
+    words = [w for w in words if any(is_han(c) for c in w) == zh]
     said = "".join(f"{w}。" for w in words) if zh else " ".join(f"{w.capitalize()}." for w in words)
     return " ".join(p for p in (ZH_PROMPT if zh or language is None else "", said) if p)
 
@@ -246,8 +248,3 @@ def _languages() -> tuple[str, ...]:
 
 def _fix(exc: Exception) -> str:
     return str(exc).rsplit(": ", 1)[-1]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:160] or type(exc).__name__
