@@ -152,8 +152,8 @@ class STTSettings:
     no_speech_threshold: float = field(default=0.6, metadata={"range": (0.0, 1.0)})
     """Text whose no-speech probability is above this is dropped (hallucination on noise)."""
     threads: int = field(default=0, metadata={"range": (0, 16)})
-    """CPU threads for recognition; 0: half the cores (1 to 4). On the busy 2-core dev machine
-    2 threads were 4-5x slower than 1 (bench_voice); the Jetson's 6 cores get 3."""
+    """CPU threads for recognition; 0: half the cores (1 to 4): on two busy cores a second
+    thread only waits for the first (the Jetson's 6 cores get 3)."""
     resume_after: float = field(default=0.3, metadata={"range": (0.0, 5.0)})
     """Hands-free: seconds after the reply's playback ended before listening resumes."""
     read_ahead: bool = True

@@ -51,11 +51,9 @@ UNDER_ECHO_GAIN = 0.1
 PARTICLES = "吧了啊呀嘛请"
 """Chinese particles that may go with one ("停一下吧"); taken out of stop words too."""
 ONSET_FRAMES = 2
-"""Consecutive 32 ms frames of the user's speech that make a barge-in (64 ms). Three made
-the voice stop 142-175 ms (median) after the user began (bench_bargein, echo at -12 and
--6 dB), over the 150 ms aimed at; two, 91-131 ms, with no more false interruptions there
-(0 in 10 replies at each level, three runs); the echo margins, not the run's length, keep our
-own voice out."""
+"""Consecutive 32 ms frames of the user's speech that make a barge-in (64 ms): each frame
+more is 32 ms later to stop; the echo margins, not the run's length, keep our own voice
+out (scripts/bench_bargein.py measures both)."""
 MARGIN_DB = 10.0
 """How much louder than the predicted residual echo a frame must be to be the user's."""
 TAIL_FRAMES = 8
@@ -80,12 +78,9 @@ session cannot be interrupted until the canceller has shown what it leaves."""
 GAIN_FRAMES = 60
 """Clean frames of our echo alone (~2 s of the reply) whose loudest, relative to the
 reference, is the echo's level (`Detector.gain_db`): the bound the microphone check
-(`MIC_MARGIN`) needs. A level that faded at 10 dB/s instead sank 3-5 dB under the echo
-between the reply's loud syllables and while the canceller leaked (frames not learned), and
-with the echo as loud as what is played (bench_bargein at 0 dB) the leaks after the echo
-path moved passed as the user's voice: replies stopped themselves (negative medians). One
-that faded slowly (0.6 dB/s) left the user unheard for half a minute after the volume was
-turned down."""
+(`MIC_MARGIN`) needs. A level that fades instead sinks under the echo between the reply's
+loud syllables, and the canceller's leaks then pass as the user's voice; a window (not a
+slow fade) also follows the volume when it is turned down within seconds."""
 ABOVE_ECHO = 10 ** (3.0 / 10)
 """A frame 3 dB over the residual echo the reference predicts is not our own voice: where
 the user's utterance may start (an onset needs `MARGIN_DB`)."""

@@ -101,9 +101,8 @@ ListenEvent = Level | Heard | Dropped | Tentative
 
 
 WARM_UP_S = 0.5
-"""Silence recognised once after loading: the first inference costs ~70 ms more than the
-next (0.34 s against 0.27 s for a 2 s question here), and the first question is the one
-the user waits for with nothing else to do."""
+"""Silence recognised once after loading: the first inference is slower than the next, and
+the first question is the one the user waits for with nothing else to do."""
 
 
 class BackgroundRecognizer:

