@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from voicechat.audio.playback import Heard
 from voicechat.backends import Message, Outcome
 from voicechat.settings import GenerationSettings
-from voicechat.speakable import Utterance
+from voicechat.speakable import Piece
 
 HOLD = object()
 """In a script: the stream stalls here until the reply is closed."""
@@ -117,7 +117,7 @@ class FakeSpeech:
     def start(self) -> None:
         self.started = True
 
-    def say(self, utterance: Utterance) -> None:
+    def say(self, utterance: Piece) -> None:
         if self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
         self.said.append(utterance.text)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voicechat.settings import ChunkingSettings
-from voicechat.speakable import CODE_SHOWN, Utterance, clean, detect_lang, utterances
+from voicechat.speakable import CODE_SHOWN, Piece, clean, detect_lang, utterances
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -94,8 +94,8 @@ def test_detect_lang(text: str, lang: str) -> None:
 def test_mixed_reply_gets_a_language_per_piece() -> None:
     got = list(utterances("我用Python 3.11写了main.py。Then I ran it."))
     assert got == [
-        Utterance("我用Python 3.11写了main.py。", "zh", True),
-        Utterance("Then I ran it.", "other", True),
+        Piece("我用Python 3.11写了main.py。", "zh", True),
+        Piece("Then I ran it.", "other", True),
     ]
 
 

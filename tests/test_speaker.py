@@ -16,15 +16,15 @@ import pytest
 
 from voicechat.audio.playback import IDLE_STOP_S
 from voicechat.settings import TTSSettings
-from voicechat.speakable import Utterance
+from voicechat.speakable import Piece
 from voicechat.speaker import Speaker
 from voicechat.tts import Audio, VoiceInfo, create_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLY = [
-    Utterance("天空之所以呈现蓝色，", "zh", False),
-    Utterance("主要是因为大气中的气体分子对太阳光的散射作用。", "zh", True),
-    Utterance("This is called Rayleigh scattering.", "other", True),
+    Piece("天空之所以呈现蓝色，", "zh", False),
+    Piece("主要是因为大气中的气体分子对太阳光的散射作用。", "zh", True),
+    Piece("This is called Rayleigh scattering.", "other", True),
 ]
 
 
@@ -123,7 +123,7 @@ def test_each_turn_has_its_own_first_audio(null_sink) -> None:
         for text in ("The first answer.", "The second answer."):
             speaker.start()  # a turn begins
             asked = time.monotonic()
-            speaker.say(Utterance(text, "other", True))
+            speaker.say(Piece(text, "other", True))
             speaker.finish()
             assert speaker.first_audio_at is not None
             firsts.append(speaker.first_audio_at - asked)
@@ -134,9 +134,7 @@ def test_each_turn_has_its_own_first_audio(null_sink) -> None:
 def test_hungry_while_speech_is_about_to_run_dry(null_sink) -> None:
     with Speaker(TTSSettings(), warn=Warnings()) as speaker:
         assert speaker.hungry  # nothing to say yet
-        speaker.say(
-            Utterance("This sentence takes well over a second to say aloud.", "other", True)
-        )
+        speaker.say(Piece("This sentence takes well over a second to say aloud.", "other", True))
         assert not speaker.hungry  # being synthesized, then played
         time.sleep(0.3)
         assert not speaker.hungry
@@ -187,7 +185,7 @@ def test_interrupt_mid_speech_is_quick_and_leaves_no_thread(null_sink, monitor) 
     time.sleep(0.3)
     assert monitor.sounds()[-1][1] - asked < 0.1
     # the speaker stays usable (the next turn of a conversation speaks again)
-    speaker.say(Utterance("Again.", "other", True))
+    speaker.say(Piece("Again.", "other", True))
     speaker.finish()
     monitor.wait_quiet(0.2)
     assert monitor.sounds()[-1][0] > asked + 0.3
@@ -262,12 +260,12 @@ def test_no_audio_server_still_saves_and_keeps_stdout_for_text(tmp_path: Path) -
         import sys
         from pathlib import Path
         from voicechat.settings import TTSSettings
-        from voicechat.speakable import Utterance
+        from voicechat.speakable import Piece
         from voicechat.speaker import Speaker
         warn = lambda m: print("WARN", m, file=sys.stderr)
         with Speaker(TTSSettings(), save_audio=Path({str(saved)!r}), warn=warn) as speaker:
             for text in ("Hello there.", "How are you?"):
-                speaker.say(Utterance(text, "other", True))
+                speaker.say(Piece(text, "other", True))
                 print(text, flush=True)
             speaker.finish()
         print("active", speaker.active)
@@ -286,12 +284,12 @@ def test_no_audio_server_without_saving_is_muted_quickly(tmp_path: Path) -> None
     code = """
         import sys, time
         from voicechat.settings import TTSSettings
-        from voicechat.speakable import Utterance
+        from voicechat.speakable import Piece
         from voicechat.speaker import Speaker
         warn = lambda m: print("WARN", m, file=sys.stderr)
         started = time.monotonic()
         with Speaker(TTSSettings(), warn=warn) as speaker:
-            speaker.say(Utterance("Hello there.", "other", True))
+            speaker.say(Piece("Hello there.", "other", True))
             speaker.finish()
         print("active", speaker.active, time.monotonic() - started < 5)
     """
@@ -377,7 +375,7 @@ def test_idle_speech_threads_sleep_without_waking(null_sink) -> None:
         assert speaker.wakeups - before <= 3
         # after speaking, the playback thread feeds silence for IDLE_STOP_S (paced by the
         # device), then stops the stream and sleeps again
-        speaker.say(Utterance("Hello.", "other", True))
+        speaker.say(Piece("Hello.", "other", True))
         speaker.finish()
         time.sleep(IDLE_STOP_S + 0.5)
         before = speaker.wakeups
@@ -388,9 +386,9 @@ def test_idle_speech_threads_sleep_without_waking(null_sink) -> None:
 # --- interrupt from another thread, and what was heard ------------------------------------------
 
 LONG = [
-    Utterance("The sky looks blue because the air scatters blue light.", "other", True),
-    Utterance("Sunsets are red for the very same reason.", "other", True),
-    Utterance("That is all there is to it.", "other", True),
+    Piece("The sky looks blue because the air scatters blue light.", "other", True),
+    Piece("Sunsets are red for the very same reason.", "other", True),
+    Piece("That is all there is to it.", "other", True),
 ]
 
 
@@ -439,7 +437,7 @@ def test_interrupt_while_playing_silences_and_reports_what_was_heard(
         speaker.finish()
         speaker.start()
         assert speaker.heard() == []
-        speaker.say(Utterance("Again.", "other", True))
+        speaker.say(Piece("Again.", "other", True))
         speaker.finish()
         assert [h.text for h in speaker.heard()] == ["Again."]
         assert speaker.heard()[0].played_s == speaker.heard()[0].total_s
@@ -451,8 +449,8 @@ def test_interrupt_between_pieces_keeps_the_rest_unsaid(null_sink, monitor) -> N
     settings = TTSSettings(sentence_pause=1.0)
     with Speaker(settings, warn=Warnings()) as speaker:
         assert speaker.wait_ready(10)
-        speaker.say(Utterance("One.", "other", True))
-        speaker.say(Utterance("Two.", "other", True))
+        speaker.say(Piece("One.", "other", True))
+        speaker.say(Piece("Two.", "other", True))
         wait_onset(monitor)
         time.sleep(0.6)  # "One." (~0.3 s) is over, its 1 s pause is playing
         asked = interrupt_from_another_thread(speaker)
@@ -497,7 +495,7 @@ def test_interrupt_before_any_sound_means_none_comes(phase: str, null_sink, moni
         speaker.finish()
         time.sleep(1.5)  # the load / synthesis ends meanwhile: its audio is dropped
         assert monitor.sounds() == [] and speaker.heard() == []
-        speaker.say(Utterance("Now.", "other", True))  # usable afterwards
+        speaker.say(Piece("Now.", "other", True))  # usable afterwards
         speaker.finish()
         assert [h.text for h in speaker.heard()] == ["Now."]
     assert speaker_threads() == []
@@ -508,14 +506,14 @@ def test_interrupt_before_any_sound_means_none_comes(phase: str, null_sink, moni
 TURNS = """
     import sys
     from voicechat.settings import TTSSettings
-    from voicechat.speakable import Utterance
+    from voicechat.speakable import Piece
     from voicechat.speaker import Speaker
     warn = lambda m: print("WARN", m, file=sys.stderr, flush=True)
     text = "The sky looks blue because air scatters blue light more than red light. " * 3
     with Speaker(TTSSettings(), warn=warn) as speaker:
         for line in sys.stdin:  # one turn per line, as the REPL runs them
             speaker.start()
-            speaker.say(Utterance(text, "other", True))
+            speaker.say(Piece(text, "other", True))
             print("SPEAKING", flush=True)
             speaker.finish()
             print("DONE", speaker.active, len(speaker.heard()), flush=True)
@@ -666,7 +664,7 @@ def test_doctests_of_the_run_splitter() -> None:
     assert doctest.testmod(speaker).failed == 0
 
 
-MIXED = Utterance("我用Python写了一个小程序，然后用pytest测试了它。", "zh", True)
+MIXED = Piece("我用Python写了一个小程序，然后用pytest测试了它。", "zh", True)
 
 
 def envelope_match(a: np.ndarray, b: np.ndarray, window: int = 220) -> float:

@@ -268,7 +268,7 @@ def test_the_end_of_speech_is_detected_after_the_end_silence(
     virtual_mic: VirtualMic, english: dict[str, Path], tmp_path: Path, recognizer
 ) -> None:
     from voicechat.audio.microphone import Microphone
-    from voicechat.stt.listener import Heard, Listener
+    from voicechat.stt.listener import Listener, Recognized
 
     settings = STTSettings(end_silence=0.5, language="en")
     wav = with_silence(english["en_story"], tmp_path / "q.wav", before=0.5, after=1.5)
@@ -277,7 +277,7 @@ def test_the_end_of_speech_is_detected_after_the_end_silence(
         player = virtual_mic.play(wav)
         heard = None
         for event in listener.events(timeout=15):
-            if isinstance(event, Heard):
+            if isinstance(event, Recognized):
                 heard = event
                 break
         player.wait(timeout=30)
@@ -329,7 +329,7 @@ def test_a_pause_that_finds_the_recognizer_busy_is_recognised_as_soon_as_it_is_f
     the last pause finds the worker still busy with it. Its recognition starts the moment
     the worker is free, so the transcript is ready when the end of speech is confirmed
     (before: the final job was queued behind the stale one after the end silence)."""
-    from voicechat.stt.listener import Heard, Listener
+    from voicechat.stt.listener import Listener, Recognized
 
     a, rate = read_wav(english["en_story"])
     b, _ = read_wav(english["en_weather"])
@@ -362,7 +362,7 @@ def test_a_pause_that_finds_the_recognizer_busy_is_recognised_as_soon_as_it_is_f
             listener._worker.submit(lambda: None).result(60)
 
         mic.at(speech_end + 0.25, free_the_worker)
-        heard = next(e for e in listener.events() if isinstance(e, Heard))
+        heard = next(e for e in listener.events() if isinstance(e, Recognized))
     assert len(jobs) == 2, jobs  # the stale one, then the last pause's
     assert heard.early, "the last pause's recognition did not start when the worker was free"
     said = ENGLISH["en_story"] + " " + ENGLISH["en_weather"]
@@ -375,7 +375,7 @@ def test_the_transcript_at_a_pause_is_given_out_early_and_withdrawn_when_speech_
     """Hands-free reads the reply ahead on these guesses (voicechat/readahead.py): a guess
     at a pause the user spoke on after is withdrawn, and the one at the last pause comes
     before the end of the utterance is confirmed, with the text that is then heard."""
-    from voicechat.stt.listener import Dropped, Heard, Listener, Tentative
+    from voicechat.stt.listener import Dropped, Listener, Recognized, Tentative
 
     a, rate = read_wav(english["en_story"])
     b, _ = read_wav(english["en_weather"])
@@ -390,7 +390,7 @@ def test_the_transcript_at_a_pause_is_given_out_early_and_withdrawn_when_speech_
     first_end = len(quiet) / rate + a_end
     _, speech_end = speech_seconds(wav)
     mic = RecordedMicrophone(wav)
-    events: list[Tentative | Heard | Dropped] = []
+    events: list[Tentative | Recognized | Dropped] = []
     with Listener(STTSettings(end_silence=1.5, language="en"), recognizer, mic) as listener:
 
         def let_recognition_finish() -> None:
@@ -401,16 +401,16 @@ def test_the_transcript_at_a_pause_is_given_out_early_and_withdrawn_when_speech_
         mic.at(first_end + 0.4, let_recognition_finish)
         mic.at(speech_end + 0.4, let_recognition_finish)
         for event in listener.events():
-            if isinstance(event, Tentative | Heard | Dropped):
+            if isinstance(event, Tentative | Recognized | Dropped):
                 events.append(event)
-            if isinstance(event, Heard):
+            if isinstance(event, Recognized):
                 break
     kinds = [type(e).__name__ if not isinstance(e, Tentative) or e.text else "void" for e in events]
-    assert kinds == ["Tentative", "void", "Tentative", "Heard"], events
+    assert kinds == ["Tentative", "void", "Tentative", "Recognized"], events
     first, last, heard = events[0], events[2], events[3]
     assert isinstance(first, Tentative) and first.text is not None
     assert word_error_rate(ENGLISH["en_story"], first.text) <= 0.25, first.text
-    assert isinstance(last, Tentative) and isinstance(heard, Heard)
+    assert isinstance(last, Tentative) and isinstance(heard, Recognized)
     assert heard.early and heard.transcript.text == last.text
 
 

@@ -30,7 +30,7 @@ BARGE_IN = "barge-in"
 if TYPE_CHECKING:
     from voicechat.audio.playback import Heard
     from voicechat.readahead import ReadAhead
-    from voicechat.speakable import Utterance
+    from voicechat.speakable import Piece
 
 
 class View(Protocol):
@@ -50,7 +50,7 @@ class Speech(Protocol):
 
     def start(self) -> None: ...
 
-    def say(self, utterance: Utterance) -> None: ...
+    def say(self, utterance: Piece) -> None: ...
 
     def finish(self) -> None: ...
 

@@ -725,7 +725,7 @@ def listen(
     """Print what is said into the microphone, one utterance per line, as each one ends."""
     term = Terminal()
     with boundary(term), ExitStack() as stack:
-        from voicechat.stt.listener import Dropped, Heard, open_listener
+        from voicechat.stt.listener import Dropped, Recognized, open_listener
 
         settings = stt_settings(profiles_mod.load(profile).profile, input_device, language)
         listener = open_listener(settings, load_recognizer(settings, term), stack)
@@ -735,7 +735,7 @@ def listen(
         for event in listener.events(timeout):
             if isinstance(event, Dropped):
                 term.info(f"ignored: {event.reason}")
-            elif isinstance(event, Heard):
+            elif isinstance(event, Recognized):
                 if event.cut:
                     term.warn(f"over {settings.max_utterance:g} s of speech: cut there")
                 term.print(event.transcript.text)

@@ -23,7 +23,7 @@ CODE_SHOWN = {"zh": "代码见屏幕。", "other": "The code is shown on screen.
 
 
 @dataclass(frozen=True)
-class Utterance:
+class Piece:
     """One piece for the TTS queue."""
 
     text: str
@@ -145,14 +145,14 @@ class Speakable:
         """A code block was shown before anything was said: announce it in the next
         piece's language."""
 
-    def feed(self, delta: str, *, eager: bool = False) -> list[Utterance]:
+    def feed(self, delta: str, *, eager: bool = False) -> list[Piece]:
         """The utterances completed by this delta (cheap: runs between printed tokens).
 
         ``eager``: the voice is about to run dry; see `Chunker.feed`.
         """
         return self._speak(self._chunker.feed(delta, eager=eager))
 
-    def flush(self) -> list[Utterance]:
+    def flush(self) -> list[Piece]:
         """The end of the reply: the rest."""
         out = self._speak(self._chunker.flush())
         if self._announce:
@@ -160,8 +160,8 @@ class Speakable:
         self.__init__(self.settings)  # type: ignore[misc]  # ready for another reply
         return out
 
-    def _speak(self, chunks: Iterable[Chunk]) -> list[Utterance]:
-        out: list[Utterance] = []
+    def _speak(self, chunks: Iterable[Chunk]) -> list[Piece]:
+        out: list[Piece] = []
         for chunk in chunks:
             prose: list[str] = []
             for line in chunk.text.splitlines(keepends=True):
@@ -185,18 +185,18 @@ class Speakable:
             self._say(out, "".join(prose), chunk.sentence_end)
         return out
 
-    def _say(self, out: list[Utterance], raw: str, sentence_end: bool) -> None:
+    def _say(self, out: list[Piece], raw: str, sentence_end: bool) -> None:
         text = clean(raw)
         if text:
             lang = detect_lang(text)
             if self._announce:
                 self._announce_code(out, lang)
             self._lang = lang
-            out.append(Utterance(text, lang, sentence_end))
+            out.append(Piece(text, lang, sentence_end))
 
-    def _announce_code(self, out: list[Utterance], lang: Lang) -> None:
+    def _announce_code(self, out: list[Piece], lang: Lang) -> None:
         self._announce = False
-        out.append(Utterance(CODE_SHOWN[lang], lang, True))
+        out.append(Piece(CODE_SHOWN[lang], lang, True))
 
 
 def _closes(fence: re.Match[str], opening: str) -> bool:
@@ -209,7 +209,7 @@ def utterances(
     deltas: Iterable[str],
     settings: ChunkingSettings | None = None,
     hungry: Callable[[], bool] | None = None,
-) -> Iterator[Utterance]:
+) -> Iterator[Piece]:
     """Every utterance of a stream of deltas, each as soon as it is complete.
 
     ``hungry`` (e.g. the speaker's) is asked before each delta: see `Chunker.feed`'s ``eager``.

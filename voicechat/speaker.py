@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from voicechat.audio.playback import Player
     from voicechat.audio.wav import WavWriter
     from voicechat.settings import TTSSettings
-    from voicechat.speakable import Lang, Utterance
+    from voicechat.speakable import Lang, Piece
     from voicechat.tts import Engine
 
 EngineFactory = Callable[["TTSSettings"], "Engine"]
@@ -91,7 +91,7 @@ class Speaker:
         self._then = then
         self._play = play
         self._factory = engine
-        self._texts: Stage[Utterance] = Stage(MAX_TEXTS)
+        self._texts: Stage[Piece] = Stage(MAX_TEXTS)
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._engine_failed = False
@@ -210,7 +210,7 @@ class Speaker:
                 )
                 self._worker.start()
 
-    def say(self, utterance: Utterance) -> None:
+    def say(self, utterance: Piece) -> None:
         """Queue an utterance (blocks only if speech is ~1000 chunks behind)."""
         if self._muted or self._closed or not utterance.text.strip():
             return
@@ -366,7 +366,7 @@ class Speaker:
             self._engine_fault(f"the {self.settings.engine} engine failed to start ({exc})")
         return None
 
-    def _speak(self, engine: Engine, utterance: Utterance, generation: int) -> None:
+    def _speak(self, engine: Engine, utterance: Piece, generation: int) -> None:
         from voicechat.audio.playback import Clip
 
         player = self._player

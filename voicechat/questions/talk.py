@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from voicechat.readahead import ReadAhead
     from voicechat.session import Session
     from voicechat.settings import STTSettings
-    from voicechat.stt.listener import Heard
+    from voicechat.stt.listener import Recognized
     from voicechat.terminal import Terminal
 
 TALK_HINT = (
@@ -233,7 +233,7 @@ def _route_played(speech: object, tap: PlayedTap | None) -> None:
     speech.tap = tap  # type: ignore[attr-defined]
 
 
-def heard_stats(heard: Heard) -> str:
+def heard_stats(heard: Recognized) -> str:
     """One ``--stats`` line: how long the end of speech and the recognition took."""
     early = ", started at the first pause" if heard.early else ""
     return (

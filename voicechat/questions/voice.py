@@ -29,9 +29,9 @@ from voicechat.stt import language_code
 from voicechat.stt.listener import (
     BackgroundRecognizer,
     Dropped,
-    Heard,
     Level,
     Listener,
+    Recognized,
     Tentative,
     gate,
 )
@@ -104,7 +104,7 @@ class VoiceInput:
                         on_guess(event.text)
                     elif isinstance(event, Dropped):
                         raise NothingHeard(f"nothing was heard ({event.reason})")
-                    elif isinstance(event, Heard):
+                    elif isinstance(event, Recognized):
                         return event.transcript.text
                 if keys.escaped:
                     return None
@@ -119,14 +119,14 @@ class VoiceInput:
         on_drop: Callable[[str], None] | None = None,
         keys_fd: int | None = None,
         on_guess: Callable[[str | None], None] | None = None,
-    ) -> Iterator[Heard]:
+    ) -> Iterator[Recognized]:
         """Utterances, one at a time, forever; listening pauses while the caller handles one.
 
         The caller runs the turn (speaking included) before asking for the next; listening
         resumes ``stt.resume_after`` seconds later, so the end of the reply is not heard.
         Esc on the terminal ``keys_fd`` ends it. ``on_guess``: the likely transcript at a
         pause before the end is confirmed, and None when that guess is void (`Tentative`;
-        a `Heard` with other text voids it too).
+        a `Recognized` with other text voids it too).
         """
         listener = Listener(self.settings, self.recognizer, self.microphone())
         guess = on_guess or (lambda text: None)
@@ -140,7 +140,7 @@ class VoiceInput:
                             guess(None)
                             if on_drop is not None:
                                 on_drop(event.reason)
-                        elif isinstance(event, Heard):
+                        elif isinstance(event, Recognized):
                             listener.pause()
                             yield event
                             listener.resume(time.monotonic() + self.settings.resume_after)

@@ -1,7 +1,7 @@
 """Microphone -> VAD -> endpointer -> recognizer, as one iterator of events for the CLI.
 
 `Listener.events()` yields `Level` for every frame (the push-to-talk meter), and per
-utterance either `Heard` (a transcript to use) or `Dropped` (noise, silence, or text the
+utterance either `Recognized` (a transcript to use) or `Dropped` (noise, silence, or text the
 recognizer itself thinks is no speech: Whisper's "Thank you for watching" on near-silence
 never reaches the model). Nothing here prints.
 
@@ -63,7 +63,7 @@ class Level:
 
 
 @dataclass(frozen=True)
-class Heard:
+class Recognized:
     """An utterance recognised and accepted."""
 
     transcript: Transcript
@@ -91,13 +91,13 @@ class Dropped:
 class Tentative:
     """The transcript at a pause that may be the end of the utterance (early recognition),
     before the end is confirmed: a guess to act on ahead (`voicechat.readahead`). It holds
-    until the next `Heard` (the same text when that pause was the end) or `Dropped`, or a
+    until the next `Recognized` (the same text when that pause was the end) or `Dropped`, or a
     `Tentative` with ``text`` None: speech went on, the guess is void."""
 
     text: str | None
 
 
-ListenEvent = Level | Heard | Dropped | Tentative
+ListenEvent = Level | Recognized | Dropped | Tentative
 
 
 WARM_UP_S = 0.5
@@ -255,7 +255,9 @@ class Listener:
             return None
         return Tentative(transcript.text)
 
-    def _finish(self, utt: Utterance, detected_at: float, language: str | None) -> Heard | Dropped:
+    def _finish(
+        self, utt: Utterance, detected_at: float, language: str | None
+    ) -> Recognized | Dropped:
         # the endpointer's frame counter and the capture clock advance together
         frames_after = self.endpointer.index - utt.last_speech_frame
         speech_end_at = detected_at - frames_after * FRAME_S
@@ -272,7 +274,7 @@ class Listener:
         verdict = gate(transcript, self.settings.no_speech_threshold)
         if verdict:
             return Dropped(verdict, transcript)
-        return Heard(transcript, utt.cut, speech_end_at, detected_at, recognized_at, early)
+        return Recognized(transcript, utt.cut, speech_end_at, detected_at, recognized_at, early)
 
     def close(self) -> None:
         """Stop the worker (waits for a recognition in progress); the microphone is the
@@ -328,9 +330,9 @@ __all__ = [
     "SAMPLE_RATE",
     "BackgroundRecognizer",
     "Dropped",
-    "Heard",
     "Level",
     "Listener",
+    "Recognized",
     "Tentative",
     "gate",
     "open_listener",
