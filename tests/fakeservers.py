@@ -86,6 +86,33 @@ class Recorded:
     at: float = field(default_factory=time.monotonic)
     """When it arrived (``time.monotonic``): a test times the client against it."""
 
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The chat messages with each question as the user asked it: the note of when it was
+        asked (`voicechat.now`, on by default) taken off; `notes` has them."""
+        return [
+            {**m, "content": unnoted(m["content"])} if m.get("role") == "user" else m
+            for m in self.body["messages"]
+        ]
+
+    @property
+    def notes(self) -> list[str]:
+        """The time notes of the user messages, in order ("" where a message has none)."""
+        return [
+            m["content"][: len(m["content"]) - len(unnoted(m["content"]))].strip()
+            for m in self.body["messages"]
+            if m.get("role") == "user"
+        ]
+
+
+NOTE = re.compile(r"\A\[(?:Asked on |提问时间：)[^\]\n]*\]\n")
+"""The note `voicechat.now.note` puts before a question."""
+
+
+def unnoted(content: Any) -> Any:
+    """A user message's text without the note of when it was asked."""
+    return NOTE.sub("", content, count=1) if isinstance(content, str) else content
+
 
 @dataclass
 class FakeServer:

@@ -74,7 +74,9 @@ def test_ask_streams_the_reply_to_stdout_only(run: Run, ollama_server: FakeServe
     assert result.returncode == 0
     assert result.stdout == "The sky is **blue**.\n\n- Rayleigh\n"  # plain text in a pipe
     assert result.stderr == ""
-    assert ollama_server.chats[0].body == {
+    chat = ollama_server.chats[0]
+    assert chat.notes[0].startswith("[Asked on ")  # when it was asked: voicechat.now
+    assert {**chat.body, "messages": chat.messages} == {
         "model": "qwen2.5:7b",
         "messages": [
             {"role": "system", "content": SYSTEM},
@@ -95,7 +97,7 @@ def test_options_override_the_profile(run: Run, ollama_server: FakeServer) -> No
     assert result.returncode == 0, result.stderr
     body = ollama_server.chats[0].body
     assert body["model"] == "qwen2.5:3b"
-    assert body["messages"] == [
+    assert ollama_server.chats[0].messages == [
         {"role": "system", "content": "Be terse."},
         {"role": "user", "content": "several words"},
     ]
@@ -108,21 +110,21 @@ def test_openai_profile_through_the_sdk(
     openai_server.enqueue(Script(tokens=["你好", "，", "世界。"], comments=True))
     result = run("ask", "-p", openai_profile(tmp_path, openai_server), "hi")
     assert (result.returncode, result.stdout, result.stderr) == (0, "你好，世界。\n", "")
-    assert openai_server.chats[0].body["messages"] == [{"role": "user", "content": "hi"}]
+    assert openai_server.chats[0].messages == [{"role": "user", "content": "hi"}]
 
 
 def test_piped_stdin_then_blank_line_then_question(run: Run, ollama_server: FakeServer) -> None:
     result = run("ask", "--mute", "summarize this", input="line 1\nline 2\n",
                  OLLAMA_HOST=ollama_server.url)  # fmt: skip
     assert result.returncode == 0
-    question = ollama_server.chats[0].body["messages"][-1]["content"]
+    question = ollama_server.chats[0].messages[-1]["content"]
     assert question == "line 1\nline 2\n\nsummarize this"
 
 
 def test_piped_stdin_alone_is_the_question(run: Run, ollama_server: FakeServer) -> None:
     result = run("ask", "--mute", input="What is 2+2?\n", OLLAMA_HOST=ollama_server.url)
     assert result.returncode == 0
-    assert ollama_server.chats[0].body["messages"][-1]["content"] == "What is 2+2?"
+    assert ollama_server.chats[0].messages[-1]["content"] == "What is 2+2?"
 
 
 def test_no_question_is_a_usage_error(run: Run, ollama_server: FakeServer) -> None:
@@ -635,7 +637,7 @@ def test_an_argument_that_is_not_utf8_is_cleaned_like_stdin(
             tmp_path, OLLAMA_HOST=ollama_server.url), timeout=30,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    sent = ollama_server.chats[-1].body["messages"][-1]["content"]
+    sent = ollama_server.chats[-1].messages[-1]["content"]
     assert sent == "caf\ufffd \ufffd?"
 
 

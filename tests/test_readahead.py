@@ -60,7 +60,7 @@ def test_a_read_ahead_for_another_question_is_closed_and_the_real_one_asked() ->
         turn = conversation.ask("Is it far to the moon?", Shown(), ahead=ahead)
         assert server.disconnected.wait(5), "the guessed request was never closed"
     assert turn.reply == "Yes."
-    asked = [chat.body["messages"][-1]["content"] for chat in server.chats]
+    asked = [chat.messages[-1]["content"] for chat in server.chats]
     assert asked == ["Is it far", "Is it far to the moon?"]
     assert reader_threads() == []
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pexpect
@@ -71,7 +72,7 @@ def test_banner_warm_up_and_a_turn(repl: pexpect.spawn, ollama_server: FakeServe
     # the warm-up: an empty chat that loads the model, sent before the question
     warm, question = ollama_server.chats[0], ollama_server.chats[1]
     assert warm.body["messages"] == [] and warm.body["keep_alive"] == "30m"
-    assert question.body["messages"][-1] == {"role": "user", "content": "why is the sky blue?"}
+    assert question.messages[-1] == {"role": "user", "content": "why is the sky blue?"}
 
 
 def test_banner_names_profile_model_and_voice(tmp_path: Path, ollama_server: FakeServer) -> None:
@@ -96,7 +97,7 @@ def test_memory_across_turns(repl: pexpect.spawn, ollama_server: FakeServer) -> 
     ollama_server.enqueue(Script(tokens=["Nice to meet you, Ada."]), Script(tokens=["Ada."]))
     ask(repl, "my name is Ada")
     ask(repl, "what is my name?")
-    messages = ollama_server.chats[-1].body["messages"]
+    messages = ollama_server.chats[-1].messages
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[2]["content"] == "Nice to meet you, Ada."
 
@@ -114,7 +115,7 @@ def test_ctrl_c_mid_reply_returns_to_the_prompt_and_keeps_the_shown_text(
     assert time.monotonic() - sent < 3
     assert ollama_server.disconnected.wait(5)
     ask(repl, "and now?")
-    messages = ollama_server.chats[-1].body["messages"]
+    messages = ollama_server.chats[-1].messages
     partial = messages[-2]
     assert partial["role"] == "assistant" and partial["content"].startswith("tok tok tok")
     assert len(partial["content"]) < len("tok ") * 200
@@ -147,7 +148,7 @@ def test_multi_line_block(repl: pexpect.spawn, ollama_server: FakeServer) -> Non
     repl.expect_exact("... ")
     repl.sendline('third"""')
     repl.expect_exact(PROMPT)
-    question = ollama_server.chats[-1].body["messages"][-1]["content"]
+    question = ollama_server.chats[-1].messages[-1]["content"]
     assert question == "first line\nsecond line\nthird"
 
 
@@ -166,7 +167,7 @@ def test_history_with_arrow_keys_persists_across_runs(
     child.expect_exact("remember this question")
     child.send("\r")
     child.expect_exact(PROMPT)
-    assert ollama_server.chats[-1].body["messages"][-1]["content"] == "remember this question"
+    assert ollama_server.chats[-1].messages[-1]["content"] == "remember this question"
     kill(child)
 
 
@@ -217,7 +218,7 @@ def test_reset_forgets(repl: pexpect.spawn, ollama_server: FakeServer) -> None:
     ask(repl, "one")
     assert "conversation forgotten" in ask(repl, "/reset")
     ask(repl, "two")
-    assert [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]] == ["two"]
+    assert [m["content"] for m in ollama_server.chats[-1].messages[1:]] == ["two"]
 
 
 def test_model_and_system_commands(repl: pexpect.spawn, ollama_server: FakeServer) -> None:
@@ -244,7 +245,7 @@ def test_profile_command_switches_backend(
         assert "profile desk: model desk-model" in ask(repl, "/profile desk")
         other.enqueue(Script(tokens=["from the desk"]))
         assert "from the desk" in ask(repl, "second")
-        messages = other.chats[-1].body["messages"]
+        messages = other.chats[-1].messages
         assert [m["content"] for m in messages if m["role"] == "user"] == ["first", "second"]
 
 
@@ -269,7 +270,7 @@ def test_an_unusual_end_of_reply_is_said_once_and_the_turn_stays(
     shown = ask(repl, "q")
     assert "cut sh" in shown and shown.count(warning) == 1, shown
     ask(repl, "again")
-    assert ollama_server.chats[-1].body["messages"][-2] == {
+    assert ollama_server.chats[-1].messages[-2] == {
         "role": "assistant",
         "content": "cut sh",
     }
@@ -283,18 +284,23 @@ def test_save_and_load_json_and_export_markdown(
     saved = tmp_path / "chat.json"
     assert "saved 1 turns" in ask(repl, f"/save {saved}")
     data = json.loads(saved.read_text())
-    assert data["turns"] == [
-        {"question": "capital of France?", "reply": "Paris.", "interrupted": False}
-    ]
+    (turn,) = data["turns"]
+    asked_at = datetime.fromisoformat(turn.pop("asked_at"))  # when it was asked, with its zone
+    assert asked_at.tzinfo is not None and abs(time.time() - asked_at.timestamp()) < 60
+    assert turn == {"question": "capital of France?", "reply": "Paris.", "interrupted": False}
     ask(repl, f"/save {tmp_path / 'chat.md'}")
     markdown = (tmp_path / "chat.md").read_text()
-    assert "## You\n\ncapital of France?" in markdown and "## Assistant\n\nParis." in markdown
+    assert "capital of France?" in markdown and "## Assistant\n\nParis." in markdown
+    assert f"## You ({asked_at.isoformat(sep=' ', timespec='seconds')})" in markdown
+    first_note = ollama_server.chats[-1].notes[0]
 
     ask(repl, "/reset")
     assert "loaded 1 turns" in ask(repl, f"/load {saved}")
     ask(repl, "and of Italy?")
-    contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
+    contents = [m["content"] for m in ollama_server.chats[-1].messages[1:]]
     assert contents == ["capital of France?", "Paris.", "and of Italy?"]
+    # the loaded turn is sent as it was the first time: a server's prompt cache stays valid
+    assert ollama_server.chats[-1].notes[0] == first_note
 
 
 def test_load_rejects_other_json(repl: pexpect.spawn, tmp_path: Path) -> None:
@@ -319,7 +325,7 @@ def test_backend_error_keeps_the_repl_and_the_conversation(
     ask(repl, "one")
     assert "boom" in ask(repl, "two")
     ask(repl, "three")
-    contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
+    contents = [m["content"] for m in ollama_server.chats[-1].messages[1:]]
     assert contents == ["one", "kept", "three"]
 
 
@@ -345,7 +351,7 @@ def test_chat_over_a_pipe_is_one_conversation(tmp_path: Path, ollama_server: Fak
     result = chat_through_a_pipe(tmp_path, ollama_server, "first question\n\nsecond question\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "A1\nA2\n"
-    contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
+    contents = [m["content"] for m in ollama_server.chats[-1].messages[1:]]
     assert contents == ["first question", "A1", "second question"]
 
 
@@ -372,7 +378,7 @@ def test_a_turn_that_broke_stays_out_of_the_next_request_only_if_nothing_came(
     result = chat_through_a_pipe(tmp_path, ollama_server, "one\ntwo\n")
     assert result.returncode == 9, result.stderr
     assert result.stdout.endswith("ok\n")
-    contents = [m["content"] for m in ollama_server.chats[-1].body["messages"][1:]]
+    contents = [m["content"] for m in ollama_server.chats[-1].messages[1:]]
     assert contents == [*kept, "two"]
 
 

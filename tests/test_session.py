@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import ANSWER_HOLD, HOLD, FakeBackend, FakeSpeech
-from tests.fakeservers import FakeServer, Script
+from tests.fakeservers import FakeServer, Script, unnoted
 from voicechat.audio.playback import Heard
 from voicechat.backends import create_backend, settings_for
 from voicechat.cancel import Cancel
@@ -216,7 +216,7 @@ def test_session_reports_errors_and_goes_on_over_lines() -> None:
     assert session.run(piped(["first\n", "\n", "second\n"])) == 9
     assert err.getvalue() == "voicechat: error: the server hung up: retry\n"
     assert session.term_out.getvalue() == "second answer\n"  # type: ignore[attr-defined]
-    assert backend.requests[-1][-1] == {"role": "user", "content": "second"}
+    assert unnoted(backend.requests[-1][-1]["content"]) == "second"
 
 
 def test_session_cancel_from_another_thread_is_an_interrupt() -> None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from voicechat.backends import Backend, Message, Outcome
 from voicechat.cancel import Cancel
 from voicechat.errors import VoicechatError
+from voicechat.now import local_now, with_note
 from voicechat.settings import ChunkingSettings, GenerationSettings
 
 BARGE_IN = "barge-in"
@@ -78,6 +80,9 @@ class Turn:
     failed: str | None = None
     """The error that cut the reply, if one did."""
     started: float = 0.0
+    asked_at: datetime | None = None
+    """When the question was asked (local time with its zone): the model is told it
+    (`voicechat.now`), and a saved conversation records it."""
     first_audio_s: float | None = None
     """Seconds from sending the question to its first sound (``None`` when muted)."""
     heard: str | None = None
@@ -113,27 +118,35 @@ class Conversation:
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     system: str | None = None
     turns: list[Turn] = field(default_factory=list)
+    tell_time: bool = True
+    """Each question tells the model when it was asked (`voicechat.now`)."""
 
-    def messages(self, question: str | None = None) -> list[Message]:
-        """The request's message list: system prompt, history, then the new question."""
+    def messages(self, question: str | None = None, at: datetime | None = None) -> list[Message]:
+        """The request's message list: system prompt, history, then the new question, asked
+        ``at``. Every question keeps the note of its own time, so what was sent before is
+        sent the same again (a server's prompt cache stays valid)."""
         messages: list[Message] = []
         if self.system:
             messages.append({"role": "system", "content": self.system})
         for turn in self.turns:
-            messages.append({"role": "user", "content": turn.question})
+            messages.append({"role": "user", "content": self._asked(turn.question, turn.asked_at)})
             if turn.reply:
                 messages.append({"role": "assistant", "content": turn.reply})
         if question is not None:
-            messages.append({"role": "user", "content": question})
+            messages.append({"role": "user", "content": self._asked(question, at)})
         return messages
+
+    def _asked(self, question: str, at: datetime | None) -> str:
+        return with_note(question, at if self.tell_time else None)
 
     def read_ahead(self, question: str) -> ReadAhead:
         """Send ``question`` now, before it is certain; `ask` takes the reply if it is asked
         next (`voicechat.readahead`), else it is to be discarded."""
         from voicechat.readahead import ReadAhead
 
-        messages = self.messages(question)
-        return ReadAhead(self.backend.chat(messages, self.generation), messages)
+        at = local_now()
+        messages = self.messages(question, at)
+        return ReadAhead(self.backend.chat(messages, self.generation), messages, at)
 
     def ask(
         self,
@@ -150,11 +163,15 @@ class Conversation:
         ``ahead``: the reply read ahead (`read_ahead`), used if it answers the same request.
         """
         cancel = cancel or Cancel()
-        messages = self.messages(question)
+        # read ahead, it was asked when the request went (so that the messages compare)
+        at = ahead.asked_at if ahead is not None else local_now()
+        messages = self.messages(question, at)
         if ahead is not None and ahead.messages != messages:
             ahead.discard()
             ahead = None
-        turn = Turn(question, started=ahead.started if ahead else time.monotonic())
+            at = local_now()
+            messages = self.messages(question, at)
+        turn = Turn(question, started=ahead.started if ahead else time.monotonic(), asked_at=at)
         removers: list[Callable[[], None]] = []
         try:
             if speech is not None:

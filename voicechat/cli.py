@@ -228,7 +228,13 @@ def open_conversation(prof: Profile, stack: ExitStack) -> Conversation:
     """A new conversation with the profile's backend."""
     from voicechat.chat import Conversation
 
-    return Conversation(open_backend(prof, stack), prof.generation, prof.chunking, prof.system)
+    return Conversation(
+        open_backend(prof, stack),
+        prof.generation,
+        prof.chunking,
+        prof.system,
+        tell_time=prof.tell_time,
+    )
 
 
 def open_session(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,9 +27,13 @@ class ReadAhead:
     from any thread, as the reply's does; `discard` also waits for the thread.
     """
 
-    def __init__(self, reply: Reply, messages: list[Message]) -> None:
+    def __init__(
+        self, reply: Reply, messages: list[Message], asked_at: datetime | None = None
+    ) -> None:
         self.messages = messages
         """The request it answers: `Conversation.ask` takes it only for the same one."""
+        self.asked_at = asked_at
+        """The wall-clock time the question was asked at, as its request told the model."""
         self.started = time.monotonic()
         """When the request was sent (the question's time, for the turn's statistics)."""
         self._reply = reply

@@ -182,6 +182,9 @@ class Profile:
     """One line shown by ``voicechat profiles``."""
     system: str | None = None
     """System prompt sent first in every conversation."""
+    tell_time: bool = True
+    """Each question tells the model the local date, weekday, time and time zone it was
+    asked at (in the question's language), so "what time is it" is answered right."""
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     """Sampling options."""
     tts: TTSSettings = field(default_factory=TTSSettings)

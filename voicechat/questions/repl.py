@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -335,6 +336,7 @@ class Repl:
             self.session.model = profile.backend.model
         self.conversation.generation = profile.generation
         self.conversation.chunking = profile.chunking
+        self.conversation.tell_time = profile.tell_time
         if loaded is not self.loaded:
             self.conversation.system = profile.system
         if voice_too and profile.tts != self.profile.tts:
@@ -358,7 +360,12 @@ def to_json(conversation: Conversation, profile: Profile) -> dict[str, object]:
         "model": profile.backend.model,
         "system": conversation.system,
         "turns": [
-            {"question": t.question, "reply": t.reply, "interrupted": t.interrupted}
+            {
+                "question": t.question,
+                "reply": t.reply,
+                "interrupted": t.interrupted,
+                **({"asked_at": t.asked_at.isoformat()} if t.asked_at is not None else {}),
+            }
             for t in conversation.turns
         ],
     }
@@ -369,7 +376,8 @@ def to_markdown(conversation: Conversation) -> str:
     if conversation.system:
         parts.append(f"*System:* {conversation.system}\n")
     for turn in conversation.turns:
-        parts.append(f"## You\n\n{turn.question}\n")
+        when = f" ({turn.asked_at.isoformat(sep=' ', timespec='seconds')})" if turn.asked_at else ""
+        parts.append(f"## You{when}\n\n{turn.question}\n")
         mark = "\n\n*(interrupted)*" if turn.interrupted else ""
         parts.append(f"## Assistant\n\n{turn.reply}{mark}\n")
     return "\n".join(parts)
@@ -393,8 +401,29 @@ def load_json(path: Path) -> tuple[list[Turn], str | None]:
         raise ConfigError(f"/load {path}: not a conversation saved with /save FILE.json")
     system = data.get("system")
     return [
-        Turn(t["question"], t["reply"], interrupted=bool(t.get("interrupted"))) for t in turns
+        Turn(
+            t["question"],
+            t["reply"],
+            interrupted=bool(t.get("interrupted")),
+            asked_at=_asked_at(t.get("asked_at")),
+        )
+        for t in turns
     ], system if isinstance(system, str) else None
+
+
+def _asked_at(value: object) -> datetime | None:
+    """A saved turn's time (ISO 8601 with its zone); absent or unreadable: unknown.
+
+    >>> _asked_at("2026-12-07T14:05:00+08:00").hour, _asked_at("noon"), _asked_at(None)
+    (14, None, None)
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
 
 
 # --- line editing ------------------------------------------------------------------------------
