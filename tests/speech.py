@@ -41,6 +41,13 @@ ENGLISH = {
         "I would like to know how far away the moon is from the earth, and how long it "
         "would take to fly there in a small plane that never stops to refuel."
     ),
+    "en_wake_weather": "Hey Jetson, what is the weather like in London today?",
+    "en_wake": "Hey Jetson.",
+    "en_jenson_story": "Hey Jenson, tell me a short story about a cat.",
+    "en_chatter": (
+        "So I told him the meeting was moved to Thursday, and he said that was fine, but "
+        "then nobody booked the room, so we ended up in the kitchen again."
+    ),
 }
 
 

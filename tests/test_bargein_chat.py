@@ -67,7 +67,7 @@ def profile(tmp_path: Path, server: FakeServer, barge_in: str) -> str:
 
 def chats(server: FakeServer) -> list[list[dict[str, str]]]:
     """The message lists the child sent (warm-up requests have none)."""
-    return [c.body["messages"] for c in server.chats if c.body["messages"]]
+    return [c.messages for c in server.chats if c.body["messages"]]
 
 
 def wait_for(ready, what: str, timeout: float = HANG_S) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pexpect
 import pytest
 
@@ -47,7 +48,7 @@ def kill_process(proc: subprocess.Popen) -> None:
 
 def questions(server: FakeServer) -> list[str]:
     """The user's questions the server was asked (warm-up requests have no messages)."""
-    return [c.body["messages"][-1]["content"] for c in server.chats if c.body["messages"]]
+    return [c.messages[-1]["content"] for c in server.chats if c.body["messages"]]
 
 
 @pytest.fixture
@@ -243,7 +244,7 @@ def test_push_to_talk_reads_the_reply_ahead_at_the_last_pause(
     finally:
         kill(child)
     (call,) = [c for c in ollama_server.chats if c.body["messages"]]  # not the warm-up
-    asked = call.body["messages"][-1]["content"]
+    asked = call.messages[-1]["content"]
     assert word_error_rate(ENGLISH["en_weather"], asked) <= 0.25, asked
     asked_after = call.at - started - speech_end
     # the recording cannot end before the end silence has passed; the request went well before
@@ -308,3 +309,47 @@ def test_listen_on_in_the_repl_is_hands_free_until_esc(
     assert word_error_rate(ENGLISH["en_story"], asked) <= 0.25, asked
     repl.sendline("/listen maybe")
     repl.expect_exact("use /listen on or /listen off")
+
+
+@pytest.mark.parametrize("gap", [0.3, 0.6, 1.0])
+def test_words_said_right_after_an_utterance_are_not_lost(
+    virtual_mic: VirtualMic, english: dict[str, Path], ollama_server: FakeServer,
+    tmp_path: Path, cache: str, gap: float,
+) -> None:  # fmt: skip
+    """Two utterances ``gap`` seconds apart: the second begins while the first is recognised
+    and answered, and keeps every word (the microphone reads on meanwhile). 0.3 s is under
+    the end silence, so the two may be one question; 0.6 and 1.0 s make two."""
+    from tests.speech import read_wav, write_wav
+
+    first, rate = read_wav(english["en_weather"])
+    second, _ = read_wav(english["en_story"])
+    pause = np.zeros(int(gap * rate), np.float32)
+    edge = np.zeros(int(0.3 * rate), np.float32)
+    wav = write_wav(tmp_path / "two.wav", np.concatenate([edge, first, pause, second, edge]), rate)
+    for _ in range(2):
+        ollama_server.enqueue(Script(tokens=["Noted."]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicechat", "chat", "--listen", "--mute"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env_for(virtual_mic, tmp_path, ollama_server, cache),
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        assert "listening" in proc.stderr.readline()
+        time.sleep(1.0)  # the recognizer loads meanwhile
+        virtual_mic.say(with_silence(wav, tmp_path / "q.wav", 0.0, 1.5))
+        deadline = time.monotonic() + 30
+        while len(questions(ollama_server)) < (2 if gap > 0.5 else 1):
+            assert time.monotonic() < deadline, questions(ollama_server)
+            time.sleep(0.05)
+        time.sleep(1.5)  # a second question, if the two were heard apart
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        kill_process(proc)
+    asked = questions(ollama_server)
+    said = f"{ENGLISH['en_weather']} {ENGLISH['en_story']}"
+    assert word_error_rate(said, " ".join(asked)) <= 0.15, (asked, err)
+    if gap > 0.5:
+        assert len(asked) == 2, asked
+        assert word_error_rate(ENGLISH["en_story"], asked[1]) <= 0.15, asked

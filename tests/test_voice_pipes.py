@@ -85,7 +85,7 @@ def test_repl_ctrl_c_stops_text_and_voice_then_goes_on(
     child.sendline("and now?")
     child.expect_exact("Short answer.")
     child.expect_exact(">>> ")
-    messages = ollama_server.chats[-1].body["messages"]
+    messages = ollama_server.chats[-1].messages
     assert messages[-2]["content"].startswith("This sentence is spoken")
     child.sendeof()
     child.expect(pexpect.EOF)

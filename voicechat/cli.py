@@ -361,9 +361,9 @@ def chat(
         signals.session = session
         questions: Iterable[Question]
         if voice_input is not None:
-            from voicechat.questions.talk import spoken
+            from voicechat.questions.talk import listening_line, spoken
 
-            term.info("listening: just talk (Ctrl+C to stop)")
+            term.info(listening_line(stt, "Ctrl+C to stop"))
             questions = spoken(session, voice_input, term)
         elif isatty(sys.stdin):
             from voicechat.questions.repl import Repl

@@ -380,6 +380,11 @@ def _convert(tp: Any, value: Any, where: str, keypath: str) -> Any:
         if isinstance(value, (str, int, float, bool)) and value in typing.get_args(tp):
             return value
         raise ConfigError(f"{where}: {keypath}: expected {_describe(tp)}, got {_kind(value)}")
+    if origin is tuple:  # tuple[str, ...]: a YAML list, kept frozen
+        item = typing.get_args(tp)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {keypath}: expected {_describe(tp)}, got {_kind(value)}")
+        return tuple(_convert(item, v, where, f"{keypath}[{i}]") for i, v in enumerate(value))
     ok = {
         type(None): value is None,
         bool: isinstance(value, bool),
@@ -402,6 +407,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(t) for t in typing.get_args(tp))
     if origin is Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0]).removeprefix('a ')}s"
     names = {type(None): "null", bool: "true/false", int: "an integer", float: "a number"}
     return names.get(tp, "a string")
 
@@ -450,6 +457,8 @@ def shown(profile: Profile) -> dict[str, Any]:
     query values masked (the key itself is never in a profile)."""
 
     def walk(obj: Any) -> Any:
+        if isinstance(obj, tuple):
+            return list(obj)
         if not dataclasses.is_dataclass(obj):
             return obj
         out = {}

@@ -170,6 +170,13 @@ class STTSettings:
     stop_words: str = "stop, wait, 停, 停下, 停一下, 别说了, 等一下"
     """``barge_in: keyword``: the words that stop the reply, comma-separated; said alone,
     repeated or with "please"/"ok" ("Stop, stop!", "Please stop.", "停一下吧")."""
+    wake: tuple[str, ...] = ()
+    """Hands-free: the phrases an utterance must start with to be a question ("hey jetson",
+    "你好小杰"), compared by sound (a misspelt name, a Chinese homophone still wake it); the
+    phrase is taken off the question. Empty: every utterance is a question."""
+    follow_up: float = field(default=8.0, metadata=between(0, 600))
+    """With ``wake``: seconds after a reply, or after the phrase said alone, in which a
+    question needs no phrase."""
 
 
 @dataclass(frozen=True)

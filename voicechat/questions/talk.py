@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from voicechat.chat import BARGE_IN
+from voicechat.chunker import is_han
 from voicechat.errors import ListenError, NothingHeard, VoicechatError
 from voicechat.questions.display import LiveLine
+from voicechat.questions.wake import Gate
 from voicechat.session import Question
+from voicechat.speakable import Piece
 from voicechat.stt import INSTALL, Transcript
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator
+    from collections.abc import Callable, Generator, Iterator
 
     from voicechat.audio.echo import PlayedTap
     from voicechat.questions.bargein import BargedIn, BargeIn
@@ -87,7 +91,7 @@ def listening(
     if voice_input is None:
         term.error(f"hands-free needs the [listen] extra: {INSTALL}")
         return
-    term.note("listening: just talk (Esc or Ctrl+C stops listening)")
+    term.note(listening_line(voice_input.settings, "Esc or Ctrl+C stops listening"))
     try:
         yield from spoken(session, voice_input, term, _stdin_fd())
     except KeyboardInterrupt:
@@ -99,20 +103,40 @@ def spoken(
     session: Session, voice_input: VoiceInput, term: Terminal, keys_fd: int | None = None
 ) -> Iterator[Question]:
     """Questions from the microphone, hands-free, until it closes (Esc) or the run ends; with
-    barge-in, a question said over a reply is the next one, at once."""
+    barge-in, a question said over a reply is the next one, at once. With ``stt.wake``, only
+    what starts with a wake phrase, or comes within the follow-up window, is a question: the
+    rest is neither sent (not even read ahead) nor kept (`voicechat.questions.wake`)."""
+    settings = voice_input.settings
+    gate = Gate(settings.wake, settings.follow_up)
     ahead = Ahead(session)
-    guess = ahead.guess if voice_input.settings.read_ahead else None
-    heard_all = voice_input.hands_free(keys_fd=keys_fd, on_guess=guess)
+    guess = _gated(ahead.guess, gate) if settings.read_ahead else None
+    handled_from = time.monotonic()
+
+    def voice_began() -> float | None:
+        """When our voice began while the last utterance was handled (None: it did not)."""
+        began = session.speech.first_audio_at if session.speech is not None else None
+        return began if began is not None and began >= handled_from else None
+
+    heard_all = voice_input.hands_free(keys_fd=keys_fd, on_guess=guess, voice_began=voice_began)
     # the terminal and microphone back as they were, and the speaker's tap removed, at once
     with (
         contextlib.closing(heard_all),
         contextlib.closing(ahead),
-        barge_in_for(session, voice_input.settings) as bi,
+        barge_in_for(session, settings) as bi,
     ):
         for heard in heard_all:
-            text: str | None = heard.transcript.text
+            handled_from = time.monotonic()
+            started = heard.speech_end_at - heard.transcript.audio_s
+            admitted = gate.admit(heard.transcript.text, started)
+            if admitted.kind != "question":
+                ahead.close()
+                if admitted.kind == "wake":
+                    _acknowledge(session, term, gate.acknowledgement())
+                    gate.replied(time.monotonic())
+                continue
+            text: str | None = admitted.text
             if heard.cut:
-                term.warn(f"over {voice_input.settings.max_utterance:g} s of speech: cut there")
+                term.warn(f"over {settings.max_utterance:g} s of speech: cut there")
             show_question(term, text)
             if session.stats:
                 term.info(heard_stats(heard))
@@ -120,6 +144,41 @@ def spoken(
             while text is not None:
                 text = yield from _asked(session, voice_input, term, Question(text, early), bi)
                 early = None
+            gate.replied(time.monotonic())
+
+
+def listening_line(settings: STTSettings, stop: str) -> str:
+    """What hands-free says as it starts: what to say to it, and how to stop."""
+    if not settings.wake:
+        return f"listening: just talk ({stop})"
+    phrases = " or ".join(repr(p) for p in settings.wake)
+    return f"listening for {phrases} ({stop})"
+
+
+def _gated(guess: Callable[[str | None], None], gate: Gate) -> Callable[[str | None], None]:
+    """The read-ahead's guesses, only for what the gate would take as a question (and as it
+    would take it: without the wake phrase)."""
+
+    def gated(text: str | None) -> None:
+        seen = None if text is None else gate.peek(text, time.monotonic())
+        guess(seen.text if seen is not None and seen.kind == "question" else None)
+
+    return gated
+
+
+def _acknowledge(session: Session, term: Terminal, word: str) -> None:
+    """The wake phrase alone: say so (and speak it, unless muted); the next utterance is the
+    question."""
+    term.note(f"{word} (the wake phrase: listening for the question)")
+    speech = session.speech
+    if speech is None or session.muted:
+        return
+    try:
+        speech.start()
+        speech.say(Piece(word, "zh" if any(is_han(c) for c in word) else "other", True))
+        speech.finish()
+    except VoicechatError as exc:
+        term.warn(str(exc))
 
 
 class Ahead:

@@ -2,9 +2,10 @@
 
 `VoiceInput` owns one recognizer, loaded in the background as soon as it is made (the REPL
 makes it at start, so the first utterance does not wait for the model). Push-to-talk opens
-the microphone only while the user talks; hands-free keeps it open and pauses it while the
-reply is spoken (half-duplex): it resumes once playback ended plus ``stt.resume_after``.
-With barge-in (`watching`), the paused Listener lends the microphone to a
+the microphone only while the user talks; hands-free keeps it open and reading, so what is
+said while an utterance is recognised and answered starts the next one, and skips what it
+heard while the reply was spoken (half-duplex) and ``stt.resume_after`` after it. With
+barge-in (`watching`), the Listener lends the microphone to a
 `voicechat.questions.bargein.Watch` while the reply plays.
 
 While recording, `KeyWatch` reads single keys from the terminal (cbreak mode: Ctrl+C still
@@ -119,14 +120,17 @@ class VoiceInput:
         on_drop: Callable[[str], None] | None = None,
         keys_fd: int | None = None,
         on_guess: Callable[[str | None], None] | None = None,
+        voice_began: Callable[[], float | None] = lambda: None,
     ) -> Iterator[Recognized]:
-        """Utterances, one at a time, forever; listening pauses while the caller handles one.
+        """Utterances, one at a time, forever; the microphone runs on while the caller
+        handles one, so nothing said meanwhile is lost.
 
-        The caller runs the turn (speaking included) before asking for the next; listening
-        resumes ``stt.resume_after`` seconds later, so the end of the reply is not heard.
-        Esc on the terminal ``keys_fd`` ends it. ``on_guess``: the likely transcript at a
-        pause before the end is confirmed, and None when that guess is void (`Tentative`;
-        a `Recognized` with other text voids it too).
+        The caller runs the turn (speaking included) before asking for the next.
+        ``voice_began``: when our voice started playing while it did (None: it did not);
+        from then until ``stt.resume_after`` seconds after the turn, what the microphone
+        heard is our reply, and is skipped. Esc on the terminal ``keys_fd`` ends it.
+        ``on_guess``: the likely transcript at a pause before the end is confirmed, and None
+        when that guess is void (`Tentative`; a `Recognized` with other text voids it too).
         """
         listener = Listener(self.settings, self.recognizer, self.microphone())
         guess = on_guess or (lambda text: None)
@@ -141,9 +145,11 @@ class VoiceInput:
                             if on_drop is not None:
                                 on_drop(event.reason)
                         elif isinstance(event, Recognized):
-                            listener.pause()
                             yield event
-                            listener.resume(time.monotonic() + self.settings.resume_after)
+                            began = voice_began()
+                            if began is not None:
+                                end = time.monotonic() + self.settings.resume_after
+                                listener.skip(began, end)
                             break
                     else:
                         return  # Esc, or the microphone closed

@@ -157,6 +157,9 @@ class Listener:
         """A pause's samples that found the worker busy with a stale job: recognised as
         soon as it is free, if the pause lasts (else the final job would queue behind it)."""
         self._resume_at = 0.0
+        self._skip = (0.0, 0.0)
+        """Capture times of our own voice (`skip`): heard, but not the user."""
+        self._skipping = False
         self._end_at: float | None = None
         self._drop = threading.Event()
 
@@ -183,6 +186,12 @@ class Listener:
         self._deferred = None
         self.mic.paused = False
 
+    def skip(self, start: float, end: float) -> None:
+        """Ignore audio captured from ``start`` to ``end`` (our own voice, half-duplex). What
+        came before and comes after is heard as usual: the microphone ran meanwhile, so the
+        words said while an utterance was recognised and answered are the next utterance."""
+        self._skip = (start, end)
+
     def events(self, timeout: float | None = None) -> Iterator[ListenEvent]:
         """Events until the microphone closes; `NothingHeard` if no speech starts in ``timeout``.
 
@@ -206,6 +215,17 @@ class Listener:
                 return
             if at < self._resume_at:
                 continue
+            if self._skip[0] <= at < self._skip[1]:
+                if not self._skipping:  # what was under way when our voice began is gone
+                    self._skipping = True
+                    self.endpointer.reset()
+                    self.vad.reset()
+                    self._early = self._deferred = None
+                    if self._told:
+                        self._told = False
+                        yield Tentative(None)
+                continue
+            self._skipping = False
             prob = self.vad(frame)
             ep = self.endpointer
             yield Level(level_db(frame), ep.speaking, time.monotonic() - started)
