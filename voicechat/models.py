@@ -15,9 +15,13 @@ Speech voices, GGUF models and recognizer weights all come through `fetch`, whic
   reported; a verified one is remembered (hashing a 4 GB model again at each start costs
   seconds on the Jetson).
 
+Nothing the network sends chooses a path: every name that comes from a catalog or a hub
+answer goes through `safe_name` / `safe_path`, and every file placed from such a name through
+`inside`, which also checks that the destination resolves inside its folder.
+
 Errors are `ConfigError` (no such repository, revision or file: the name is wrong) or
-`ModelError` (offline and not cached, network down, corrupt download, disk full), each one
-line that says what to do.
+`ModelError` (offline and not cached, network down, corrupt download, disk full, a name
+from the network that would choose a path), each one line that says what to do.
 """
 
 from __future__ import annotations
@@ -29,11 +33,75 @@ from pathlib import Path
 from typing import Any
 
 from voicechat.errors import ConfigError, ModelError
+from voicechat.redact import short
 
 HUB_HINT = "pip install huggingface_hub (included in voicechat[piper])"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
+"""One path segment: letters, digits and ``_.+-``, not starting with a dot (so never ``..``
+or a hidden file), no separator, no control character."""
+
+
+class UnsafeName(ModelError):
+    """A name from the network that would choose where a file goes: refused."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}: refused")
+        self.reason = reason
+        """What is wrong with the name, without the verdict."""
+
+
+def safe_name(value: object, what: str) -> str:
+    """``value`` if it is one path segment of the safe alphabet, else `UnsafeName`.
+
+    >>> safe_name("en_US-joe-medium", "voice")
+    'en_US-joe-medium'
+    >>> safe_name("../../home/u", "voice")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    voicechat.models.UnsafeName: voice '../../home/u' is not a safe file name (...): refused
+    """
+    if isinstance(value, str) and _SEGMENT.fullmatch(value):
+        return value
+    raise UnsafeName(
+        f"{what} {short(repr(value), 80)} is not a safe file name (one segment of letters, "
+        "digits and _.+-)"
+    )
+
+
+def safe_path(value: object, what: str) -> str:
+    """``value`` if it is a relative path whose every segment passes `safe_name`.
+
+    >>> safe_path("en/en_US/joe/medium/en_US-joe-medium.onnx", "file")
+    'en/en_US/joe/medium/en_US-joe-medium.onnx'
+    """
+    if not isinstance(value, str) or not value:
+        raise UnsafeName(f"{what} {short(repr(value), 80)} is not a file path")
+    for segment in value.split("/"):
+        try:
+            safe_name(segment, what)
+        except UnsafeName:
+            raise UnsafeName(
+                f"{what} {short(repr(value), 120)} is not a safe path (each part one segment of "
+                "letters, digits and _.+-, no '..', not absolute)"
+            ) from None
+    return value
+
+
+def inside(root: Path, *names: str) -> Path:
+    """``root / names...``, each name checked by `safe_path`, and the result resolved inside
+    ``root`` (a symbolic link on the way must not lead out): the one way a name that came
+    from the network becomes a path."""
+    for name in names:
+        safe_path(name, "file name")
+    target = root.joinpath(*names)
+    base = root.resolve()
+    resolved = target.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise UnsafeName(f"{short(str(target), 160)} leads outside {base}")
+    return target
 
 
 def _true(value: str | None) -> bool:

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from voicechat import models
 from voicechat.errors import ConfigError, ModelError, SpeechError
+from voicechat.redact import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -137,37 +139,64 @@ def installed() -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and is_pulled(p.name))
 
 
-def parse_catalog(data: Any) -> dict[str, PiperVoice]:
-    """``voices.json`` as `PiperVoice` objects (entries it cannot read are skipped)."""
-    voices: dict[str, PiperVoice] = {}
+class Catalog(dict[str, PiperVoice]):
+    """The catalog's voices by name; ``rejected`` holds the entries refused, with why."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejected: dict[str, str] = {}
+
+
+def parse_catalog(data: Any) -> Catalog:
+    """``voices.json`` as `PiperVoice` objects.
+
+    An entry it cannot read is left out; one whose name or file paths would choose where a
+    file goes (``..``, an absolute path, a separator) is left out and remembered in
+    ``rejected``, so that pulling it says why instead of "no such voice".
+    """
+    voices = Catalog()
     if not isinstance(data, dict):
         raise ValueError("voices.json is not a JSON object")
     for key, entry in data.items():
         try:
-            language = entry.get("language") or {}
-            files = tuple(
-                VoiceFile(path, int(info["size_bytes"]), str(info["md5_digest"]).lower())
-                for path, info in (entry.get("files") or {}).items()
-            )
-            native, english = language.get("name_native", ""), language.get("name_english", "")
-            voices[key] = PiperVoice(
-                key=str(entry.get("key") or key),
-                language=str(language.get("code", "")),
-                language_name=f"{native} ({english})" if native and english != native else native,
-                quality=str(entry.get("quality", "")),
-                speakers=int(entry.get("num_speakers") or 1),
-                files=files,
-                aliases=tuple(entry.get("aliases") or ()),
-            )
+            voice = _voice(key, entry)
+        except models.UnsafeName as exc:
+            voices.rejected[str(key)] = exc.reason
+            continue
         except (AttributeError, KeyError, TypeError, ValueError):
             continue
+        voices[key] = voice
     return voices
 
 
-def catalog() -> dict[str, PiperVoice]:
-    """The voices the repository offers (``voices.json``, fetched or from the cache)."""
-    from voicechat import models
+def _voice(key: str, entry: Any) -> PiperVoice:
+    """One entry of ``voices.json``; `models.UnsafeName` for a name that would choose a path."""
+    name = models.safe_name(entry.get("key") or key, "voice name")
+    if name != key:
+        models.safe_name(key, "voice name")
+    language = entry.get("language") or {}
+    files = tuple(
+        VoiceFile(
+            models.safe_path(path, f"{name}'s file"),
+            int(info["size_bytes"]),
+            str(info["md5_digest"]).lower(),
+        )
+        for path, info in (entry.get("files") or {}).items()
+    )
+    native, english = language.get("name_native", ""), language.get("name_english", "")
+    return PiperVoice(
+        key=name,
+        language=str(language.get("code", "")),
+        language_name=f"{native} ({english})" if native and english != native else native,
+        quality=str(entry.get("quality", "")),
+        speakers=int(entry.get("num_speakers") or 1),
+        files=files,
+        aliases=tuple(entry.get("aliases") or ()),
+    )
 
+
+def catalog() -> Catalog:
+    """The voices the repository offers (``voices.json``, fetched or from the cache)."""
     path = models.fetch(REPO, CATALOG, revision=REVISION)
     try:
         return parse_catalog(json.loads(path.read_text(encoding="utf-8")))
@@ -192,6 +221,12 @@ def find(name: str, voices: dict[str, PiperVoice]) -> PiperVoice:
     """The voice ``name`` (or an alias) names; else a `ConfigError` listing close matches."""
     if name in voices:
         return voices[name]
+    refused = getattr(voices, "rejected", {}).get(name)
+    if refused:
+        raise ModelError(
+            f"{name} in {CATALOG} from {redact_url(models.endpoint())}: {refused}, refused; the "
+            "catalog is damaged or not Piper's (check HF_ENDPOINT)"
+        )
     for voice in voices.values():
         if name in voice.aliases:
             return voice
@@ -213,12 +248,9 @@ def pull(name: str, voices: dict[str, PiperVoice] | None = None) -> Path:
     Each file is checked against the size and MD5 ``voices.json`` publishes; a voice already
     pulled and intact costs no download.
     """
-    from voicechat import models
-
     voice = find(name, catalog() if voices is None else voices)
-    folder = voices_dir() / voice.key
     for spec in voice.files:
-        target = folder / spec.path.rsplit("/", 1)[-1]
+        target = models.inside(voices_dir(), voice.key, spec.path.rsplit("/", 1)[-1])
         if target.is_file() and target.stat().st_size == spec.size:
             continue  # pulled before (checked then)
         cached = models.fetch(REPO, spec.path, revision=REVISION)
