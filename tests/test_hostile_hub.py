@@ -144,3 +144,107 @@ def test_a_safe_catalog_still_pulls(hub: Hub, tmp_path: Path) -> None:
     pulled = home / "data" / "voicechat" / "voices" / NAME
     assert sorted(p.name for p in pulled.iterdir()) == [f"{NAME}.onnx", f"{NAME}.onnx.json"]
     assert written_outside(home) == []
+
+
+# --- one line per failure, with its cause, quickly, and no secret -----------------------------
+
+PASSWORD = "hunter2-secret-pw"
+
+
+def with_password(url: str) -> str:
+    return url.replace("http://", f"http://mirror-user:{PASSWORD}@")
+
+
+def closed_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    "fault, words, not_words",
+    [
+        ("unreachable", ["cannot reach", "connection refused", "check the network"], []),
+        ("500", ["answered HTTP 500", "failing", "try again later"], ["check the network"]),
+        ("503", ["answered HTTP 503"], ["check the network"]),
+        ("429", ["answered HTTP 429"], ["check the network"]),
+        ("404", ["has no file voices.json", "HF_ENDPOINT"], ["check the name"]),
+        ("loop", ["redirects in a loop", "HF_ENDPOINT"], ["check the network"]),
+    ],
+)
+def test_a_failing_mirror_is_one_line_with_its_cause_and_no_password(
+    hub: Hub, tmp_path: Path, fault: str, words: list[str], not_words: list[str]
+) -> None:
+    import time
+
+    serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
+    url = closed_port() if fault == "unreachable" else hub.url
+    if fault.isdigit() and fault != "404":
+        hub.status[voices.CATALOG] = int(fault)
+    elif fault == "404":
+        hub.missing.add(voices.CATALOG)
+    elif fault == "loop":
+        hub.loops.add(voices.CATALOG)
+    started = time.monotonic()
+    result = cli(hub, tmp_path, "voices", "--available", HF_ENDPOINT=with_password(url))
+    took = time.monotonic() - started
+    line = one_error_line(result)
+    assert all(w in line for w in words), line
+    assert not any(w in line for w in not_words), line
+    assert PASSWORD not in result.stderr + result.stdout
+    assert "http://***@127.0.0.1" in line  # which mirror, without its password
+    assert took < 10, f"{took:.1f} s: retried"
+    asked = [r for r in hub.requests if r.path.endswith(voices.CATALOG)]
+    assert len(asked) <= (20 if fault == "loop" else 1), "retried"
+
+
+@pytest.mark.parametrize("fault", ["unreachable", "500"])
+def test_a_failing_mirror_leaves_the_cached_catalog_usable(
+    hub: Hub, tmp_path: Path, fault: str
+) -> None:
+    serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
+    assert cli(hub, tmp_path, "voices", "--available").returncode == 0  # cached now
+    if fault == "500":
+        hub.status[voices.CATALOG] = 500
+    url = closed_port() if fault == "unreachable" else hub.url
+    result = cli(hub, tmp_path, "voices", "--available", HF_ENDPOINT=url)
+    assert result.returncode == 0, result.stderr
+    assert NAME in result.stdout and "error" not in result.stderr
+
+
+def test_the_hubs_own_log_lines_are_redacted_when_asked_for(hub: Hub, tmp_path: Path) -> None:
+    serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
+    result = cli(
+        hub, tmp_path, "voices", "--available",
+        HF_ENDPOINT=with_password(hub.url), HF_HUB_VERBOSITY="debug", HF_DEBUG="1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "HEAD http://***@127.0.0.1" in result.stderr  # huggingface_hub's debug lines
+    assert PASSWORD not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "header, value",
+    [
+        ("ETag", '"../../../../escaped"'),
+        ("ETag", '"/tmp/voicechat-escaped"'),
+        ("X-Repo-Commit", "../../../../escaped"),
+        ("X-Repo-Commit", None),
+    ],
+    ids=["etag-dotdot", "etag-absolute", "commit-dotdot", "no-commit"],
+)
+def test_a_header_that_would_name_a_file_in_the_cache_is_refused(
+    hub: Hub, tmp_path: Path, header: str, value: str | None
+) -> None:
+    """huggingface_hub names the cached file by the hub's ETag and its folder by the commit."""
+    home = tmp_path / "home"
+    home.mkdir()
+    serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
+    hub.headers[voices.CATALOG] = {header: value}
+    line = one_error_line(cli(hub, home, "voices", "--available"))
+    assert "HF_ENDPOINT" in line
+    assert (header if value else "no commit id") in line
+    assert written_outside(home) == [] and not Path("/tmp/voicechat-escaped").exists()
+    assert not list(tmp_path.glob("escaped*"))

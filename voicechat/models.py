@@ -26,14 +26,17 @@ from the network that would choose a path), each one line that says what to do.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
+import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from voicechat.errors import ConfigError, ModelError
-from voicechat.redact import short
+from voicechat.redact import redact_url, remember_url, short
 
 HUB_HINT = "pip install huggingface_hub (included in voicechat[piper])"
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -144,83 +147,312 @@ def _import_hub() -> Any:
     return huggingface_hub
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """The transport errors of whichever HTTP library this huggingface_hub uses."""
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for name in ("httpx2", "httpx", "requests"):
-        try:
-            module = __import__(name)
-        except ImportError:
+# --- huggingface_hub, owned: its HTTP client, its logging, its progress bar --------------------
+#
+# Left to itself, huggingface_hub retries an unreachable or failing hub five times with
+# back-off (24 s and 10-12 log lines, each with the URL and any password in HF_ENDPOINT),
+# reports a mirror answering 500 as "check your connection", lets the hub's ETag header name
+# the file it writes in the cache (an ETag of ../../x wrote outside it), and shows a URL as
+# the progress bar's label. Inside `fetch`, its requests go through `_hub`'s GuardedClient, which
+# fails at once with the cause, and refuses a header that is not a hash; its log lines stay
+# off (HF_HUB_VERBOSITY turns them on, redacted); the bar is labelled with the file's name.
+
+
+class _HubFailure(Exception):
+    """Raised from inside huggingface_hub's calls (it does not catch it): `fetch` says it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class _Unreachable(_HubFailure):
+    """No connection, or no answer in time: the cache may still have the file."""
+
+
+class _Refused(_HubFailure):
+    """The hub answered with an error status (429, 5xx): the cache may still have the file."""
+
+
+class _Broken(_HubFailure):
+    """The hub answered something no hub sends (a path for an ETag, a redirect loop)."""
+
+
+@dataclass
+class _Transfer:
+    """The fetch in progress in this thread: what the guarded client knows of it."""
+
+    where: str
+    """``repo/file`` for messages."""
+
+
+_TRANSFER: contextvars.ContextVar[_Transfer | None] = contextvars.ContextVar(
+    "voicechat_transfer", default=None
+)
+_HUB: Any = None
+"""huggingface_hub once `_hub` has set it up."""
+_HASH = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _hub() -> Any:
+    """huggingface_hub, imported and set up on first use (`_GuardedClient`, quiet logging)."""
+    global _HUB
+    if _HUB is not None:
+        return _HUB
+    hub = _import_hub()
+    import httpx2
+
+    class GuardedClient(httpx2.Client):
+        """huggingface_hub's client; inside `fetch` every answer passes `_checked` first."""
+
+        def send(self, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
+            transfer = _TRANSFER.get()
+            if transfer is None:  # not one of ours: as huggingface_hub would
+                return super().send(request, stream=stream, **kwargs)
+            try:
+                response = super().send(request, stream=True, **kwargs)
+            except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.ProxyError) as exc:
+                raise _Unreachable(_cause(exc)) from None
+            except httpx2.TimeoutException:
+                raise _Unreachable("no answer in time") from None
+            except httpx2.TooManyRedirects:
+                raise _Broken("it redirects in a loop") from None
+            try:
+                _checked(response)
+                if not stream:
+                    response.read()
+            except BaseException:
+                response.close()
+                raise
+            return response
+
+    def client() -> Any:
+        # as huggingface_hub's default_client_factory, with the guard
+        from huggingface_hub.utils._http import hf_request_event_hook
+
+        return GuardedClient(
+            event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True, timeout=None
+        )
+
+    hub.set_client_factory(client)
+    # Xet downloads run in hf_xet's own HTTP stack, outside the guard: plain HTTP instead
+    # (the hub serves every file that way too)
+    hub.constants.HF_HUB_DISABLE_XET = True
+    _own_logging()
+    _HUB = hub
+    return hub
+
+
+def _checked(response: Any) -> None:
+    """Refuse an answer no hub sends, or one that says the hub is failing right now."""
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise _Refused(f"HTTP {status}")
+    if response.request.method != "HEAD":
+        return
+    headers = response.headers
+    commit = headers.get("X-Repo-Commit")
+    if commit is not None and not _GIT_SHA1.fullmatch(commit):
+        raise _Broken(f"an X-Repo-Commit that is not a commit id ({short(repr(commit), 60)})")
+    for name in ("X-Linked-Etag", "ETag"):
+        value = headers.get(name)
+        if value is None:
             continue
-        base = getattr(module, "TransportError", None) or getattr(module, "RequestException", None)
-        if isinstance(base, type) and issubclass(base, BaseException):
-            found.append(base)
-    return tuple(found)
+        etag = value.removeprefix("W/").strip('"')
+        if not _HASH.fullmatch(etag):  # huggingface_hub names the cached file by it
+            raise _Broken(f"an {name} that is not a hash ({short(repr(value), 60)})")
 
 
-def fetch(repo_id: str, filename: str, *, revision: str | None = None) -> Path:
+class _Redacting(logging.Formatter):
+    """huggingface_hub's lines, with secrets and control characters out, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return short(super().format(record), 400)
+
+
+def _own_logging() -> None:
+    """huggingface_hub's log lines: off (voicechat says what failed, once), unless
+    ``HF_HUB_VERBOSITY`` asks for them; then redacted."""
+    logger = logging.getLogger("huggingface_hub")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Redacting())
+    logger.handlers = [handler]
+    logger.propagate = False
+    if not os.environ.get("HF_HUB_VERBOSITY"):
+        logger.setLevel(logging.CRITICAL + 1)
+
+
+def _progress_class(hub: Any, label: str) -> Any:
+    """huggingface_hub's progress bar labelled ``label`` (it would show the URL, or a name
+    the server sent)."""
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    class Progress(hub_tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["desc"] = label
+            super().__init__(*args, **kwargs)
+
+    return Progress
+
+
+def _cause(exc: BaseException) -> str:
+    """What an HTTP library's exception says, short: ``connection refused``."""
+    text = short(str(exc), 120) or type(exc).__name__
+    match = re.search(r"\[Errno -?\d+\] (.*)", text)
+    return (match[1] if match else text).lower()
+
+
+# --- fetch -------------------------------------------------------------------------------------
+
+
+def fetch(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    named_by_user: bool = True,
+) -> Path:
     """The local path of ``filename`` from the hub repository ``repo_id``, downloaded if needed.
 
     Verified against the hub's published hash; cached, so later calls (and offline runs)
-    cost no download.
+    cost no download. ``named_by_user``: the user wrote these names (a profile's model), so a
+    wrong one is a `ConfigError` saying to check it; else they came from voicechat or a
+    catalog, and a hub without them is a `ModelError` about the hub.
     """
-    hub = _import_hub()
+    wrong = ConfigError if named_by_user else ModelError
+    try:
+        owner, _, name = repo_id.partition("/")
+        safe_name(owner, "repository owner")
+        safe_name(name, "repository name")
+        safe_path(filename, "file")
+        if revision is not None:
+            safe_path(revision, "revision")
+    except UnsafeName as exc:
+        raise wrong(f"{short(repo_id, 80)}: {exc}") from None
+    url = endpoint()
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"HF_ENDPOINT {redact_url(url)} is not an http:// or https:// URL")
+    remember_url(url)
+    where = f"{repo_id}/{filename}" + (f" at {revision}" if revision else "")
+    hub = _hub()
+    token = _TRANSFER.set(_Transfer(where))
+    try:
+        try:
+            path = _download(hub, repo_id, filename, revision, where, named_by_user, offline())
+        except (_Unreachable, _Refused) as failure:
+            try:  # what huggingface_hub does itself when the hub cannot answer
+                path = _download(hub, repo_id, filename, revision, where, named_by_user, True)
+            except ModelError:
+                raise _failed(failure, where) from None
+        except _HubFailure as failure:
+            raise _failed(failure, where) from None
+    finally:
+        _TRANSFER.reset(token)
+    local = Path(path)
+    verify(local, where)
+    return local
+
+
+def _failed(failure: _HubFailure, where: str) -> ModelError:
+    """The one line for a hub that could not be reached, refused, or broke the rules."""
+    host = redact_url(endpoint())
+    if isinstance(failure, _Unreachable):
+        return ModelError(
+            f"cannot reach {host} to download {where} ({failure.detail}; not cached yet): "
+            "check the network (or HF_ENDPOINT, a proxy) and run again"
+        )
+    if isinstance(failure, _Refused):
+        return ModelError(
+            f"{host} answered {failure.detail} for {where} (not cached yet): the server is "
+            "failing; try again later (or another HF_ENDPOINT)"
+        )
+    return ModelError(
+        f"{host} does not behave as a Hugging Face hub for {where} ({failure.detail}): "
+        "refused; check HF_ENDPOINT"
+    )
+
+
+def _download(
+    hub: Any,
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    where: str,
+    named_by_user: bool,
+    local_only: bool,
+) -> str:
+    """``hf_hub_download``, its errors translated (a `_HubFailure` passes through)."""
+    import httpx2
     from huggingface_hub import errors as hub_errors
 
-    where = f"{repo_id}/{filename}" + (f" at {revision}" if revision else "")
-    is_offline = offline()
+    host = redact_url(endpoint())
+    wrong = ConfigError if named_by_user else ModelError
+    check = "check the name" if named_by_user else "a mirror without it? check HF_ENDPOINT"
     try:
-        path = hub.hf_hub_download(
+        path: str = hub.hf_hub_download(
             repo_id,
             filename,
             revision=revision,
             endpoint=endpoint(),
             cache_dir=str(cache_dir()),
-            local_files_only=is_offline,
+            local_files_only=local_only,
+            tqdm_class=_progress_class(hub, filename.rsplit("/", 1)[-1]),
         )
+        return path
     except hub_errors.LocalEntryNotFoundError as exc:
-        if is_offline:
+        if offline():
             raise ModelError(
                 f"{where} is not downloaded yet and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE "
                 f"and run again with the network on (cache: {cache_dir()})"
             ) from None
-        raise ModelError(
-            f"cannot reach {endpoint()} to download {where} (not cached yet): check the network "
-            "(or HF_ENDPOINT, a proxy) and run again"
-        ) from exc
+        cause = exc.__cause__
+        if isinstance(cause, hub_errors.FileMetadataError):
+            raise ModelError(
+                f"{host} does not answer for {where} as a Hugging Face hub does (no commit id "
+                "or ETag): check HF_ENDPOINT"
+            ) from None
+        if isinstance(cause, hub_errors.HfHubHTTPError):
+            status = getattr(cause.response, "status_code", None)
+            raise ModelError(
+                f"{host} refused {where} (HTTP {status}): check HF_TOKEN, a proxy, or HF_ENDPOINT"
+            ) from None
+        raise ModelError(f"{where} is not downloaded yet and {host} cannot be asked") from None
     except hub_errors.OfflineModeIsEnabled:
         raise ModelError(
             f"{where} is not downloaded yet and HF_HUB_OFFLINE is set: unset it and run again"
         ) from None
     except hub_errors.GatedRepoError:
         raise ModelError(
-            f"{repo_id} is gated: accept its terms on its page at {endpoint()}/{repo_id} and set "
+            f"{repo_id} is gated: accept its terms on its page at {host}/{repo_id} and set "
             "HF_TOKEN to an access token"
         ) from None
     except hub_errors.RepositoryNotFoundError:
-        raise ConfigError(
-            f"{repo_id}: no such repository at {endpoint()} (check the name; a private one "
-            "needs HF_TOKEN)"
+        raise wrong(
+            f"{repo_id}: no such repository at {host} ({check}; a private one needs HF_TOKEN)"
         ) from None
     except hub_errors.RevisionNotFoundError:
-        raise ConfigError(f"{repo_id} has no revision {revision!r}: check the name") from None
+        raise wrong(f"{repo_id} has no revision {revision!r} at {host}: {check}") from None
     except hub_errors.EntryNotFoundError:
-        raise ConfigError(
-            f"{repo_id} has no file {filename}" + (f" at {revision}" if revision else "") + ": "
-            "check the name"
+        raise wrong(
+            f"{repo_id} has no file {filename}"
+            + (f" at {revision}" if revision else "")
+            + f" at {host}: {check}"
         ) from None
     except hub_errors.HfHubHTTPError as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", "an error")
-        raise ModelError(f"{endpoint()} answered {status} for {where}: try again later") from exc
-    except _network_errors() as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
         raise ModelError(
-            f"download of {where} broke off ({_first_line(exc)}): check the network and run again"
-        ) from exc
-    except OSError as exc:  # size mismatch after retries, disk full, cache not writable
-        raise ModelError(f"download of {where} failed: {_first_line(exc)}") from exc
-    local = Path(path)
-    verify(local, where)
-    return local
+            f"{host} refused {where} (HTTP {status}): check HF_TOKEN, a proxy, or HF_ENDPOINT"
+        ) from None
+    except httpx2.TooManyRedirects:
+        raise _Broken("it redirects in a loop") from None
+    except httpx2.HTTPError as exc:
+        raise ModelError(
+            f"download of {where} broke off ({_cause(exc)}): check the network and run again"
+        ) from None
+    except hub_errors.HFValidationError as exc:
+        raise wrong(f"{where}: {short(exc, 160)}") from None
+    except (OSError, ValueError) as exc:  # disk full, cache not writable, size mismatch
+        raise ModelError(f"download of {where} failed: {short(exc, 200)}") from None
 
 
 def verify(path: Path, what: str) -> None:
@@ -269,8 +501,3 @@ def _git_sha1(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

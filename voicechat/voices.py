@@ -197,7 +197,7 @@ def _voice(key: str, entry: Any) -> PiperVoice:
 
 def catalog() -> Catalog:
     """The voices the repository offers (``voices.json``, fetched or from the cache)."""
-    path = models.fetch(REPO, CATALOG, revision=REVISION)
+    path = models.fetch(REPO, CATALOG, revision=REVISION, named_by_user=False)
     try:
         return parse_catalog(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
@@ -253,7 +253,7 @@ def pull(name: str, voices: dict[str, PiperVoice] | None = None) -> Path:
         target = models.inside(voices_dir(), voice.key, spec.path.rsplit("/", 1)[-1])
         if target.is_file() and target.stat().st_size == spec.size:
             continue  # pulled before (checked then)
-        cached = models.fetch(REPO, spec.path, revision=REVISION)
+        cached = models.fetch(REPO, spec.path, revision=REVISION, named_by_user=False)
         check(cached, spec)
         _place(cached, target)
     model = model_path(voice.key)
