@@ -17,10 +17,11 @@ Faults, per file path: ``corrupt`` (same size, one byte flipped), ``drop`` (clos
 connection after N bytes, for the next ``times`` GETs), ``missing`` (404 EntryNotFound).
 Hostile modes, per file path, for what a broken or malicious mirror does: ``status`` (answer
 500, 403, 429...), ``loops`` (a redirect to itself, for ever), ``extra`` (the GET sends that
-many bytes more than the HEAD announced, made as they are sent: a 3 GB answer costs no
-memory), ``drip`` (the GET sends one byte every so many seconds), ``headers`` (HEAD and GET
-answer with these headers instead: a hostile ``ETag``, no ``X-Repo-Commit``). ``sent``
-counts the body bytes each path got out before the client stopped reading.
+many bytes more than the HEAD announced, with no Content-Length to warn the client, made as
+they are sent: a 3 GB answer costs no memory), ``drip`` (the GET sends one byte every so
+many seconds), ``headers`` (HEAD and GET answer with these headers instead: a hostile
+``ETag``, no ``X-Repo-Commit``). ``sent`` counts the body bytes each path got out before the
+client stopped reading.
 Every request is recorded (``hub.requests``).
 
 Usage: the ``hub`` fixture points ``HF_ENDPOINT`` at it and ``HF_HOME``/``XDG_*`` at a
@@ -301,13 +302,12 @@ def _handler(hub: Hub, role: str) -> type[BaseHTTPRequestHandler]:
             if ranged:
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
             extra = 0 if head else hub.extra.get(name, 0)
-            headers.update(
-                {
-                    "Accept-Ranges": "bytes",
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(end - start + extra),
-                }
-            )
+            headers.update({"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"})
+            if extra:  # no length to check first: the body ends when the connection does
+                headers["Connection"] = "close"
+                self.close_connection = True
+            else:
+                headers["Content-Length"] = str(end - start)
             self._headers(name, headers)
             self.end_headers()
             if head:

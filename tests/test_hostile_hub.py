@@ -248,3 +248,190 @@ def test_a_header_that_would_name_a_file_in_the_cache_is_refused(
     assert (header if value else "no commit id") in line
     assert written_outside(home) == [] and not Path("/tmp/voicechat-escaped").exists()
     assert not list(tmp_path.glob("escaped*"))
+
+
+# --- catalogs and voice configs that are not of their shape -----------------------------------
+
+
+def test_a_catalog_nested_too_deeply_is_one_line(hub: Hub, tmp_path: Path) -> None:
+    hub.add(voices.REPO, voices.CATALOG, "[" * 200_000 + "]" * 200_000)
+    line = one_error_line(cli(hub, tmp_path, "voices", "--available"))
+    assert "not a Piper voice catalog (nested too deeply)" in line and "HF_ENDPOINT" in line
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("size_bytes", "1e400"),
+        ("size_bytes", "Infinity"),
+        ("size_bytes", "NaN"),
+        ("size_bytes", "1" + "0" * 400),
+        ("size_bytes", "-5"),
+        ("size_bytes", "true"),
+        ("size_bytes", '"570"'),
+        ("md5_digest", '"../../x"'),
+        ("num_speakers", "1e400"),
+        ("num_speakers", "1" + "0" * 400),
+        ("aliases", '"abc"'),
+        ("language", '"en"'),
+    ],
+)
+def test_a_catalog_entry_with_hostile_values_is_left_out_and_pulling_it_says_why(
+    hub: Hub, tmp_path: Path, field: str, value: str
+) -> None:
+    good = entry(NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
+    bad = entry("en_US-bad-medium", {f"{FOLDER}/{NAME}.onnx": MODEL})
+    placeholder = "@@VALUE@@"
+    if field in ("size_bytes", "md5_digest"):
+        bad["files"][f"{FOLDER}/{NAME}.onnx"][field] = placeholder  # type: ignore[index]
+    else:
+        bad[field] = placeholder
+    text = json.dumps({NAME: good, "en_US-bad-medium": bad}).replace(f'"{placeholder}"', value)
+    hub.add(voices.REPO, f"{FOLDER}/{NAME}.onnx", MODEL)
+    hub.add(voices.REPO, voices.CATALOG, text)
+    listed = cli(hub, tmp_path, "voices", "--available")
+    assert listed.returncode == 0, listed.stderr
+    assert NAME in listed.stdout and "bad" not in listed.stdout
+    line = one_error_line(cli(hub, tmp_path, "voices", "pull", "en_US-bad-medium"))
+    assert "en_US-bad-medium" in line and "not readable" in line and field in line, line
+    assert len(line) < 400
+
+
+def pulled_voice(hub: Hub, home: Path) -> Path:
+    """Pull the tiny voice; its config's path (to be spoiled)."""
+    serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL, f"{FOLDER}/{NAME}.onnx.json": CONFIG})
+    result = cli(hub, home, "voices", "pull", NAME)
+    assert result.returncode == 0, result.stderr
+    return home / "data" / "voicechat" / "voices" / NAME / f"{NAME}.onnx.json"
+
+
+SPOILED = {
+    "list": "[]",
+    "audio-list": '{"audio": []}',
+    "rate-1e400": '{"audio": {"sample_rate": 1e400}}',
+    "rate-10**400": '{"audio": {"sample_rate": 1' + "0" * 400 + "}}",
+    "rate-zero": '{"audio": {"sample_rate": 0}}',
+    "language-string": '{"audio": {"sample_rate": 22050}, "language": "en"}',
+    "speakers-list": '{"audio": {"sample_rate": 22050}, "speaker_id_map": [1, 2]}',
+    "nested": "[" * 200_000 + "]" * 200_000,
+}
+
+
+@pytest.mark.parametrize("spoiled", list(SPOILED))
+def test_a_pulled_voice_config_of_the_wrong_shape_falls_back_to_espeak(
+    hub: Hub, tmp_path: Path, spoiled: str
+) -> None:
+    """`voices`, `doctor` and `say` speak with tts.fallback; without one, one line."""
+    config = pulled_voice(hub, tmp_path)
+    config.unlink()  # a new file: the pulled one is a hard link to the verified cache
+    config.write_text(SPOILED[spoiled])
+    profiles = tmp_path / "config" / "voicechat" / "profiles"
+    profiles.mkdir(parents=True)
+    backend = "backend: {kind: ollama, base_url: 'http://127.0.0.1:9', model: m}\n"
+    (profiles / "fallback.yaml").write_text(
+        backend + f"tts: {{engine: piper, voice: {NAME}, fallback: pyttsx3}}\n"
+    )
+    (profiles / "strict.yaml").write_text(backend + f"tts: {{engine: piper, voice: {NAME}}}\n")
+
+    listed = cli(hub, tmp_path, "voices", "-p", "fallback")
+    assert listed.returncode == 0, listed.stderr
+    assert "voices of engine pyttsx3" in listed.stderr and "Traceback" not in listed.stderr
+    doctor = cli(hub, tmp_path, "doctor", "--no-audio", "-p", "fallback")
+    assert "Traceback" not in doctor.stderr + doctor.stdout
+    assert "speaking with tts.fallback pyttsx3" in doctor.stdout + doctor.stderr
+    wav = tmp_path / "said.wav"
+    said = cli(hub, tmp_path, "say", "-p", "fallback", "--mute", "--save-audio", str(wav), "Hi.")
+    assert said.returncode == 0, said.stderr
+    assert wav.stat().st_size > 1000 and "Traceback" not in said.stderr
+
+    strict = cli(hub, tmp_path, "say", "-p", "strict", "--mute", "--save-audio", str(wav), "Hi.")
+    line = one_error_line(strict, strict.returncode)
+    assert strict.returncode in (2, 13)
+    assert "not a" in line and "Piper voice config" in line and f"voices pull {NAME}" in line
+    # and what it says mends it
+    assert cli(hub, tmp_path, "voices", "pull", NAME).returncode == 0
+    assert config.read_text() == CONFIG
+
+
+def test_ask_speaks_with_the_fallback_when_the_voice_config_says_1e400(
+    hub: Hub, tmp_path: Path, ollama_server: object
+) -> None:
+    from tests.fakeservers import Script
+
+    config = pulled_voice(hub, tmp_path)
+    config.unlink()
+    config.write_text(SPOILED["rate-1e400"])
+    profiles = tmp_path / "config" / "voicechat" / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "p.yaml").write_text(
+        f"backend: {{kind: ollama, base_url: '{ollama_server.url}', model: qwen2.5:7b}}\n"  # type: ignore[attr-defined]
+        f"tts: {{engine: piper, voice: {NAME}, fallback: pyttsx3}}\n"
+    )
+    ollama_server.enqueue(Script(tokens=["Hello there."]))  # type: ignore[attr-defined]
+    wav = tmp_path / "reply.wav"
+    result = cli(hub, tmp_path, "ask", "-p", "p", "--mute", "--save-audio", str(wav), "Hi?")
+    assert result.returncode == 0, result.stderr
+    assert "Hello there." in result.stdout and "Traceback" not in result.stderr
+    assert wav.stat().st_size > 1000
+
+
+# --- downloads that would never end -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("what", ["voice file", "catalog"])
+def test_a_download_bigger_than_announced_stops_at_the_first_byte_too_many(
+    hub: Hub, tmp_path: Path, what: str
+) -> None:
+    """3 GB where the catalog (or, for the catalog itself, the hub's HEAD) says a few bytes."""
+    import time
+
+    serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL, f"{FOLDER}/{NAME}.onnx.json": CONFIG})
+    path = f"{FOLDER}/{NAME}.onnx" if what == "voice file" else voices.CATALOG
+    hub.extra[path] = 3 << 30
+    started = time.monotonic()
+    args = ("voices", "pull", NAME) if what == "voice file" else ("voices", "--available")
+    line = one_error_line(cli(hub, tmp_path, *args))
+    assert time.monotonic() - started < 20
+    assert "sent more than the" in line and "bytes announced" in line and "HF_ENDPOINT" in line
+    assert hub.sent[path] < 64 << 20  # what the sockets' buffers took, not 3 GB
+    blobs = list((tmp_path / "hf").rglob("*"))
+    assert sum(p.stat().st_size for p in blobs if p.is_file()) < 1 << 20
+
+
+def test_a_hub_announcing_another_size_than_the_catalog_is_refused(
+    hub: Hub, tmp_path: Path
+) -> None:
+    serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL, f"{FOLDER}/{NAME}.onnx.json": CONFIG})
+    catalog = {NAME: entry(NAME, {f"{FOLDER}/{NAME}.onnx": MODEL[:100]})}
+    hub.add(voices.REPO, voices.CATALOG, json.dumps(catalog))
+    line = one_error_line(cli(hub, tmp_path, "voices", "pull", NAME))
+    assert f"announces {len(MODEL)} bytes where the catalog says 100" in line
+    assert not hub.gets(f"{FOLDER}/{NAME}.onnx")  # refused before the download
+
+
+def test_a_compressed_body_is_refused(hub: Hub, tmp_path: Path) -> None:
+    """A few compressed KB can unpack to gigabytes that no size check counted."""
+    serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
+    hub.headers[voices.CATALOG] = {"Content-Encoding": "gzip"}
+    line = one_error_line(cli(hub, tmp_path, "voices", "--available"))
+    assert "compressed" in line
+
+
+def test_a_drip_feed_stops_at_the_pace_deadline(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from voicechat import models
+    from voicechat.errors import ModelError
+
+    monkeypatch.setattr(models, "PACE_SECONDS", 1.0)  # 30 s in real use
+    serve_voice(
+        hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL * 4, f"{FOLDER}/{NAME}.onnx.json": CONFIG}
+    )
+    hub.drip[f"{FOLDER}/{NAME}.onnx"] = 0.01  # 100 bytes a second: the file would take 23 s
+    started = time.monotonic()
+    with pytest.raises(ModelError) as caught:
+        voices.pull(NAME)
+    took = time.monotonic() - started
+    assert "too slow" in str(caught.value) and "\n" not in str(caught.value)
+    assert took < 6, f"{took:.1f} s"
+    assert not voices.is_pulled(NAME)

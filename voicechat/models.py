@@ -31,6 +31,8 @@ import hashlib
 import logging
 import os
 import re
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,12 +180,58 @@ class _Broken(_HubFailure):
     """The hub answered something no hub sends (a path for an ETag, a redirect loop)."""
 
 
+class _TooSlow(_HubFailure):
+    """Less than `PACE_BYTES` in `PACE_SECONDS`: a drip-feed, or a network too poor to finish."""
+
+
+PACE_SECONDS = 30.0
+PACE_BYTES = 32 << 10
+"""A download must bring at least this much in every `PACE_SECONDS` (about 1 KB/s), else it
+stops: a server that drips a byte now and then would otherwise hold it for ever (each read
+comes before huggingface_hub's read timeout)."""
+_ERROR_BODY = 1 << 20
+"""Bytes of an error page read at most."""
+
+
 @dataclass
 class _Transfer:
     """The fetch in progress in this thread: what the guarded client knows of it."""
 
     where: str
     """``repo/file`` for messages."""
+    size: int | None = None
+    """The size the caller knows (a catalog's): the hub must announce and send exactly it."""
+    max_size: int | None = None
+    """The most a file of this kind may have (a catalog of 64 MB is not one)."""
+    announced: int | None = None
+    """The size the hub's HEAD announced."""
+    window_start: float | None = None
+    window_bytes: int = 0
+
+    def limit(self) -> int | None:
+        """Bytes the file may have: what the caller knows, else what the hub announced."""
+        if self.size is not None:
+            return self.size
+        return self.announced if self.announced is not None else self.max_size
+
+    def announce(self, size: int) -> None:
+        """The hub's HEAD announced ``size`` bytes: refused if the caller knows otherwise."""
+        if self.size is not None and size != self.size:
+            raise _Broken(f"it announces {size} bytes where the catalog says {self.size}")
+        if self.max_size is not None and size > self.max_size:
+            raise _Broken(f"it announces {size} bytes, more than the {self.max_size} allowed")
+        self.announced = size
+
+    def pace(self, received: int) -> None:
+        """Count ``received`` bytes; `_TooSlow` when a window brought too few."""
+        now = time.monotonic()
+        if self.window_start is None:
+            self.window_start = now
+        self.window_bytes += received
+        if now - self.window_start >= PACE_SECONDS:
+            if self.window_bytes < PACE_BYTES:
+                raise _TooSlow(f"{self.window_bytes} bytes in the last {PACE_SECONDS:.0f} s")
+            self.window_start, self.window_bytes = now, 0
 
 
 _TRANSFER: contextvars.ContextVar[_Transfer | None] = contextvars.ContextVar(
@@ -192,15 +240,34 @@ _TRANSFER: contextvars.ContextVar[_Transfer | None] = contextvars.ContextVar(
 _HUB: Any = None
 """huggingface_hub once `_hub` has set it up."""
 _HASH = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_RANGE_START = re.compile(r"bytes=(\d{1,18})-")
 
 
 def _hub() -> Any:
-    """huggingface_hub, imported and set up on first use (`_GuardedClient`, quiet logging)."""
+    """huggingface_hub, imported and set up on first use (the guarded client, quiet logging)."""
     global _HUB
     if _HUB is not None:
         return _HUB
     hub = _import_hub()
     import httpx2
+
+    class Guarded(httpx2.SyncByteStream):
+        """A body read no further than ``most`` bytes, at `_Transfer.pace`."""
+
+        def __init__(self, stream: Any, transfer: _Transfer, most: int | None) -> None:
+            self._stream, self._transfer, self._most = stream, transfer, most
+
+        def __iter__(self) -> Iterator[bytes]:
+            got = 0
+            for chunk in self._stream:
+                got += len(chunk)
+                if self._most is not None and got > self._most:
+                    raise _Broken(f"it sent more than the {self._most} bytes announced")
+                self._transfer.pace(len(chunk))
+                yield chunk
+
+        def close(self) -> None:
+            self._stream.close()
 
     class GuardedClient(httpx2.Client):
         """huggingface_hub's client; inside `fetch` every answer passes `_checked` first."""
@@ -209,6 +276,10 @@ def _hub() -> Any:
             transfer = _TRANSFER.get()
             if transfer is None:  # not one of ours: as huggingface_hub would
                 return super().send(request, stream=stream, **kwargs)
+            if request.method == "GET":
+                transfer.pace(0)  # a retry after a read timeout counts as time too
+                # a compressed body would be counted short: a few KB can unpack to gigabytes
+                request.headers["Accept-Encoding"] = "identity"
             try:
                 response = super().send(request, stream=True, **kwargs)
             except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.ProxyError) as exc:
@@ -218,7 +289,8 @@ def _hub() -> Any:
             except httpx2.TooManyRedirects:
                 raise _Broken("it redirects in a loop") from None
             try:
-                _checked(response)
+                most = _checked(response, transfer)
+                response.stream = Guarded(response.stream, transfer, most)
                 if not stream:
                     response.read()
             except BaseException:
@@ -243,24 +315,51 @@ def _hub() -> Any:
     return hub
 
 
-def _checked(response: Any) -> None:
-    """Refuse an answer no hub sends, or one that says the hub is failing right now."""
+def _checked(response: Any, transfer: _Transfer) -> int | None:
+    """Refuse an answer no hub sends, or one that says the hub is failing right now; the
+    bytes its body may have."""
     status = response.status_code
     if status == 429 or status >= 500:
         raise _Refused(f"HTTP {status}")
-    if response.request.method != "HEAD":
-        return
     headers = response.headers
-    commit = headers.get("X-Repo-Commit")
-    if commit is not None and not _GIT_SHA1.fullmatch(commit):
-        raise _Broken(f"an X-Repo-Commit that is not a commit id ({short(repr(commit), 60)})")
-    for name in ("X-Linked-Etag", "ETag"):
-        value = headers.get(name)
-        if value is None:
-            continue
-        etag = value.removeprefix("W/").strip('"')
-        if not _HASH.fullmatch(etag):  # huggingface_hub names the cached file by it
-            raise _Broken(f"an {name} that is not a hash ({short(repr(value), 60)})")
+    if response.request.method == "HEAD":
+        commit = headers.get("X-Repo-Commit")
+        if commit is not None and not _GIT_SHA1.fullmatch(commit):
+            raise _Broken(f"an X-Repo-Commit that is not a commit id ({short(repr(commit), 60)})")
+        for name in ("X-Linked-Etag", "ETag"):
+            value = headers.get(name)
+            if value is None:
+                continue
+            etag = value.removeprefix("W/").strip('"')
+            if not _HASH.fullmatch(etag):  # huggingface_hub names the cached file by it
+                raise _Broken(f"an {name} that is not a hash ({short(repr(value), 60)})")
+        # huggingface_hub takes the size from these; a redirect on the way has no say
+        linked = headers.get("X-Linked-Size")
+        raw = linked if linked is not None or status >= 300 else headers.get("Content-Length")
+        if raw is not None:
+            size = _length(raw)
+            if size is None:
+                raise _Broken(f"a size that is not a number ({short(repr(raw), 30)})")
+            transfer.announce(size)
+        return 0
+    if not 200 <= status < 300:
+        return _ERROR_BODY
+    if headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise _Broken("a compressed body although none was asked for")
+    limit = transfer.limit()
+    if limit is None:
+        return None
+    ranged = _RANGE_START.match(response.request.headers.get("Range", ""))
+    most = limit - (int(ranged[1]) if ranged else 0)
+    length = _length(headers.get("Content-Length"))
+    if length is not None and length > most:
+        raise _Broken(f"it sends {length} bytes where {most} were announced")
+    return most
+
+
+def _length(value: str | None) -> int | None:
+    """A Content-Length-like header as a number (None: absent or not a number)."""
+    return int(value) if value is not None and value.isdigit() and len(value) <= 18 else None
 
 
 class _Redacting(logging.Formatter):
@@ -311,13 +410,17 @@ def fetch(
     *,
     revision: str | None = None,
     named_by_user: bool = True,
+    size: int | None = None,
+    max_size: int | None = None,
 ) -> Path:
     """The local path of ``filename`` from the hub repository ``repo_id``, downloaded if needed.
 
     Verified against the hub's published hash; cached, so later calls (and offline runs)
     cost no download. ``named_by_user``: the user wrote these names (a profile's model), so a
     wrong one is a `ConfigError` saying to check it; else they came from voicechat or a
-    catalog, and a hub without them is a `ModelError` about the hub.
+    catalog, and a hub without them is a `ModelError` about the hub. ``size``: the size a
+    catalog lists (the hub must announce and send exactly it); ``max_size``: the most a file
+    of this kind may have. Either way the download stops at the first byte too many.
     """
     wrong = ConfigError if named_by_user else ModelError
     try:
@@ -335,7 +438,7 @@ def fetch(
     remember_url(url)
     where = f"{repo_id}/{filename}" + (f" at {revision}" if revision else "")
     hub = _hub()
-    token = _TRANSFER.set(_Transfer(where))
+    token = _TRANSFER.set(_Transfer(where, size, max_size))
     try:
         try:
             path = _download(hub, repo_id, filename, revision, where, named_by_user, offline())
@@ -360,6 +463,11 @@ def _failed(failure: _HubFailure, where: str) -> ModelError:
         return ModelError(
             f"cannot reach {host} to download {where} ({failure.detail}; not cached yet): "
             "check the network (or HF_ENDPOINT, a proxy) and run again"
+        )
+    if isinstance(failure, _TooSlow):
+        return ModelError(
+            f"download of {where} from {host} is too slow ({failure.detail}): check the "
+            "network and run again"
         )
     if isinstance(failure, _Refused):
         return ModelError(

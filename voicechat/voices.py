@@ -18,6 +18,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from voicechat import models
 from voicechat.errors import ConfigError, ModelError, SpeechError
-from voicechat.redact import redact_url
+from voicechat.redact import redact_url, short
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -125,6 +126,51 @@ def missing_model(key: str, value: str) -> str:
     return f"tts.{key} {value}: no such model file"
 
 
+RATES = (8000, 192_000)
+"""Sample rates a Piper voice may have (its models use 16 and 22.05 kHz)."""
+
+
+def read_config(model: Path) -> dict[str, Any]:
+    """The voice config beside ``model`` (``MODEL.onnx.json``), checked for the shape the engine
+    reads; else a one-line `ConfigError` (the profile's tts.fallback then speaks)."""
+    path = Path(f"{model}.json")
+    fix = (
+        f"pull it again: voicechat voices pull {model.stem}"
+        if voices_dir() in path.parents
+        else "put the .onnx.json that came with the model beside it"
+    )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else short(exc, 80)
+        raise ConfigError(f"{path} is not a readable Piper voice config ({why}): {fix}") from None
+    problem = _config_problem(config)
+    if problem:
+        raise ConfigError(f"{path} is not a Piper voice config ({problem}): {fix}")
+    return config  # type: ignore[no-any-return]
+
+
+def _config_problem(config: Any) -> str | None:
+    """What in a voice config the engine could not use (None: nothing)."""
+    if not isinstance(config, dict):
+        return "not a JSON object"
+    audio = config.get("audio")
+    rate = audio.get("sample_rate") if isinstance(audio, dict) else None
+    if isinstance(rate, bool) or not isinstance(rate, int) or not RATES[0] <= rate <= RATES[1]:
+        return f"audio.sample_rate {short(repr(rate), 24)} is not a sample rate"
+    for section, key in (("language", "code"), ("espeak", "voice")):
+        value = config.get(section, {})
+        if not isinstance(value, dict) or not isinstance(value.get(key, ""), str):
+            return f"{section}.{key} is not a string"
+    speakers = config.get("speaker_id_map") or {}
+    if not isinstance(speakers, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 16
+        for k, v in speakers.items()
+    ):
+        return "speaker_id_map is not a map of names to speaker numbers"
+    return None
+
+
 def is_pulled(name: str) -> bool:
     """The voice's model and config are in the data folder."""
     model = model_path(name)
@@ -147,61 +193,98 @@ class Catalog(dict[str, PiperVoice]):
         self.rejected: dict[str, str] = {}
 
 
+MAX_FILE = 1 << 36
+"""Bytes a voice file may have (64 GiB): a size beyond it is a damaged catalog, not a voice."""
+MAX_CATALOG = 64 << 20
+"""Bytes ``voices.json`` may have (the real one has a few MB)."""
+_MD5 = re.compile(r"[0-9a-f]{32}")
+
+
+class _Unreadable(ValueError):
+    """An entry of the catalog that is not of its shape."""
+
+
 def parse_catalog(data: Any) -> Catalog:
     """``voices.json`` as `PiperVoice` objects.
 
-    An entry it cannot read is left out; one whose name or file paths would choose where a
-    file goes (``..``, an absolute path, a separator) is left out and remembered in
+    An entry that is not of the catalog's shape, or whose names would choose where a file
+    goes (``..``, an absolute path, a separator), is left out of the listing and remembered in
     ``rejected``, so that pulling it says why instead of "no such voice".
     """
     voices = Catalog()
     if not isinstance(data, dict):
-        raise ValueError("voices.json is not a JSON object")
+        raise _Unreadable("not a JSON object")
     for key, entry in data.items():
         try:
-            voice = _voice(key, entry)
+            voices[key] = _voice(key, entry)
         except models.UnsafeName as exc:
-            voices.rejected[str(key)] = exc.reason
-            continue
-        except (AttributeError, KeyError, TypeError, ValueError):
-            continue
-        voices[key] = voice
+            voices.rejected[key] = exc.reason
+        except _Unreadable as exc:
+            voices.rejected[key] = f"its entry is not readable ({exc})"
     return voices
 
 
 def _voice(key: str, entry: Any) -> PiperVoice:
-    """One entry of ``voices.json``; `models.UnsafeName` for a name that would choose a path."""
+    """One entry of ``voices.json``: `models.UnsafeName` for a name that would choose a path,
+    `_Unreadable` for anything else that is not as Piper's catalog writes it."""
+    if not isinstance(entry, dict):
+        raise _Unreadable("not a JSON object")
     name = models.safe_name(entry.get("key") or key, "voice name")
     if name != key:
         models.safe_name(key, "voice name")
-    language = entry.get("language") or {}
-    files = tuple(
-        VoiceFile(
-            models.safe_path(path, f"{name}'s file"),
-            int(info["size_bytes"]),
-            str(info["md5_digest"]).lower(),
-        )
-        for path, info in (entry.get("files") or {}).items()
+    files = []
+    for path, info in _of(entry.get("files") or {}, dict, "files").items():
+        info = _of(info, dict, path)
+        size = _count(info.get("size_bytes"), f"{path}'s size_bytes", MAX_FILE)
+        md5 = info.get("md5_digest")
+        if not isinstance(md5, str) or not _MD5.fullmatch(md5.lower()):
+            raise _Unreadable(f"{short(path, 60)}'s md5_digest is not an MD5 digest")
+        files.append(VoiceFile(models.safe_path(path, f"{name}'s file"), size, md5.lower()))
+    language = _of(entry.get("language") or {}, dict, "language")
+    native, english = (
+        short(_of(language.get(k, ""), str, f"language.{k}"), 60)
+        for k in ("name_native", "name_english")
     )
-    native, english = language.get("name_native", ""), language.get("name_english", "")
     return PiperVoice(
         key=name,
-        language=str(language.get("code", "")),
+        language=short(_of(language.get("code", ""), str, "language.code"), 20),
         language_name=f"{native} ({english})" if native and english != native else native,
-        quality=str(entry.get("quality", "")),
-        speakers=int(entry.get("num_speakers") or 1),
-        files=files,
-        aliases=tuple(entry.get("aliases") or ()),
+        quality=short(_of(entry.get("quality", ""), str, "quality"), 20),
+        speakers=_count(entry.get("num_speakers") or 1, "num_speakers", 100_000),
+        files=tuple(files),
+        aliases=tuple(
+            short(_of(a, str, "aliases"), 80)
+            for a in _of(entry.get("aliases") or [], list, "aliases")
+        ),
     )
+
+
+def _of(value: Any, kind: type, what: str) -> Any:
+    """``value`` if it is a ``kind`` (dict, list, str), else `_Unreadable`."""
+    if not isinstance(value, kind):
+        names = {dict: "JSON object", list: "list", str: "string"}
+        raise _Unreadable(f"{short(what, 60)} is not a {names[kind]}")
+    return value
+
+
+def _count(value: Any, what: str, most: int) -> int:
+    """A whole number from 0 to ``most`` (not 1e400, not 10**400, not true)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise _Unreadable(f"{short(what, 60)} {short(repr(value), 24)} is not a count up to {most}")
+    return value
 
 
 def catalog() -> Catalog:
     """The voices the repository offers (``voices.json``, fetched or from the cache)."""
-    path = models.fetch(REPO, CATALOG, revision=REVISION, named_by_user=False)
+    path = models.fetch(REPO, CATALOG, revision=REVISION, named_by_user=False, max_size=MAX_CATALOG)
     try:
         return parse_catalog(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{REPO}/{CATALOG} is not readable ({exc}): run again") from exc
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else short(exc, 80)
+        raise ModelError(
+            f"{CATALOG} of {REPO} from {redact_url(models.endpoint())} is not a Piper voice "
+            f"catalog ({why}): check HF_ENDPOINT"
+        ) from None
 
 
 def available(lang: str | None = None) -> list[PiperVoice]:
@@ -246,14 +329,16 @@ def pull(name: str, voices: dict[str, PiperVoice] | None = None) -> Path:
     """Download the voice ``name`` into the data folder; its model's path.
 
     Each file is checked against the size and MD5 ``voices.json`` publishes; a voice already
-    pulled and intact costs no download.
+    pulled and intact costs no download, a damaged one is replaced.
     """
     voice = find(name, catalog() if voices is None else voices)
     for spec in voice.files:
         target = models.inside(voices_dir(), voice.key, spec.path.rsplit("/", 1)[-1])
-        if target.is_file() and target.stat().st_size == spec.size:
-            continue  # pulled before (checked then)
-        cached = models.fetch(REPO, spec.path, revision=REVISION, named_by_user=False)
+        if target.is_file() and target.stat().st_size == spec.size and _md5(target) == spec.md5:
+            continue  # pulled before, and intact
+        cached = models.fetch(
+            REPO, spec.path, revision=REVISION, named_by_user=False, size=spec.size
+        )
         check(cached, spec)
         _place(cached, target)
     model = model_path(voice.key)
