@@ -420,10 +420,10 @@ def test_a_compressed_body_is_refused(hub: Hub, tmp_path: Path) -> None:
 def test_a_drip_feed_stops_at_the_pace_deadline(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from voicechat import models
+    from voicechat import hf_hub
     from voicechat.errors import ModelError
 
-    monkeypatch.setattr(models, "PACE_SECONDS", 1.0)  # 30 s in real use
+    monkeypatch.setattr(hf_hub, "PACE_SECONDS", 1.0)  # 30 s in real use
     serve_voice(
         hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL * 4, f"{FOLDER}/{NAME}.onnx.json": CONFIG}
     )
@@ -435,3 +435,13 @@ def test_a_drip_feed_stops_at_the_pace_deadline(hub: Hub, monkeypatch: pytest.Mo
     assert "too slow" in str(caught.value) and "\n" not in str(caught.value)
     assert took < 6, f"{took:.1f} s"
     assert not voices.is_pulled(NAME)
+
+
+def test_a_file_where_the_voice_folder_goes_is_one_line_and_kept(hub: Hub, tmp_path: Path) -> None:
+    serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL, f"{FOLDER}/{NAME}.onnx.json": CONFIG})
+    folder = tmp_path / "data" / "voicechat" / "voices"
+    folder.mkdir(parents=True)
+    (folder / NAME).write_text("the user's")
+    line = one_error_line(cli(hub, tmp_path, "voices", "pull", NAME))
+    assert "is a file where voicechat keeps a folder" in line
+    assert (folder / NAME).read_text() == "the user's"

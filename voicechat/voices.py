@@ -15,16 +15,14 @@ A profile names a pulled voice instead of a path (``tts.voice: zh_CN-huayan-medi
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from voicechat import models
+from voicechat import hf_hub, models
 from voicechat.errors import ConfigError, ModelError, SpeechError
 from voicechat.redact import redact_url, short
 
@@ -282,7 +280,7 @@ def catalog() -> Catalog:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         why = "nested too deeply" if isinstance(exc, RecursionError) else short(exc, 80)
         raise ModelError(
-            f"{CATALOG} of {REPO} from {redact_url(models.endpoint())} is not a Piper voice "
+            f"{CATALOG} of {REPO} from {redact_url(hf_hub.endpoint())} is not a Piper voice "
             f"catalog ({why}): check HF_ENDPOINT"
         ) from None
 
@@ -307,7 +305,7 @@ def find(name: str, voices: dict[str, PiperVoice]) -> PiperVoice:
     refused = getattr(voices, "rejected", {}).get(name)
     if refused:
         raise ModelError(
-            f"{name} in {CATALOG} from {redact_url(models.endpoint())}: {refused}, refused; the "
+            f"{name} in {CATALOG} from {redact_url(hf_hub.endpoint())}: {refused}, refused; the "
             "catalog is damaged or not Piper's (check HF_ENDPOINT)"
         )
     for voice in voices.values():
@@ -334,13 +332,17 @@ def pull(name: str, voices: dict[str, PiperVoice] | None = None) -> Path:
     voice = find(name, catalog() if voices is None else voices)
     for spec in voice.files:
         target = models.inside(voices_dir(), voice.key, spec.path.rsplit("/", 1)[-1])
-        if target.is_file() and target.stat().st_size == spec.size and _md5(target) == spec.md5:
+        if (
+            target.is_file()
+            and target.stat().st_size == spec.size
+            and models.digest(target, "md5") == spec.md5
+        ):
             continue  # pulled before, and intact
         cached = models.fetch(
             REPO, spec.path, revision=REVISION, named_by_user=False, size=spec.size
         )
         check(cached, spec)
-        _place(cached, target)
+        models.place(cached, target)
     model = model_path(voice.key)
     if not is_pulled(voice.key):
         raise ModelError(
@@ -353,40 +355,15 @@ def pull(name: str, voices: dict[str, PiperVoice] | None = None) -> Path:
 def check(path: Path, spec: VoiceFile) -> None:
     """The file has the published size and MD5; else it is deleted from the cache and reported."""
     size = path.stat().st_size
-    digest = _md5(path) if size == spec.size else ""
+    digest = models.digest(path, "md5") if size == spec.size else ""
     if size == spec.size and digest == spec.md5:
         return
-    blob = path.resolve()
-    for stale in {path, blob}:
-        stale.unlink(missing_ok=True)
+    models.discard(path)
     found = f"{size} bytes" if size != spec.size else f"MD5 {digest[:12]}..."
     raise ModelError(
         f"{spec.path} does not match {CATALOG} ({found}, published {spec.size} bytes, MD5 "
         f"{spec.md5[:12]}...): deleted it; run again to download it anew"
     )
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _place(cached: Path, target: Path) -> None:
-    """Put the cached file at ``target`` atomically: a hard link if possible, else a copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(cached.resolve(), tmp)
-        except OSError:
-            shutil.copyfile(cached, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- tts.fallback: speak with espeak until the profile's Piper voice is pulled ---------------
