@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.hub import Hub, hub_env
-from voicechat import voices
+from voicechat.tts import piper_voices
 
 pytest.importorskip("huggingface_hub")
 
@@ -50,9 +50,9 @@ def entry(key: str, files: dict[str, bytes | str]) -> dict[str, object]:
 def serve_voice(hub: Hub, key: str, files: dict[str, bytes | str], name: str = NAME) -> None:
     """Serve ``files`` and a catalog listing them as the voice ``name`` (entry key ``key``)."""
     for path, data in files.items():
-        hub.add(voices.REPO, path, data)
+        hub.add(piper_voices.REPO, path, data)
     catalog = {name: entry(key, files)}
-    hub.add(voices.REPO, voices.CATALOG, json.dumps(catalog))
+    hub.add(piper_voices.REPO, piper_voices.CATALOG, json.dumps(catalog))
 
 
 def cli(hub: Hub, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -182,11 +182,11 @@ def test_a_failing_mirror_is_one_line_with_its_cause_and_no_password(
     serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
     url = closed_port() if fault == "unreachable" else hub.url
     if fault.isdigit() and fault != "404":
-        hub.status[voices.CATALOG] = int(fault)
+        hub.status[piper_voices.CATALOG] = int(fault)
     elif fault == "404":
-        hub.missing.add(voices.CATALOG)
+        hub.missing.add(piper_voices.CATALOG)
     elif fault == "loop":
-        hub.loops.add(voices.CATALOG)
+        hub.loops.add(piper_voices.CATALOG)
     started = time.monotonic()
     result = cli(hub, tmp_path, "voices", "--available", HF_ENDPOINT=with_password(url))
     took = time.monotonic() - started
@@ -196,7 +196,7 @@ def test_a_failing_mirror_is_one_line_with_its_cause_and_no_password(
     assert PASSWORD not in result.stderr + result.stdout
     assert "http://***@127.0.0.1" in line  # which mirror, without its password
     assert took < 10, f"{took:.1f} s: retried"
-    asked = [r for r in hub.requests if r.path.endswith(voices.CATALOG)]
+    asked = [r for r in hub.requests if r.path.endswith(piper_voices.CATALOG)]
     assert len(asked) <= (20 if fault == "loop" else 1), "retried"
 
 
@@ -207,7 +207,7 @@ def test_a_failing_mirror_leaves_the_cached_catalog_usable(
     serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
     assert cli(hub, tmp_path, "voices", "--available").returncode == 0  # cached now
     if fault == "500":
-        hub.status[voices.CATALOG] = 500
+        hub.status[piper_voices.CATALOG] = 500
     url = closed_port() if fault == "unreachable" else hub.url
     result = cli(hub, tmp_path, "voices", "--available", HF_ENDPOINT=url)
     assert result.returncode == 0, result.stderr
@@ -242,7 +242,7 @@ def test_a_header_that_would_name_a_file_in_the_cache_is_refused(
     home = tmp_path / "home"
     home.mkdir()
     serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
-    hub.headers[voices.CATALOG] = {header: value}
+    hub.headers[piper_voices.CATALOG] = {header: value}
     line = one_error_line(cli(hub, home, "voices", "--available"))
     assert "HF_ENDPOINT" in line
     assert (header if value else "no commit id") in line
@@ -254,7 +254,7 @@ def test_a_header_that_would_name_a_file_in_the_cache_is_refused(
 
 
 def test_a_catalog_nested_too_deeply_is_one_line(hub: Hub, tmp_path: Path) -> None:
-    hub.add(voices.REPO, voices.CATALOG, "[" * 200_000 + "]" * 200_000)
+    hub.add(piper_voices.REPO, piper_voices.CATALOG, "[" * 200_000 + "]" * 200_000)
     line = one_error_line(cli(hub, tmp_path, "voices", "--available"))
     assert "not a Piper voice catalog (nested too deeply)" in line and "HF_ENDPOINT" in line
 
@@ -287,8 +287,8 @@ def test_a_catalog_entry_with_hostile_values_is_left_out_and_pulling_it_says_why
     else:
         bad[field] = placeholder
     text = json.dumps({NAME: good, "en_US-bad-medium": bad}).replace(f'"{placeholder}"', value)
-    hub.add(voices.REPO, f"{FOLDER}/{NAME}.onnx", MODEL)
-    hub.add(voices.REPO, voices.CATALOG, text)
+    hub.add(piper_voices.REPO, f"{FOLDER}/{NAME}.onnx", MODEL)
+    hub.add(piper_voices.REPO, piper_voices.CATALOG, text)
     listed = cli(hub, tmp_path, "voices", "--available")
     assert listed.returncode == 0, listed.stderr
     assert NAME in listed.stdout and "bad" not in listed.stdout
@@ -386,7 +386,7 @@ def test_a_download_bigger_than_announced_stops_at_the_first_byte_too_many(
     import time
 
     serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL, f"{FOLDER}/{NAME}.onnx.json": CONFIG})
-    path = f"{FOLDER}/{NAME}.onnx" if what == "voice file" else voices.CATALOG
+    path = f"{FOLDER}/{NAME}.onnx" if what == "voice file" else piper_voices.CATALOG
     hub.extra[path] = 3 << 30
     started = time.monotonic()
     args = ("voices", "pull", NAME) if what == "voice file" else ("voices", "--available")
@@ -403,7 +403,7 @@ def test_a_hub_announcing_another_size_than_the_catalog_is_refused(
 ) -> None:
     serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL, f"{FOLDER}/{NAME}.onnx.json": CONFIG})
     catalog = {NAME: entry(NAME, {f"{FOLDER}/{NAME}.onnx": MODEL[:100]})}
-    hub.add(voices.REPO, voices.CATALOG, json.dumps(catalog))
+    hub.add(piper_voices.REPO, piper_voices.CATALOG, json.dumps(catalog))
     line = one_error_line(cli(hub, tmp_path, "voices", "pull", NAME))
     assert f"announces {len(MODEL)} bytes where the catalog says 100" in line
     assert not hub.gets(f"{FOLDER}/{NAME}.onnx")  # refused before the download
@@ -412,7 +412,7 @@ def test_a_hub_announcing_another_size_than_the_catalog_is_refused(
 def test_a_compressed_body_is_refused(hub: Hub, tmp_path: Path) -> None:
     """A few compressed KB can unpack to gigabytes that no size check counted."""
     serve_voice(hub, NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
-    hub.headers[voices.CATALOG] = {"Content-Encoding": "gzip"}
+    hub.headers[piper_voices.CATALOG] = {"Content-Encoding": "gzip"}
     line = one_error_line(cli(hub, tmp_path, "voices", "--available"))
     assert "compressed" in line
 
@@ -430,11 +430,11 @@ def test_a_drip_feed_stops_at_the_pace_deadline(hub: Hub, monkeypatch: pytest.Mo
     hub.drip[f"{FOLDER}/{NAME}.onnx"] = 0.01  # 100 bytes a second: the file would take 23 s
     started = time.monotonic()
     with pytest.raises(ModelError) as caught:
-        voices.pull(NAME)
+        piper_voices.pull(NAME)
     took = time.monotonic() - started
     assert "too slow" in str(caught.value) and "\n" not in str(caught.value)
     assert took < 6, f"{took:.1f} s"
-    assert not voices.is_pulled(NAME)
+    assert not piper_voices.is_pulled(NAME)
 
 
 def test_a_file_where_the_voice_folder_goes_is_one_line_and_kept(hub: Hub, tmp_path: Path) -> None:

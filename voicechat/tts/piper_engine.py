@@ -33,11 +33,11 @@ def _model_file(value: str | None, key: str) -> Path:
             f"tts.{key} is not set: piper needs the path to a voice model (.onnx, with its "
             ".onnx.json beside it)"
         )
-    from voicechat import voices
+    from voicechat.tts import piper_voices
 
-    path = Path(voices.resolve(value) or value).expanduser()
+    path = Path(piper_voices.resolve(value) or value).expanduser()
     if not path.is_file():
-        raise ConfigError(voices.missing_model(key, value))
+        raise ConfigError(piper_voices.missing_model(key, value))
     if not Path(f"{path}.json").is_file():
         raise ConfigError(f"tts.{key} {value}: its config {path.name}.json is missing beside it")
     return path
@@ -45,15 +45,15 @@ def _model_file(value: str | None, key: str) -> Path:
 
 def _model_setting(settings: TTSSettings) -> tuple[str | None, str]:
     """``tts.model``, else ``tts.voice`` when it names a pulled voice (voicechat voices pull)."""
-    from voicechat import voices
+    from voicechat.tts import piper_voices
 
-    return voices.piper_model(settings.model, settings.voice)
+    return piper_voices.piper_model(settings.model, settings.voice)
 
 
 def _config(model: Path) -> dict[str, Any]:
-    from voicechat import voices
+    from voicechat.tts import piper_voices
 
-    return voices.read_config(model)
+    return piper_voices.read_config(model)
 
 
 def _voices_of(model: Path, config: dict[str, Any]) -> list[VoiceInfo]:
