@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.hub import Hub, hub_env
+from voicechat.errors import ConfigError, ModelError
 from voicechat.tts import piper_voices
 
 pytest.importorskip("huggingface_hub")
@@ -103,17 +104,26 @@ def one_error_line(result: subprocess.CompletedProcess[str], code: int = 10) -> 
 def test_a_catalog_name_that_would_choose_a_path_is_refused(
     hub: Hub, tmp_path: Path, key: str, files: dict[str, bytes | str]
 ) -> None:
+    serve_voice(hub, key, {**files, f"{FOLDER}/{NAME}.onnx.json": CONFIG})
+    with pytest.raises(ModelError) as caught:
+        piper_voices.pull(NAME)
+    line = str(caught.value)
+    assert "\n" not in line and "\x1b" not in line
+    assert NAME in line and "refused" in line and "HF_ENDPOINT" in line
+    assert written_outside(tmp_path) == []
+    assert not Path("/tmp/voicechat-absolute-victim").exists()
+    assert not (piper_voices.voices_dir() / NAME).exists()
+    assert piper_voices.available() == []  # the listing leaves the refused entry out
+
+
+def test_pulling_a_refused_voice_is_one_line_and_exit_10(hub: Hub, tmp_path: Path) -> None:
+    """The case that replaced a user's .bashrc: a key of ../.. and a file named .bashrc."""
     home = tmp_path / "home"
     home.mkdir()
-    serve_voice(hub, key, {**files, f"{FOLDER}/{NAME}.onnx.json": CONFIG})
-    result = cli(hub, home, "voices", "pull", NAME, HOME=str(home))
-    line = one_error_line(result)
-    assert NAME in line and "refused" in line and "HF_ENDPOINT" in line
-    assert "\x1b" not in result.stderr
+    serve_voice(hub, "../../../..", {"en/.bashrc": "echo pwned"})
+    line = one_error_line(cli(hub, home, "voices", "pull", NAME, HOME=str(home)))
+    assert "voice name '../../../..' is not a safe file name" in line and "HF_ENDPOINT" in line
     assert written_outside(home) == []
-    assert not Path("/tmp/voicechat-absolute-victim").exists()
-    assert not (home / "data" / "voicechat" / "voices" / NAME).exists()
-    # the listing leaves the refused entry out instead of failing
     listed = cli(hub, home, "voices", "--available", HOME=str(home))
     assert listed.returncode == 0, listed.stderr
     assert "0 voices in rhasspy/piper-voices" in listed.stderr
@@ -277,8 +287,33 @@ def test_a_catalog_nested_too_deeply_is_one_line(hub: Hub, tmp_path: Path) -> No
     ],
 )
 def test_a_catalog_entry_with_hostile_values_is_left_out_and_pulling_it_says_why(
-    hub: Hub, tmp_path: Path, field: str, value: str
+    hub: Hub, field: str, value: str
 ) -> None:
+    serve_catalog_with_a_bad_entry(hub, field, value)
+    assert [v.key for v in piper_voices.available()] == [NAME]
+    with pytest.raises(ModelError) as caught:
+        piper_voices.pull("en_US-bad-medium")
+    line = str(caught.value)
+    assert "en_US-bad-medium" in line and "not readable" in line and field in line, line
+    assert "\n" not in line and len(line) < 400
+
+
+@pytest.mark.parametrize("value", ["1e400", "1" + "0" * 400], ids=["1e400", "10**400"])
+def test_the_listing_of_a_catalog_with_huge_sizes_is_no_traceback(
+    hub: Hub, tmp_path: Path, value: str
+) -> None:
+    """Its MB column once divided 10**400 by 1e6 (OverflowError)."""
+    serve_catalog_with_a_bad_entry(hub, "size_bytes", value)
+    listed = cli(hub, tmp_path, "voices", "--available")
+    assert listed.returncode == 0, listed.stderr
+    assert NAME in listed.stdout and "bad" not in listed.stdout
+    line = one_error_line(cli(hub, tmp_path, "voices", "pull", "en_US-bad-medium"))
+    assert "size_bytes" in line
+
+
+def serve_catalog_with_a_bad_entry(hub: Hub, field: str, value: str) -> None:
+    """A catalog with the tiny voice and ``en_US-bad-medium``, whose ``field`` is ``value``
+    (JSON text, so that 1e400 and 10**400 reach the parser as they are)."""
     good = entry(NAME, {f"{FOLDER}/{NAME}.onnx": MODEL})
     bad = entry("en_US-bad-medium", {f"{FOLDER}/{NAME}.onnx": MODEL})
     placeholder = "@@VALUE@@"
@@ -289,12 +324,6 @@ def test_a_catalog_entry_with_hostile_values_is_left_out_and_pulling_it_says_why
     text = json.dumps({NAME: good, "en_US-bad-medium": bad}).replace(f'"{placeholder}"', value)
     hub.add(piper_voices.REPO, f"{FOLDER}/{NAME}.onnx", MODEL)
     hub.add(piper_voices.REPO, piper_voices.CATALOG, text)
-    listed = cli(hub, tmp_path, "voices", "--available")
-    assert listed.returncode == 0, listed.stderr
-    assert NAME in listed.stdout and "bad" not in listed.stdout
-    line = one_error_line(cli(hub, tmp_path, "voices", "pull", "en_US-bad-medium"))
-    assert "en_US-bad-medium" in line and "not readable" in line and field in line, line
-    assert len(line) < 400
 
 
 def pulled_voice(hub: Hub, home: Path) -> Path:
@@ -317,11 +346,12 @@ SPOILED = {
 }
 
 
-@pytest.mark.parametrize("spoiled", list(SPOILED))
+@pytest.mark.parametrize("spoiled", ["list", "rate-1e400"])
 def test_a_pulled_voice_config_of_the_wrong_shape_falls_back_to_espeak(
     hub: Hub, tmp_path: Path, spoiled: str
 ) -> None:
-    """`voices`, `doctor` and `say` speak with tts.fallback; without one, one line."""
+    """`voices`, `doctor` and `say` speak with tts.fallback; without one, one line. (Two
+    shapes here, for the AttributeError and the OverflowError; all of them below.)"""
     config = pulled_voice(hub, tmp_path)
     config.unlink()  # a new file: the pulled one is a hard link to the verified cache
     config.write_text(SPOILED[spoiled])
@@ -351,6 +381,26 @@ def test_a_pulled_voice_config_of_the_wrong_shape_falls_back_to_espeak(
     # and what it says mends it
     assert cli(hub, tmp_path, "voices", "pull", NAME).returncode == 0
     assert config.read_text() == CONFIG
+
+
+@pytest.mark.parametrize("spoiled", list(SPOILED))
+def test_every_spoiled_voice_config_is_a_config_error_and_the_fallback_speaks(
+    hub: Hub, tmp_path: Path, spoiled: str
+) -> None:
+    from voicechat.settings import TTSSettings
+    from voicechat.tts import list_voices, rate_hint, speaking_engine
+
+    config = piper_voices.voices_dir() / NAME / f"{NAME}.onnx.json"
+    config.parent.mkdir(parents=True)
+    config.with_suffix("").write_bytes(MODEL)
+    config.write_text(SPOILED[spoiled])
+    with pytest.raises(ConfigError) as caught:
+        piper_voices.read_config(config.with_suffix(""))
+    line = str(caught.value)
+    assert "\n" not in line and "Piper voice config" in line and f"voices pull {NAME}" in line
+    settings = TTSSettings(engine="piper", voice=NAME, fallback="pyttsx3")
+    assert rate_hint(settings) is None
+    assert speaking_engine(settings) == "pyttsx3" and list_voices(settings)
 
 
 def test_ask_speaks_with_the_fallback_when_the_voice_config_says_1e400(
