@@ -180,6 +180,7 @@ def closed_port() -> str:
         ("500", ["answered HTTP 500", "failing", "try again later"], ["check the network"]),
         ("503", ["answered HTTP 503"], ["check the network"]),
         ("429", ["answered HTTP 429"], ["check the network"]),
+        ("403", ["refused", "HTTP 403", "HF_TOKEN"], ["check the network"]),
         ("404", ["has no file voices.json", "HF_ENDPOINT"], ["check the name"]),
         ("loop", ["redirects in a loop", "HF_ENDPOINT"], ["check the network"]),
     ],
