@@ -15,6 +15,13 @@ dropped connection. As on the real hub:
 
 Faults, per file path: ``corrupt`` (same size, one byte flipped), ``drop`` (close the
 connection after N bytes, for the next ``times`` GETs), ``missing`` (404 EntryNotFound).
+Hostile modes, per file path, for what a broken or malicious mirror does: ``status`` (answer
+500, 403, 429...), ``loops`` (a redirect to itself, for ever), ``extra`` (the GET sends that
+many bytes more than the HEAD announced, with no Content-Length to warn the client, made as
+they are sent: a 3 GB answer costs no memory), ``drip`` (the GET sends one byte every so
+many seconds), ``headers`` (HEAD and GET answer with these headers instead: a hostile
+``ETag``, no ``X-Repo-Commit``). ``sent`` counts the body bytes each path got out before the
+client stopped reading.
 Every request is recorded (``hub.requests``).
 
 Usage: the ``hub`` fixture points ``HF_ENDPOINT`` at it and ``HF_HOME``/``XDG_*`` at a
@@ -28,8 +35,10 @@ temporary folder::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -131,6 +140,18 @@ class Hub:
     drops: dict[str, Drop] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)
     """Paths answered with 404 EntryNotFound although the repository has them."""
+    status: dict[str, int] = field(default_factory=dict)
+    """Paths answered with this HTTP status (HEAD and GET), as a failing mirror does."""
+    loops: set[str] = field(default_factory=set)
+    """Paths answered with a redirect to themselves."""
+    extra: dict[str, int] = field(default_factory=dict)
+    """Paths whose GET sends this many bytes beyond the announced size."""
+    drip: dict[str, float] = field(default_factory=dict)
+    """Paths whose GET sends one byte every this many seconds."""
+    headers: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    """Paths whose answers carry these headers (None: left out) instead of the real ones."""
+    sent: dict[str, int] = field(default_factory=dict)
+    """Body bytes written per path (what the client read, give or take the socket buffers)."""
     requests: list[Request] = field(default_factory=list)
     url: str = ""
     cdn_url: str = ""
@@ -212,17 +233,37 @@ def _handler(hub: Hub, role: str) -> type[BaseHTTPRequestHandler]:
             hub_file = files.get(name)
             if hub_file is None or name in hub.missing:
                 return self._error(404, "EntryNotFound", "Entry not found", commit)
-            if hub_file.lfs:
+            if name in hub.status:
+                return self._error(hub.status[name], None, "the mirror is failing")
+            if name in hub.loops:
                 self.send_response(302)
-                self.send_header("Location", f"{hub.cdn_url}/cdn/{hub_file.sha256}")
-                self.send_header("X-Repo-Commit", commit)
-                self.send_header("ETag", f'"{hub_file.git_sha1}"')  # the pointer file's id
-                self.send_header("X-Linked-Etag", f'"{hub_file.sha256}"')
-                self.send_header("X-Linked-Size", str(hub_file.size))
+                self.send_header("Location", self.path)  # here again, for ever
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return None
+            if hub_file.lfs:
+                self.send_response(302)
+                self._headers(
+                    name,
+                    {
+                        "Location": f"{hub.cdn_url}/cdn/{hub_file.sha256}",
+                        "X-Repo-Commit": commit,
+                        "ETag": f'"{hub_file.git_sha1}"',  # the pointer file's id
+                        "X-Linked-Etag": f'"{hub_file.sha256}"',
+                        "X-Linked-Size": str(hub_file.size),
+                        "Content-Length": "0",
+                    },
+                )
+                self.end_headers()
+                return None
             return self._send_file(name, hub_file, head, commit=commit)
+
+        def _headers(self, name: str, headers: dict[str, str]) -> None:
+            """Send ``headers``, with the path's hostile replacements."""
+            replaced = hub.headers.get(name, {})
+            for key, value in {**headers, **replaced}.items():
+                if value is not None:
+                    self.send_header(key, value)
 
         def _error(self, status: int, code: str | None, message: str, commit: str = "") -> None:
             body = f'{{"error":"{message}"}}'.encode()
@@ -253,19 +294,26 @@ def _handler(hub: Hub, role: str) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 return
             self.send_response(206 if ranged else 200)
-            if commit:
-                self.send_header("X-Repo-Commit", commit)
-                self.send_header("ETag", f'"{hub_file.git_sha1}"')
-            else:
-                self.send_header("ETag", f'"{hub_file.sha256}"')
+            headers = (
+                {"X-Repo-Commit": commit, "ETag": f'"{hub_file.git_sha1}"'}
+                if commit
+                else {"ETag": f'"{hub_file.sha256}"'}
+            )
             if ranged:
-                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(end - start))
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            extra = 0 if head else hub.extra.get(name, 0)
+            headers.update({"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"})
+            if extra:  # no length to check first: the body ends when the connection does
+                headers["Connection"] = "close"
+                self.close_connection = True
+            else:
+                headers["Content-Length"] = str(end - start)
+            self._headers(name, headers)
             self.end_headers()
             if head:
                 return
+            if name in hub.drip or extra:
+                return self._send_hostile(name, hub_file, start, end, extra)
             drop = hub.drops.get(name)
             limit = None
             if drop is not None and drop.times > 0:
@@ -284,7 +332,34 @@ def _handler(hub: Hub, role: str) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(block)
                 sent += len(block)
 
+        def _send_hostile(
+            self, name: str, hub_file: HubFile, start: int, end: int, extra: int
+        ) -> None:
+            """The body one byte at a time (``drip``) or with ``extra`` bytes after it."""
+            delay = hub.drip.get(name)
+            blocks = itertools.chain(hub_file.read(start, end), _zeros(extra) if extra else ())
+            try:
+                for block in blocks:
+                    pieces = [block[i : i + 1] for i in range(len(block))] if delay else [block]
+                    for piece in pieces:
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                        with hub.lock:
+                            hub.sent[name] = hub.sent.get(name, 0) + len(piece)
+                        if delay:
+                            time.sleep(delay)
+            except OSError:
+                self.close_connection = True  # the client stopped reading: good
+
     return Handler
+
+
+def _zeros(count: int, block: int = 1 << 16) -> Iterator[bytes]:
+    """``count`` zero bytes in blocks, made as they are sent."""
+    zeros = bytes(block)
+    while count > 0:
+        yield zeros[: min(block, count)]
+        count -= block
 
 
 def _flip(block: bytes, offset: int, size: int) -> bytes:

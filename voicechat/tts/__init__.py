@@ -6,6 +6,10 @@ own module, imported only when chosen: pyttsx3/espeak and piper/onnxruntime are 
 
 An engine instance is used by ONE thread (the speaker's synthesis worker), which creates
 it there: pyttsx3's espeak driver is process-global and not thread-safe.
+
+``tts.fallback`` names an engine that speaks when the profile's cannot start here (a Piper
+voice not pulled yet, Piper not installed): `create_engine`, `list_voices` and `checks` go
+through `with_fallback` / `checks_with_fallback`; `speaking_engine` says which one speaks.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from voicechat.errors import ConfigError, SpeechError
 
@@ -36,6 +40,7 @@ before loading: the device is opened at it) and ``checks(settings) -> Iterator[C
 Adding an engine = one module + one line here + its tests.
 """
 NO_ENGINE = "none"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,6 @@ def create_engine(settings: TTSSettings) -> Engine:
     Raises `SpeechError` when the engine cannot run here (with the install command) and
     `ConfigError` when the profile names something that does not exist.
     """
-    from voicechat.voices import with_fallback
-
     engine: Engine = with_fallback(lambda s: engine_module(s).create(s), settings)
     return engine
 
@@ -104,8 +107,6 @@ def list_voices(settings: TTSSettings) -> list[VoiceInfo]:
     """The voices of the profile's engine (none for ``engine: none``)."""
     if settings.engine == NO_ENGINE:
         return []
-    from voicechat.voices import with_fallback
-
     found: list[VoiceInfo] = with_fallback(lambda s: engine_module(s).voices(s), settings)
     return found
 
@@ -134,9 +135,81 @@ def checks(settings: TTSSettings) -> Iterator[Check]:
     except ImportError as exc:
         yield Check("voice", False, f"the speech module cannot be imported: {exc}", "")
         return
-    from voicechat.voices import checks_with_fallback
-
     yield from checks_with_fallback(module.checks, settings)
+
+
+# --- tts.fallback: speak with espeak until the profile's Piper voice is pulled ----------------
+
+
+def fallback_settings(settings: TTSSettings) -> TTSSettings | None:
+    """The settings of ``tts.fallback`` (its engine with its default voices), if it has one."""
+    import dataclasses
+
+    from voicechat.tts.piper_voices import piper_model
+
+    if settings.fallback in (None, settings.engine):
+        return None
+    # keep the voices the fallback engine can use (an espeak id chosen with /voice), not the
+    # Piper voices it cannot
+    voice, voice_zh = (
+        None if v is None or piper_model(None, v)[0] or v.endswith(".onnx") else v
+        for v in (settings.voice, settings.voice_zh)
+    )
+    return dataclasses.replace(
+        settings,
+        engine=settings.fallback,
+        voice=voice,
+        voice_zh=voice_zh,
+        model=None,
+        fallback=None,
+    )
+
+
+def speaking_engine(settings: TTSSettings) -> str:
+    """The engine that speaks: the profile's, or its fallback's when it cannot start here."""
+    import dataclasses
+
+    return with_fallback(
+        lambda s: (list_voices(dataclasses.replace(s, fallback=None)), s.engine)[1], settings
+    )
+
+
+def with_fallback(call: Callable[[TTSSettings], T], settings: TTSSettings) -> T:
+    """``call(settings)``; if the engine cannot start here (a voice not pulled, Piper not
+    installed), ``call`` with the fallback engine's settings instead."""
+    try:
+        return call(settings)
+    except (ConfigError, SpeechError):
+        plain = fallback_settings(settings)
+        if plain is None:
+            raise
+        return call(plain)
+
+
+def checks_with_fallback(
+    checks: Callable[[TTSSettings], Iterator[Check]], settings: TTSSettings
+) -> Iterator[Check]:
+    """The doctor's voice rows; with a fallback, an engine that cannot start is a note (the
+    fallback speaks), followed by the fallback engine's rows."""
+    from voicechat.checks import Check
+
+    plain = fallback_settings(settings)
+    rows = checks(settings)
+    first = next(rows, None)
+    if plain is None or first is None or first.ok is not False or first.name != "voice":
+        if first is not None:
+            yield first
+        yield from rows
+        return
+    rows.close()
+    yield Check(
+        "voice",
+        None,
+        f"{settings.engine}: {first.detail}; speaking with tts.fallback {plain.engine} instead",
+        first.fix,
+    )
+    if plain.engine != "none":
+        yield from engine_module(plain).checks(plain)
 
 
 PHRASES = {"other": "Hello, this is voicechat speaking.", "zh": "你好，我是语音助手。"}
@@ -243,4 +316,6 @@ __all__ = [
     "find_voice",
     "list_voices",
     "rate_hint",
+    "speaking_engine",
+    "with_fallback",
 ]

@@ -9,7 +9,6 @@ length scale relative to 175 words per minute.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +33,11 @@ def _model_file(value: str | None, key: str) -> Path:
             f"tts.{key} is not set: piper needs the path to a voice model (.onnx, with its "
             ".onnx.json beside it)"
         )
-    from voicechat import voices
+    from voicechat.tts import piper_voices
 
-    path = Path(voices.resolve(value) or value).expanduser()
+    path = Path(piper_voices.resolve(value) or value).expanduser()
     if not path.is_file():
-        raise ConfigError(voices.missing_model(key, value))
+        raise ConfigError(piper_voices.missing_model(key, value))
     if not Path(f"{path}.json").is_file():
         raise ConfigError(f"tts.{key} {value}: its config {path.name}.json is missing beside it")
     return path
@@ -46,16 +45,15 @@ def _model_file(value: str | None, key: str) -> Path:
 
 def _model_setting(settings: TTSSettings) -> tuple[str | None, str]:
     """``tts.model``, else ``tts.voice`` when it names a pulled voice (voicechat voices pull)."""
-    from voicechat import voices
+    from voicechat.tts import piper_voices
 
-    return voices.piper_model(settings.model, settings.voice)
+    return piper_voices.piper_model(settings.model, settings.voice)
 
 
 def _config(model: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(f"{model}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{model}.json is not a readable Piper voice config: {exc}") from exc
+    from voicechat.tts import piper_voices
+
+    return piper_voices.read_config(model)
 
 
 def _voices_of(model: Path, config: dict[str, Any]) -> list[VoiceInfo]:
@@ -92,6 +90,8 @@ class PiperEngine:
         self._settings = settings
         self._model = _model_file(*_model_setting(settings))
         self._model_zh = _model_file(settings.voice_zh, "voice_zh") if settings.voice_zh else None
+        if self._model_zh is not None:
+            _config(self._model_zh)  # checked now: loaded at the first Chinese piece
         config = _config(self._model)
         self._voices = _voices_of(self._model, config)
         speakers: dict[str, int] = config.get("speaker_id_map") or {}
@@ -175,11 +175,10 @@ def voices(settings: TTSSettings) -> list[VoiceInfo]:
 def rate_hint(settings: TTSSettings) -> int | None:
     """The model's sample rate, from its JSON config (the device is opened at it)."""
     try:
-        model = _model_file(*_model_setting(settings))
-        config: Any = json.loads(Path(f"{model}.json").read_text(encoding="utf-8"))
-        return int(config["audio"]["sample_rate"])
-    except (ConfigError, OSError, ValueError, KeyError, TypeError):
+        rate: int = _config(_model_file(*_model_setting(settings)))["audio"]["sample_rate"]
+    except ConfigError:
         return None
+    return rate
 
 
 def checks(settings: TTSSettings) -> Iterator[Check]:
