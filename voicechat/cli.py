@@ -503,7 +503,7 @@ def voices(
         return
     term = Terminal()
     with boundary(term):
-        from voicechat import voices as pulled
+        from voicechat.tts import piper_voices as pulled
 
         if available:
             have = set(pulled.installed())
@@ -515,10 +515,10 @@ def voices(
             term.table(("NAME", "LANGUAGE", "QUALITY", "SIZE"), rows)
             term.info(f"{len(rows)} voices in {pulled.REPO}; * = pulled; get one: voices pull NAME")
             return
-        from voicechat.tts import list_voices
+        from voicechat.tts import list_voices, speaking_engine
 
         tts = profiles_mod.load(profile).profile.tts
-        found, engine = list_voices(tts), pulled.speaking_engine(tts)
+        found, engine = list_voices(tts), speaking_engine(tts)
         if lang:
             wanted = LANG_ALIASES.get(lang.lower(), (lang.lower(),))
             found = [
@@ -543,7 +543,7 @@ def voices_pull(
     """Download Piper voices from Hugging Face into your data folder (verified, resumable)."""
     term = Terminal()
     with boundary(term):
-        from voicechat import voices as pulled
+        from voicechat.tts import piper_voices as pulled
 
         catalog = pulled.catalog()
         for name in names:

@@ -157,7 +157,7 @@ class Repl:
             return "muted"
         if tts.fallback in (None, tts.engine):
             return f"{tts.engine} {tts.voice or 'default voice'}"
-        from voicechat.voices import speaking_engine
+        from voicechat.tts import speaking_engine
 
         try:
             engine = speaking_engine(tts)
@@ -244,7 +244,7 @@ class Repl:
         voices = list_voices(self.profile.tts)
         voice = find_voice(arg, voices)
         if voice is None:
-            from voicechat.voices import speaking_engine  # the fallback's, until pulled
+            from voicechat.tts import speaking_engine  # the fallback's, until pulled
 
             raise unknown_voice(key, arg, voices, speaking_engine(self.profile.tts))
         self._set_tts("/voice", **{key: voice.id})
