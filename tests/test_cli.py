@@ -467,7 +467,7 @@ def test_doctor_table_passes_against_a_working_server(
     status = {line[6:20].strip(): line[:4].strip() for line in lines if not line.startswith(" ")}
     assert status == {
         "python": "ok", "profile": "ok", "api key": "--", "server": "ok", "model": "ok",
-        "generation": "ok", "voice": "--", "audio output": "--",
+        "generation": "ok", "voice": "--", "audio output": "--", "service": "--",
     }  # fmt: skip
     assert "local-model" in result.stdout
     assert result.stderr == ""

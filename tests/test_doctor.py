@@ -54,6 +54,7 @@ def test_healthy_ollama_profile_passes_every_check(ollama_server: FakeServer) ->
         "generation",
         "voice",
         "audio output",
+        "service",  # tests/test_service.py checks it
     ]
     assert all(rows[n].ok for n in ("python", "profile", "server", "model", "generation"))
     assert "Ollama 0.12.6" in rows["server"].detail
@@ -77,7 +78,7 @@ def test_rows_arrive_one_by_one(ollama_server: FakeServer) -> None:
     started = time.monotonic()
     assert next(rows).name == "python"
     assert time.monotonic() - started < 0.5
-    assert [row.name for row in rows][-1] == "audio output"
+    assert [row.name for row in rows][-1] == "service"
     assert time.monotonic() - started >= 1.0
 
 

@@ -2,9 +2,14 @@
 --dry-run on a "fresh box" and on a "set-up box", and lint both shell scripts.
 
 The box is described by stand-in programs early on PATH: ``dpkg-query``, ``systemctl``,
-``ollama`` and ``id`` answer the script's questions; ``sudo``, ``apt-get``, ``curl``,
-``python3``, ``ln`` and ``mkdir`` are tripwires. Every call is logged, so the tests prove that
-a dry run only asks questions and changes nothing.
+``loginctl``, ``ollama`` and ``id`` answer the script's questions; ``sudo``, ``apt-get``,
+``curl``, ``python3``, ``ln`` and ``mkdir`` are tripwires. Every call is logged, so the tests
+prove that a dry run only asks questions and changes nothing.
+
+The service step (--service, --service-only, --remove-service) also runs for real, in a
+sandboxed HOME: the unit is written by the venv's Python (this interpreter, running this
+checkout's voicechat.service), and ``systemctl --user``, ``loginctl`` and ``sudo`` are
+stand-ins that keep their state in files (there is no user manager here to talk to).
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from voicechat import service
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "setup_jetson.sh"
@@ -38,6 +46,7 @@ def box(tmp_path: Path, *, set_up: bool) -> tuple[dict[str, str], Path, Path]:
     if set_up:
         stand_in(bin_dir, "dpkg-query", "printf 'install ok installed'")
         stand_in(bin_dir, "systemctl", "exit 0")
+        stand_in(bin_dir, "loginctl", "echo yes")  # lingering
         stand_in(
             bin_dir,
             "ollama",
@@ -62,6 +71,7 @@ def box(tmp_path: Path, *, set_up: bool) -> tuple[dict[str, str], Path, Path]:
     else:
         stand_in(bin_dir, "dpkg-query", "exit 1")  # nothing installed
         stand_in(bin_dir, "systemctl", "exit 3")  # "inactive"
+        stand_in(bin_dir, "loginctl", "echo no")
     for name in TRIPWIRES:
         stand_in(bin_dir, name, f'echo "tripwire: {name} must not run" >&2; exit 99')
     env = {
@@ -69,6 +79,7 @@ def box(tmp_path: Path, *, set_up: bool) -> tuple[dict[str, str], Path, Path]:
         "HOME": str(home),
         "CALLS": str(calls),
         "LANG": "C.UTF-8",
+        "USER": "me",
     }
     return env, home, calls
 
@@ -197,6 +208,223 @@ def test_e2e_script_help() -> None:
     result = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "VOICECHAT_E2E_CACHE" in result.stdout
+
+
+# --- the user service ---------------------------------------------------------------------------
+
+SYSTEMCTL = """\
+case "$*" in
+  "--user show-environment") [ -z "$NO_USER_MANAGER" ] ;;
+  "--user is-active --quiet voicechat.service" | "--user is-enabled --quiet voicechat.service")
+    [ -e "$STATE/enabled" ] ;;
+  "--user enable --now voicechat.service") touch "$STATE/enabled" ;;
+  "--user disable --now voicechat.service") rm -f "$STATE/enabled" ;;
+  "--user daemon-reload" | "--user restart voicechat.service" | "is-active --quiet ollama") ;;
+  *) echo "systemctl: unexpected $*" >&2; exit 99 ;;
+esac"""
+LOGINCTL = """\
+case "$1" in
+  show-user) if [ -e "$STATE/linger" ]; then echo yes; else echo no; fi ;;
+  --no-ask-password)  # polkit lets a user in a local session linger; elsewhere it asks
+    if [ -n "$LINGER_NEEDS_ROOT" ]; then echo "Access denied" >&2; exit 1; fi
+    touch "$STATE/linger" ;;
+  enable-linger) [ "$AS_ROOT" = 1 ] && touch "$STATE/linger" ;;
+  *) exit 99 ;;
+esac"""
+
+
+def service_box(tmp_path: Path, **env: str) -> tuple[dict[str, str], Path, Path]:
+    """A set-up box whose user manager, logind and sudo are stand-ins with state in files,
+    and whose venv runs this checkout's voicechat with this interpreter."""
+    environ, home, calls = box(tmp_path, set_up=True)
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    state.mkdir()
+    (bin_dir / "mkdir").unlink()  # the real one: the unit's folder is made for real
+    stand_in(bin_dir, "systemctl", SYSTEMCTL)
+    stand_in(bin_dir, "loginctl", LOGINCTL)
+    stand_in(bin_dir, "sudo", 'AS_ROOT=1 "$@"')
+    venv_python = home / ".local" / "share" / "voicechat" / "venv" / "bin" / "python"
+    venv_python.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" "$@"\n')
+    return {**environ, "STATE": str(state), **env}, home, calls
+
+
+def setup(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_dry_run_with_service_on_a_fresh_box_adds_the_service_step(tmp_path: Path) -> None:
+    env, home, calls = box(tmp_path, set_up=False)
+    before = snapshot(tmp_path)
+    result = dry_run(env, "--service")
+    assert result.returncode == 0, result.stderr
+    venv, units = f"{home}/.local/share/voicechat/venv", f"{home}/.config/systemd/user"
+    cmds = commands(result.stdout)
+    voices = cmds.index(f"{venv}/bin/voicechat voices pull zh_CN-huayan-medium en_US-lessac-medium")
+    assert cmds[voices + 1 :] == [
+        f"mkdir -p {units}",
+        f"{venv}/bin/python -m voicechat.service --voicechat {venv}/bin/voicechat "
+        f"--profile ollama-qwen2.5-7b > {units}/voicechat.service",
+        "systemctl --user daemon-reload",
+        "systemctl --user enable --now voicechat.service",
+        "loginctl --no-ask-password enable-linger me 2>/dev/null || sudo loginctl enable-linger me",
+        f"env VOICECHAT_PROFILE=ollama-qwen2.5-7b {venv}/bin/voicechat doctor",
+    ]  # fmt: skip
+    steps = [line.split(" ", 2)[1] for line in result.stdout.splitlines() if line.startswith("== ")]
+    assert steps == [f"{n}/7" for n in range(1, 8)]
+    assert "warning: no systemd user session here" in result.stdout  # the stand-in says no
+    assert "give the profile a wake phrase (stt.wake)" in result.stdout
+    asked = {line for line in calls.read_text().splitlines() if "ctl" in line.split()[0]}
+    assert asked == {
+        "systemctl is-active --quiet ollama",
+        "systemctl --user show-environment",
+        "systemctl --user is-active --quiet voicechat.service",
+        "systemctl --user is-enabled --quiet voicechat.service",
+        "loginctl show-user me --property=Linger --value",
+    }
+    assert "tripwire" not in result.stderr
+    assert snapshot(tmp_path) == {**before, str(calls): calls.lstat().st_mtime}
+
+
+@pytest.mark.parametrize("xdg_config", [False, True], ids=["home", "xdg-config-home"])
+def test_service_only_installs_enables_and_lingers_once(tmp_path: Path, xdg_config: bool) -> None:
+    env, home, calls = service_box(tmp_path)
+    if xdg_config:
+        env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    unit = service.unit_path(env)
+    venv = home / ".local" / "share" / "voicechat" / "venv"
+    first = setup(env, "--service-only")
+    assert first.returncode == 0, first.stderr
+    assert [line for line in first.stdout.splitlines() if line.startswith("== ")] == [
+        f"== 1/1 voicechat as a user service ({unit})"
+    ]
+    # the unit the venv's voicechat.service writes, for the model's shipped profile
+    assert unit.read_text() == service.unit_text(f"{venv}/bin/voicechat", "ollama-qwen2.5-7b")
+    assert not unit.with_name("voicechat.service.new").exists()
+    assert [c for c in calls.read_text().splitlines() if c.split()[0] != "id"] == [
+        "systemctl --user show-environment",
+        "systemctl --user is-active --quiet voicechat.service",
+        "systemctl --user is-enabled --quiet voicechat.service",
+        "systemctl --user daemon-reload",
+        "systemctl --user enable --now voicechat.service",
+        "loginctl show-user me --property=Linger --value",
+        "loginctl --no-ask-password enable-linger me",  # no sudo: logind let the user
+    ]
+    assert "sudo usermod -aG audio me" in first.stdout  # `id -nG` says 1000: no audio group
+
+    # again: nothing to do
+    written = unit.stat().st_mtime_ns
+    calls.write_text("")
+    again = setup(env, "--service-only")
+    assert again.returncode == 0, again.stderr
+    assert commands(again.stdout) == []
+    for done in ("is up to date", "voicechat.service is enabled and running", "lingering is on"):
+        assert done in again.stdout, done
+    assert unit.stat().st_mtime_ns == written
+    asked = calls.read_text().splitlines()
+    assert "systemctl --user daemon-reload" not in asked
+    assert "systemctl --user enable --now voicechat.service" not in asked
+
+    # another profile: the unit is rewritten and the running service restarted with it
+    changed = setup(env, "--service-only", "--profile", "my profile")
+    assert changed.returncode == 0, changed.stderr
+    assert unit.read_text() == service.unit_text(f"{venv}/bin/voicechat", "my profile")
+    assert commands(changed.stdout)[-2:] == [
+        "systemctl --user daemon-reload",
+        "systemctl --user restart voicechat.service",
+    ]
+
+
+def test_dry_run_on_a_box_with_the_service_changes_nothing(tmp_path: Path) -> None:
+    env, home, calls = service_box(tmp_path)
+    assert setup(env, "--service-only").returncode == 0
+    before = snapshot(tmp_path)
+    result = dry_run(env, "--service")
+    assert result.returncode == 0, result.stderr
+    venv = f"{home}/.local/share/voicechat/venv"
+    assert commands(result.stdout) == [
+        f"{venv}/bin/python -m pip install --upgrade {ROOT}[piper]",
+        f"env VOICECHAT_PROFILE=ollama-qwen2.5-7b {venv}/bin/voicechat doctor",
+    ]
+    assert "is up to date" in result.stdout
+    assert snapshot(tmp_path) == {**before, str(calls): calls.lstat().st_mtime}
+
+
+def test_linger_goes_through_sudo_only_when_logind_asks_for_it(tmp_path: Path) -> None:
+    env, _, calls = service_box(tmp_path, LINGER_NEEDS_ROOT="1")
+    result = setup(env, "--service-only")
+    assert result.returncode == 0, result.stderr
+    asked = [line for line in calls.read_text().splitlines() if "linger" in line.lower()]
+    assert asked == [
+        "loginctl show-user me --property=Linger --value",
+        "loginctl --no-ask-password enable-linger me",  # refused
+        "sudo loginctl enable-linger me",
+        "loginctl enable-linger me",
+    ]
+    assert (tmp_path / "state" / "linger").exists()
+
+
+def test_remove_service_undoes_it_once(tmp_path: Path) -> None:
+    env, _, calls = service_box(tmp_path)
+    assert setup(env, "--service-only").returncode == 0
+    unit = service.unit_path(env)
+    before = snapshot(tmp_path)
+    dry = setup(env, "--remove-service", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert unit.exists() and snapshot(tmp_path) == {**before, str(calls): calls.lstat().st_mtime}
+
+    result = setup(env, "--remove-service")
+    assert result.returncode == 0, result.stderr
+    assert (
+        commands(result.stdout)
+        == commands(dry.stdout)
+        == [
+            "systemctl --user disable --now voicechat.service",
+            f"rm -f {unit}",
+            "systemctl --user daemon-reload",
+        ]
+    )
+    assert not unit.exists() and not (tmp_path / "state" / "enabled").exists()
+    assert "loginctl disable-linger me" in result.stdout  # said, not done
+    again = setup(env, "--remove-service")
+    assert again.returncode == 0 and commands(again.stdout) == []
+    assert "not installed" in again.stdout
+
+
+def test_without_a_user_manager_the_service_step_stops_in_one_line(tmp_path: Path) -> None:
+    env, _, _ = service_box(tmp_path, NO_USER_MANAGER="1")
+    result = setup(env, "--service-only")
+    assert result.returncode == 1
+    assert result.stderr.startswith("setup_jetson: no systemd user session here")
+    assert result.stderr.count("\n") == 1
+    assert not service.unit_path(env).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error"),
+    [
+        (["--service"], 2, "run this as that user, not as root"),
+        (["--service", "--remove-service"], 2, "contradict each other"),
+    ],
+)
+def test_service_usage_errors(tmp_path: Path, args: list[str], code: int, error: str) -> None:
+    env, _, _ = box(tmp_path, set_up=True)
+    if "root" in error:
+        stand_in(tmp_path / "bin", "id", "echo 0")
+    result = dry_run(env, *args)
+    assert result.returncode == code
+    assert result.stderr.count("\n") == 1 and error in result.stderr
+
+
+def test_service_only_needs_voicechat_installed(tmp_path: Path) -> None:
+    env, home, _ = box(tmp_path, set_up=False)
+    result = dry_run(env, "--service-only")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"setup_jetson: voicechat is not installed in {home}/.local/share/voicechat/venv: "
+        "run scripts/setup_jetson.sh --service\n"
+    )
 
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)

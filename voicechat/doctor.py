@@ -5,9 +5,10 @@ Nothing here prints: `run_checks` yields rows as they complete and the CLI rende
 checks follow the path of a question: Python, the profile, then what each component
 reports about itself (the backend kind: server, model, one generated token; the speech
 engine: its voices; with ``--listen``, speech input and the echo the microphone hears;
-playback: the audio device), then the Jetson's power mode. This module only runs them: the
-knowledge and the wording live with each kind. A check that cannot run because an earlier
-one failed is skipped (``ok=None``) rather than failed twice.
+playback: the audio device), then the Jetson's power mode and whether voicechat runs as a
+service (`voicechat.service`). This module only runs them: the knowledge and the wording live
+with each kind. A check that cannot run because an earlier one failed is skipped
+(``ok=None``) rather than failed twice.
 
 Timeouts are short on purpose: a doctor that hangs on a dead server is no help.
 """
@@ -78,6 +79,9 @@ def run_checks(
     power = power_check()
     if power is not None:
         yield power
+    from voicechat import service
+
+    yield from service.checks()
 
 
 def echo_checks(prof: Profile) -> Iterator[Check]:
