@@ -19,11 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
-from urllib.parse import urlsplit
 
 from voicechat.errors import AuthFailed, ConfigError
 from voicechat.redact import LazyPattern, redact_url, remember, short
-from voicechat.settings import BackendSettings, Profile
+from voicechat.settings import BackendSettings, Profile, url_problem
 
 DEFAULT_PROFILE = "ollama-qwen2.5-7b"
 PROFILE_ENV = "VOICECHAT_PROFILE"
@@ -329,35 +328,6 @@ def _check_value(f: dataclasses.Field, value: Any, where: str, keypath: str) -> 
         problem = url_problem(value)
         if problem:
             raise ConfigError(f"{where}: {keypath}: {problem}")
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` is no ``http(s)://host[:port][/path]`` URL, or ``None``.
-
-    >>> url_problem("localhost:8080/v1")
-    "'localhost:8080/v1' has no scheme: write http://localhost:8080/v1"
-    >>> url_problem("http://[bad/v1")
-    "'http://[bad/v1' is not a valid URL (Invalid IPv6 URL)"
-    """
-    shown = excerpt(url)
-    if not url.strip():
-        return "is empty: give the server's URL, e.g. http://127.0.0.1:8080/v1"
-    if any(c.isspace() or ord(c) < 32 or 127 <= ord(c) < 160 for c in url):
-        return f"{shown} contains spaces or control characters: not a URL"
-    if "://" not in url:
-        return f"{shown} has no scheme: write http://{short(url, 60)}"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"{shown} is not a valid URL ({short(str(exc), 60)})"
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"{shown}: the scheme must be http or https, not {short(parts.scheme, 20)!r}"
-    if not parts.hostname:
-        return f"{shown} has no host name"
-    if port == 0:
-        return f"{shown}: port 0 is not a port"
-    return None
 
 
 def _number(value: float) -> str:

@@ -54,7 +54,7 @@ from voicechat.errors import (
     VoicechatError,
 )
 from voicechat.redact import redact_url, remember, remember_url, short
-from voicechat.settings import HTTPBackendSettings
+from voicechat.settings import HTTPBackendSettings, url_problem
 
 NO_KEY = "sk-no-key-required"  # the SDK insists on some key; local servers ignore it
 URL_ENV = "OPENAI_BASE_URL"
@@ -78,8 +78,6 @@ class Settings(HTTPBackendSettings):
 def apply_env(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, tuple[str, ...]]:
     """``OLLAMA_HOST`` moves a profile pointing at Ollama's own ``/v1`` (keeping ``/v1``);
     ``OPENAI_BASE_URL`` moves the others."""
-    from voicechat.profile import url_problem
-
     var = URL_ENV
     if _is_ollama_v1(settings.base_url):
         from voicechat.backends.ollama import HOST_ENV, ollama_host
