@@ -107,27 +107,4 @@ class OutputError(VoicechatError):
     exit_code = 14
 
 
-EXIT_OK = 0
 EXIT_INTERRUPTED = 130
-
-#: Documented in the README; kept here so tests and docs agree.
-EXIT_CODES: dict[int, str] = {
-    0: "success",
-    1: "unexpected internal error",
-    2: "usage or configuration error (bad option, profile, or missing question)",
-    3: "backend unreachable",
-    4: "model not found on the server",
-    5: "authentication failed or API key missing",
-    6: "endpoint not found (wrong base URL)",
-    7: "server error (429, 5xx, request refused)",
-    8: "timeout (connect or read)",
-    9: "reply cut short (connection dropped, error mid-stream, truncated or empty stream)",
-    10: "a model or voice file could not be downloaded (offline, network, corrupt download)",
-    11: "speech input unavailable (no microphone, [listen] extra or recognition model missing)",
-    12: "nothing was heard (silence only)",
-    13: "speech failed: `voicechat say` could not play or save what it was given",
-    14: "stdout could not be written (disk full, closed)",
-    129: "ended by SIGHUP (the terminal was closed)",
-    130: "interrupted (Ctrl+C)",
-    143: "ended by SIGTERM",
-}

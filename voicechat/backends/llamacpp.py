@@ -370,7 +370,6 @@ class LlamaCppBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._warm: threading.Thread | None = None
 
     def request(
         self, messages: Sequence[Message], generation: GenerationSettings

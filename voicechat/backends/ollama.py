@@ -36,7 +36,6 @@ from voicechat.settings import GenerationSettings, HTTPBackendSettings, between
 if TYPE_CHECKING:
     import requests
 
-DEFAULT_URL = "http://127.0.0.1:11434"
 HOST_ENV = "OLLAMA_HOST"
 RETRY_STATUSES = (429, 502, 503, 504)
 START_FIX = (
