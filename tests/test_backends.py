@@ -172,6 +172,30 @@ def test_openai_without_usage_chunk_counts_deltas(openai_server: FakeServer) -> 
     assert reply.outcome.tokens == 2 and reply.outcome.measured is True
 
 
+def test_openai_speed_from_llama_cpp_timings(openai_server: FakeServer) -> None:
+    """llama.cpp's server sends its own count and generation time (``timings``) in the last
+    chunk, parsed as the embedded backend parses them: the speed is the server's."""
+    import json
+
+    def event(choice: dict, **extra: object) -> bytes:
+        return b"data: " + json.dumps({"choices": [choice], **extra}).encode() + b"\n\n"
+
+    raw = (
+        event({"delta": {"content": "Hi"}, "finish_reason": None})
+        + event({"delta": {"content": " there"}, "finish_reason": None})
+        + event(
+            {"delta": {}, "finish_reason": "stop"},
+            timings={"predicted_n": 3, "predicted_ms": 60.0},
+        )
+        + b"data: [DONE]\n\n"
+    )
+    deltas, reply = collect(openai_server, Script(raw=raw))
+    assert deltas == ["Hi", " there"]
+    assert reply.outcome.measured is False
+    assert reply.outcome.tokens == 3
+    assert reply.outcome.tokens_per_s == pytest.approx(50.0)
+
+
 def test_openai_sse_comment_lines_are_ignored(openai_server: FakeServer) -> None:
     deltas, _ = collect(openai_server, Script(tokens=list("abcdef"), comments=True))
     assert "".join(deltas) == "abcdef"

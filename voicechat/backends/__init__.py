@@ -22,6 +22,7 @@ SDK (~0.5 s on the Jetson), and listing profiles pays for neither.
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -39,10 +40,12 @@ if TYPE_CHECKING:
 __all__ = [
     "KINDS",
     "Backend",
+    "Chunk",
     "Message",
     "Outcome",
     "Reply",
     "ServerEnd",
+    "completion_chunk",
     "create_backend",
     "kind_module",
     "redact_url",
@@ -241,6 +244,72 @@ def chat_completions(
         if value is not None:
             body[key] = value
     return body
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What one streamed ``chat.completion.chunk`` says, as far as a reply needs it."""
+
+    text: str = ""
+    """The first choice's ``delta.content``: "" for a role chunk, a usage chunk, or null."""
+    finish: str | None = None
+    """The first choice's ``finish_reason``, in the chunk that ends the reply."""
+    tokens: int | None = None
+    """Reply tokens: ``usage.completion_tokens``, else llama.cpp's ``timings.predicted_n``."""
+    generation_s: float | None = None
+    """Seconds spent generating them: llama.cpp's ``timings.predicted_ms`` (no other server
+    says)."""
+
+
+def completion_chunk(chunk: dict[str, Any]) -> Chunk:
+    """The parts of one OpenAI stream chunk (from a server, or embedded llama.cpp) a reply
+    uses; what is missing or of the wrong type reads as absent, never as an exception.
+
+    >>> completion_chunk({"choices": [{"delta": {"content": "Hi"}, "finish_reason": None}]})
+    Chunk(text='Hi', finish=None, tokens=None, generation_s=None)
+    >>> completion_chunk({"choices": [], "usage": {"completion_tokens": 7}})
+    Chunk(text='', finish=None, tokens=7, generation_s=None)
+    >>> completion_chunk({"choices": [{"delta": {}, "finish_reason": "stop"}],
+    ...                   "timings": {"predicted_n": 9, "predicted_ms": 300.0}})
+    Chunk(text='', finish='stop', tokens=9, generation_s=0.3)
+    >>> completion_chunk({"choices": [{"delta": "x"}], "timings": {"predicted_ms": "fast"}})
+    Chunk(text='', finish=None, tokens=None, generation_s=None)
+    """
+    text, finish = "", None
+    choices = chunk.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        choice = choices[0]
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str):
+            text = content
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            finish = short(reason, 40)
+    tokens: int | None = None
+    generation_s: float | None = None
+    timings = chunk.get("timings")
+    if isinstance(timings, dict):
+        spent = _number(timings.get("predicted_ms"))
+        if spent:
+            generation_s = spent / 1000
+            count = timings.get("predicted_n")
+            tokens = count if _count(count) else None
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and _count(usage.get("completion_tokens")):
+        tokens = usage["completion_tokens"]
+    return Chunk(text, finish, tokens, generation_s)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: object) -> float | None:
+    """A positive, finite number, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
 
 
 def generation_check(backend: Backend, fix: Callable[[VoicechatError], str]) -> Check:

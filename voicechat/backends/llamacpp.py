@@ -40,6 +40,7 @@ from voicechat.backends import (
     Reply,
     ServerEnd,
     chat_completions,
+    completion_chunk,
     generation_check,
 )
 from voicechat.checks import Check
@@ -439,20 +440,15 @@ class LlamaCppBackend:
                 continue
             if "error" in chunk:
                 raise self._error(chunk["error"])
-            timings = chunk.get("timings")
-            if isinstance(timings, dict) and timings.get("predicted_ms"):
-                tokens = int(timings.get("predicted_n") or 0) or tokens
-                generation_s = float(timings["predicted_ms"]) / 1000
-            usage = chunk.get("usage")
-            if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-                tokens = usage["completion_tokens"]
-            for choice in (chunk.get("choices") or [])[:1]:
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
-                if isinstance(content, str) and content:
-                    yield content
-                if choice.get("finish_reason"):
-                    reason = str(choice["finish_reason"])
+            parsed = completion_chunk(chunk)
+            if parsed.tokens is not None:
+                tokens = parsed.tokens
+            if parsed.generation_s is not None:
+                generation_s = parsed.generation_s
+            if parsed.text:
+                yield parsed.text
+            if parsed.finish:
+                reason = parsed.finish
         if reason is None:
             raise StreamBroken(
                 "llama.cpp ended the reply without saying why (no finish reason): the text so "

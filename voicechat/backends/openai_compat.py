@@ -38,6 +38,7 @@ from voicechat.backends import (
     Reply,
     ServerEnd,
     chat_completions,
+    completion_chunk,
     generation_check,
 )
 from voicechat.checks import Check
@@ -366,6 +367,7 @@ class OpenAIBackend:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         reason: str | None = None
         tokens: int | None = None
+        generation_s: float | None = None
         events = 0
         text = False
         data: list[str] = []
@@ -392,22 +394,18 @@ class OpenAIBackend:
                     done = True
                     break
                 events += 1
-                chunk = self._event(payload)
-                usage = chunk.get("usage")
-                if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-                    tokens = usage["completion_tokens"]
-                choices = chunk.get("choices")
-                if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-                    choice = choices[0]
-                    delta = choice.get("delta")
-                    content = delta.get("content") if isinstance(delta, dict) else None
-                    if isinstance(content, str) and content:
-                        if content.strip():
-                            text = True
-                            progress.text()
-                        yield content
-                    if isinstance(choice.get("finish_reason"), str):
-                        reason = short(choice["finish_reason"], 40)
+                chunk = completion_chunk(self._event(payload))
+                if chunk.tokens is not None:
+                    tokens = chunk.tokens
+                if chunk.generation_s is not None:
+                    generation_s = chunk.generation_s
+                if chunk.text:
+                    if chunk.text.strip():
+                        text = True
+                        progress.text()
+                    yield chunk.text
+                if chunk.finish:
+                    reason = chunk.finish
         except VoicechatError:
             raise
         except Exception as exc:
@@ -438,7 +436,7 @@ class OpenAIBackend:
                 f"{where} ended the reply (finish: {reason}) without any text: check the "
                 "server's log, or retry"
             )
-        return ServerEnd(reason, tokens=tokens)
+        return ServerEnd(reason, tokens=tokens, generation_s=generation_s)
 
     def _event(self, payload: str) -> dict[str, Any]:
         """One SSE event's JSON; an error event raises with the server's message."""
