@@ -13,6 +13,7 @@ from voicechat.errors import (
     AuthFailed,
     BackendTimeout,
     BackendUnreachable,
+    ConfigError,
     EndpointNotFound,
     ModelNotFound,
     ServerError,
@@ -426,3 +427,29 @@ def test_ollama_warm_up_sends_an_empty_chat(ollama_server: FakeServer) -> None:
 def test_openai_warm_up_lists_models(openai_server: FakeServer) -> None:
     backend_for(openai_server).warm_up()
     assert openai_server.requests[-1].path == "/v1/models"
+
+
+# --- the doctor's fix column --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "fix"),
+    [
+        ("ollama", ModelNotFound, "ollama pull m"),
+        ("ollama", BackendTimeout, "raise backend.read_timeout"),  # shared by every kind
+        ("ollama", ServerError, "check the server's log, then retry"),  # the shared default
+        ("openai", EndpointNotFound, "http://127.0.0.1:9/v1"),
+        ("openai", AuthFailed, "export OPENAI_API_KEY="),
+        ("openai", StreamBroken, "a prompt over its context size"),
+        ("llamacpp", ModelNotFound, "at a GGUF file"),
+        ("llamacpp", ServerError, "lower backend.context_size"),
+        ("llamacpp", ConfigError, "fix the profile's backend section"),
+    ],
+)
+def test_the_fix_is_the_kinds_own_else_the_shared_one(kind: str, error: type, fix: str) -> None:
+    from voicechat.backends import fix_for
+
+    fields = (
+        {"model": "m"} if kind == "llamacpp" else {"model": "m", "base_url": "http://127.0.0.1:9"}
+    )
+    assert fix in fix_for(error("x"), settings_for(kind, **fields))

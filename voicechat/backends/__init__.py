@@ -12,6 +12,8 @@ A kind module (``voicechat.backends.ollama``, ...) carries all the knowledge of 
 - ``apply_env(settings, env) -> (settings, names of the variables used)``;
 - ``create(settings, api_key) -> Backend``;
 - ``checks(settings, api_key, *, probe_timeout, generation_timeout) -> Iterator[Check]``;
+- ``fixes(settings) -> {error class: fix}``: the doctor's fix column for the errors the kind
+  raises (`fix_for` adds the fixes every kind shares);
 - ``api_key_var(settings) -> str | None``.
 
 Kind modules are imported only when a profile of that kind is loaded, and import their
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from voicechat.errors import ConfigError, VoicechatError
+from voicechat.errors import BackendTimeout, ConfigError, VoicechatError
 from voicechat.redact import redact_url, short
 from voicechat.settings import BackendSettings, GenerationSettings
 
@@ -47,6 +49,7 @@ __all__ = [
     "ServerEnd",
     "completion_chunk",
     "create_backend",
+    "fix_for",
     "kind_module",
     "redact_url",
     "settings_for",
@@ -312,7 +315,7 @@ def _number(value: object) -> float | None:
     return float(value) if math.isfinite(value) and value > 0 else None
 
 
-def generation_check(backend: Backend, fix: Callable[[VoicechatError], str]) -> Check:
+def generation_check(backend: Backend, settings: BackendSettings) -> Check:
     """The doctor's last backend row: one token through the backend's own request path."""
     from voicechat.checks import Check
 
@@ -323,7 +326,7 @@ def generation_check(backend: Backend, fix: Callable[[VoicechatError], str]) -> 
         for _ in reply:
             pass
     except VoicechatError as exc:
-        return Check("generation", False, str(exc), fix(exc))
+        return Check("generation", False, str(exc), fix_for(exc, settings))
     finally:
         backend.close()
     outcome = reply.outcome
@@ -336,6 +339,24 @@ def generation_check(backend: Backend, fix: Callable[[VoicechatError], str]) -> 
         True,
         f"first token after {outcome.first_token_s:.2f} s (finish: {outcome.finish})",
     )
+
+
+SHARED_FIXES: dict[type[VoicechatError], str] = {
+    BackendTimeout: "the model may still be loading: retry, or raise backend.read_timeout",
+    ConfigError: "fix the profile's backend section",
+    VoicechatError: "check the server's log, then retry",
+}
+"""Fixes for what every kind may raise; a kind's own `fixes` win."""
+
+
+def fix_for(exc: VoicechatError, settings: BackendSettings) -> str:
+    """The doctor's fix column for an error a backend raised: the fix for the nearest class of
+    ``exc`` that the kind (its module's ``fixes(settings)``) or `SHARED_FIXES` names."""
+    fixes = {**SHARED_FIXES, **kind_module(settings.kind).fixes(settings)}
+    for cls in type(exc).__mro__:
+        if cls in fixes:
+            return fixes[cls]
+    return ""
 
 
 class Backend(Protocol):

@@ -41,6 +41,7 @@ from voicechat.backends import (
     ServerEnd,
     chat_completions,
     completion_chunk,
+    fix_for,
     generation_check,
 )
 from voicechat.checks import Check
@@ -133,18 +134,17 @@ def checks(
         return
     took = "already loaded" if loaded.load_s is None else f"{time.monotonic() - started:.1f} s"
     yield Check("load", True, f"loaded ({took}; context {settings.context_size} tokens)")
-    yield generation_check(LlamaCppBackend(settings), lambda exc: fix_for(exc, settings))
+    yield generation_check(LlamaCppBackend(settings), settings)
 
 
-def fix_for(exc: VoicechatError, settings: Settings) -> str:
-    """The doctor's fix column for an error this kind raised."""
-    if isinstance(exc, ModelNotFound):
-        return "point backend.model (or -m) at a GGUF file, or at owner/repo/file.gguf"
-    if isinstance(exc, ModelError) and "xllamacpp" in str(exc):
-        return ENGINE_HINT
-    if isinstance(exc, ServerError) and "memory" in str(exc):
-        return "a smaller model (or quantisation), or a lower backend.context_size"
-    return ""
+def fixes(settings: Settings) -> dict[type[VoicechatError], str]:
+    """The doctor's fixes for what this kind raises (see `voicechat.backends.fix_for`)."""
+    return {
+        ModelNotFound: "point backend.model (or -m) at a GGUF file, or at owner/repo/file.gguf",
+        ModelError: "download the model again, or point backend.model (or -m) at another GGUF",
+        ServerError: "a smaller model (or quantisation), or a lower backend.context_size",
+        VoicechatError: "",
+    }
 
 
 # --- the model file ------------------------------------------------------------------------

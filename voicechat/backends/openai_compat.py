@@ -39,13 +39,13 @@ from voicechat.backends import (
     ServerEnd,
     chat_completions,
     completion_chunk,
+    fix_for,
     generation_check,
 )
 from voicechat.checks import Check
 from voicechat.errors import (
     AuthFailed,
     BackendError,
-    BackendTimeout,
     BackendUnreachable,
     ConfigError,
     EndpointNotFound,
@@ -153,7 +153,7 @@ def checks(
     generation = dataclasses.replace(
         probe, read_timeout=min(settings.read_timeout, generation_timeout)
     )
-    yield generation_check(OpenAIBackend(generation, api_key), lambda e: fix_for(e, settings))
+    yield generation_check(OpenAIBackend(generation, api_key), settings)
 
 
 def model_check(wanted: str, models: list[str]) -> Check:
@@ -172,28 +172,20 @@ def model_check(wanted: str, models: list[str]) -> Check:
     )
 
 
-def fix_for(exc: VoicechatError, settings: Settings) -> str:
-    """The doctor's fix column for an error this kind raised."""
+def fixes(settings: Settings) -> dict[type[VoicechatError], str]:
+    """The doctor's fixes for what this kind raises (see `voicechat.backends.fix_for`)."""
     base = settings.base_url.rstrip("/")
-    if isinstance(exc, BackendUnreachable):
-        return "start the server, or point OPENAI_BASE_URL / backend.base_url at it"
-    if isinstance(exc, EndpointNotFound):
-        return (
-            "set backend.base_url (or OPENAI_BASE_URL) to the server's /v1 root, e.g. "
-            f"{redact_url(base if base.endswith('/v1') else base + '/v1')}"
-        )
-    if isinstance(exc, ModelNotFound):
-        return "set backend.model (or --model) to a model the server has"
-    if isinstance(exc, AuthFailed):
-        var = api_key_var(settings)
-        return f"export {var}=<a valid key> (or set backend.api_key_env to the right variable)"
-    if isinstance(exc, BackendTimeout):
-        return "the model may still be loading: retry, or raise backend.read_timeout"
-    if isinstance(exc, StreamBroken):
-        return "check the server's log (a crash, or a prompt over its context size)"
-    if isinstance(exc, ConfigError):
-        return "fix the profile's backend section"
-    return "check the server's log, then retry"
+    v1 = redact_url(base if base.endswith("/v1") else base + "/v1")
+    var = api_key_var(settings)
+    return {
+        BackendUnreachable: "start the server, or point OPENAI_BASE_URL / backend.base_url at it",
+        EndpointNotFound: "set backend.base_url (or OPENAI_BASE_URL) to the server's /v1 root, "
+        f"e.g. {v1}",
+        ModelNotFound: "set backend.model (or --model) to a model the server has",
+        AuthFailed: f"export {var}=<a valid key> (or set backend.api_key_env to the right "
+        "variable)",
+        StreamBroken: "check the server's log (a crash, or a prompt over its context size)",
+    }
 
 
 def _is_ollama_v1(url: str) -> bool:
