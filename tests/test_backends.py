@@ -14,6 +14,7 @@ from voicechat.errors import (
     BackendTimeout,
     BackendUnreachable,
     ConfigError,
+    EmptyReply,
     EndpointNotFound,
     ModelNotFound,
     ServerError,
@@ -368,6 +369,32 @@ def test_empty_200_body(server: FakeServer) -> None:
     server.enqueue(Script(fault="empty"))
     with pytest.raises(StreamBroken, match="empty reply"):
         list(backend_for(server).chat(ASK, GenerationSettings()))
+
+
+@pytest.mark.parametrize("finish", ["stop", "length"])
+def test_a_reply_of_blanks_is_an_empty_reply(server: FakeServer, finish: str) -> None:
+    """The one check every backend's Reply makes (the embedded one: tests/test_llamacpp.py)."""
+    server.enqueue(Script(tokens=[" ", "\n", "  "], finish=finish))
+    reply = backend_for(server).chat(ASK, GenerationSettings())
+    with pytest.raises(EmptyReply, match=r"without any text \(an empty reply") as caught:
+        list(reply)
+    assert caught.value.exit_code == 9 and caught.value.finish == finish
+    assert server.url in str(caught.value) and "check the server's log" in str(caught.value)
+    assert reply.text == " \n  " and reply.outcome is None
+
+
+@pytest.mark.parametrize(("finish", "ok"), [("length", True), ("stop", False)])
+def test_the_doctors_one_token_may_be_a_blank_but_not_nothing(
+    server: FakeServer, finish: str, ok: bool
+) -> None:
+    """max_tokens 1 spent on a blank is a working model; a blank and then the end is not."""
+    from voicechat.backends import generation_check
+
+    server.enqueue(Script(tokens=[" "], finish=finish))
+    backend = backend_for(server)
+    check = generation_check(backend, backend.settings)
+    assert check.ok is ok, check
+    assert ("empty reply" in check.detail) is not ok
 
 
 @pytest.mark.parametrize(

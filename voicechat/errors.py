@@ -12,7 +12,8 @@
      |    +-- ServerError               7  429, 5xx, or a request the server refused
      |    +-- BackendTimeout            8  connect or read timeout
      |    +-- StreamBroken              9  the reply stopped early: dropped connection,
-     |                                     error line mid-stream, empty body
+     |         |                           error line mid-stream, empty body
+     |         +-- EmptyReply           9  the reply ended as it should, without any text
      +-- SpeechError                    13 `say` could not play or save; elsewhere never
                                            fatal: the CLI warns and goes on as text
      +-- ModelError                     10 a model file could not be fetched: offline and not
@@ -74,6 +75,16 @@ class StreamBroken(BackendError):
     """The stream ended early; the text received so far has been shown."""
 
     exit_code = 9
+
+
+class EmptyReply(StreamBroken):
+    """The reply ended with a finish reason but no text (nothing, or only whitespace): a
+    damaged model, or a server that answers nothing. Every backend's `Reply` checks it."""
+
+    def __init__(self, message: str, finish: str) -> None:
+        super().__init__(message)
+        self.finish = finish
+        """The finish reason the reply ended with (``stop``, ``length``, ...)."""
 
 
 class SpeechError(VoicechatError):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from voicechat.errors import BackendTimeout, ConfigError, VoicechatError
+from voicechat.errors import BackendTimeout, ConfigError, EmptyReply, VoicechatError
 from voicechat.redact import redact_url, short
 from voicechat.settings import BackendSettings, GenerationSettings
 
@@ -127,6 +127,10 @@ class Reply:
     connection's socket down, which wakes a read blocked in the iterating thread; that
     thread's iteration then simply ends (``outcome`` stays ``None``, ``closed`` is True),
     and the server sees the hang-up, which is how it learns to stop generating.
+
+    A reply that ends without any text (nothing, or only whitespace) raises `EmptyReply`
+    when the iteration ends, whichever backend made it: ``source`` names who sent it and
+    ``empty_hint`` says what to do, in that one-line message.
     """
 
     def __init__(
@@ -135,8 +139,13 @@ class Reply:
         interrupt: Callable[[], None],
         started: float,
         release: Callable[[], None] | None = None,
+        *,
+        source: str = "the server",
+        empty_hint: str = "check the server's log, or retry",
     ) -> None:
         self._deltas = deltas
+        self._source = source
+        self._empty_hint = empty_hint
         self._interrupt = interrupt
         self._release = release or _nothing
         self._started = started
@@ -180,6 +189,12 @@ class Reply:
             with self._lock:
                 self._iterating = False
             self._release_once()
+        if not self.text.strip():
+            raise EmptyReply(
+                f"{self._source} ended the reply without any text (an empty reply, finish: "
+                f"{end.reason}): {self._empty_hint}",
+                end.reason,
+            )
         self.outcome = _outcome(end, self._started, first, time.monotonic(), count, self.text)
 
     def close(self) -> None:
@@ -325,15 +340,17 @@ def generation_check(backend: Backend, settings: BackendSettings) -> Check:
         )
         for _ in reply:
             pass
+    except EmptyReply as exc:
+        if exc.finish == "length":  # the one token allowed was a blank: the model works
+            return Check("generation", True, "a blank first token (finish: length)")
+        return Check("generation", False, str(exc), fix_for(exc, settings))
     except VoicechatError as exc:
         return Check("generation", False, str(exc), fix_for(exc, settings))
     finally:
         backend.close()
     outcome = reply.outcome
-    if outcome is None or outcome.first_token_s is None:
-        finish = outcome.finish if outcome else "none"
-        total = f" after {outcome.total_s:.2f} s" if outcome else ""
-        return Check("generation", True, f"no text (finish: {finish}){total}")
+    if outcome is None or outcome.first_token_s is None:  # only a closed reply has none
+        return Check("generation", False, "the reply ended without an outcome", "retry")
     return Check(
         "generation",
         True,

@@ -15,7 +15,8 @@ when a profile is read. llama.cpp's server code also opens its HTTP listener: it
 socket in a private folder, so no TCP port is opened.
 
 Faults, each one line: model file missing (4), not a GGUF or unloadable (10), out of memory or
-a prompt over the context (7), the engine missing (10, with the pip command).
+a prompt over the context (7), the engine missing (10, with the pip command), a model that
+loads but answers nothing, as damaged weights do (9, the `Reply`'s empty-reply check).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from voicechat.backends import (
 )
 from voicechat.checks import Check
 from voicechat.errors import (
+    EmptyReply,
     ModelError,
     ModelNotFound,
     ServerError,
@@ -58,6 +60,10 @@ from voicechat.settings import BackendSettings, GenerationSettings, between
 ENGINE_HINT = "pip install 'voicechat[embedded]' (or: pip install xllamacpp)"
 MODEL_ENV = "VOICECHAT_GGUF"
 GGUF_MAGIC = b"GGUF"
+EMPTY_HINT = (
+    "the model file may be damaged (download it again) or be no chat model: point "
+    "backend.model (or -m) at another GGUF"
+)
 QUEUE_CHUNKS = 64
 """Chunks held between llama.cpp and a slow reader before generation waits (backpressure)."""
 
@@ -142,6 +148,7 @@ def fixes(settings: Settings) -> dict[type[VoicechatError], str]:
     return {
         ModelNotFound: "point backend.model (or -m) at a GGUF file, or at owner/repo/file.gguf",
         ModelError: "download the model again, or point backend.model (or -m) at another GGUF",
+        EmptyReply: EMPTY_HINT,
         ServerError: "a smaller model (or quantisation), or a lower backend.context_size",
         VoicechatError: "",
     }
@@ -407,7 +414,14 @@ class LlamaCppBackend:
             if generating.is_set() and worker.is_alive():
                 worker.join(timeout=2)
 
-        return Reply(deltas(), channel.close, started, release=release)
+        return Reply(
+            deltas(),
+            channel.close,
+            started,
+            release=release,
+            source=f"the model {short(Path(self.settings.model).name, 60)}",
+            empty_hint=EMPTY_HINT,
+        )
 
     def _generate(
         self, body: dict[str, Any], channel: Channel, generating: threading.Event

@@ -265,7 +265,7 @@ class OllamaBackend:
             if response is not None:
                 response.close()
 
-        return Reply(deltas(), line.hang_up, started, release=release)
+        return Reply(deltas(), line.hang_up, started, release=release, source=self.server.name)
 
     def warm_up(self) -> None:
         """An empty message list makes Ollama load the model and keep it (keep_alive)."""
@@ -397,7 +397,6 @@ class OllamaBackend:
 
         progress = transport.Progress(self.server)
         events = 0
-        text = False
         try:
             chunks = response.iter_content(chunk_size=512)
             for line in transport.lines(chunks, self.server, progress):
@@ -422,15 +421,9 @@ class OllamaBackend:
                 content = message.get("content") if isinstance(message, dict) else None
                 if isinstance(content, str) and content:
                     if content.strip():
-                        text = True
                         progress.text()
                     yield content
                 if event.get("done"):
-                    if not text:
-                        raise StreamBroken(
-                            f"{self.server.name} ended the reply (done) without any text: "
-                            "check the server's log, or retry"
-                        )
                     return _end(event)
         except requests.RequestException as exc:
             raise transport.translate(exc, self.server, mid_stream=True) from None
