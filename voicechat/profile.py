@@ -22,7 +22,7 @@ from typing import Any, Literal, Union
 
 from voicechat.errors import AuthFailed, ConfigError
 from voicechat.redact import LazyPattern, redact_url, remember, short
-from voicechat.settings import BackendSettings, Profile, url_problem
+from voicechat.settings import BackendSettings, Profile
 
 DEFAULT_PROFILE = "ollama-qwen2.5-7b"
 PROFILE_ENV = "VOICECHAT_PROFILE"
@@ -308,7 +308,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _check_value(f: dataclasses.Field, value: Any, where: str, keypath: str) -> None:
-    """The field's declared range (numbers) or URL form; NaN and infinity never pass."""
+    """The field's declared range (numbers) or its own check (``check`` in its metadata:
+    URLs, a GGUF's name); NaN and infinity never pass."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {keypath}: {value} is not a number we can use")
     bounds = f.metadata.get("range")
@@ -324,8 +325,9 @@ def _check_value(f: dataclasses.Field, value: Any, where: str, keypath: str) -> 
             f"{where}: {keypath}: {excerpt(value)} is not a variable name: give the NAME of "
             "the environment variable that holds the value (e.g. OPENAI_API_KEY)"
         )
-    if f.metadata.get("url") and isinstance(value, str):
-        problem = url_problem(value)
+    check = f.metadata.get("check")
+    if check and isinstance(value, str):
+        problem = check(value)
         if problem:
             raise ConfigError(f"{where}: {keypath}: {problem}")
 

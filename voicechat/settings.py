@@ -3,8 +3,10 @@
 `profile.py` validates YAML against these classes by their type hints (unknown keys are
 errors), so adding a field here is all it takes to add a profile key. A numeric field
 declares its allowed range as ``field(default=..., metadata={"range": (lo, hi)})``
-(inclusive; NaN and infinity are always refused); a URL field declares
-``metadata={"url": True}``. The ``backend:`` section belongs to its kind: each module in
+(inclusive; NaN and infinity are always refused); a URL field declares ``metadata=URL``;
+any string field may declare ``metadata={"check": problem}``, where ``problem(value)`` says
+why a value is unusable, or returns None (the profile, the command line and the environment
+are all checked with it). The ``backend:`` section belongs to its kind: each module in
 `voicechat.backends.KINDS` defines its own ``Settings`` (a subclass of `BackendSettings`).
 Keep this module free of imports beyond the standard library (and `voicechat.redact`, itself
 standard library only): it is on the start-up path. `url_problem` lives here, below both the
@@ -18,9 +20,6 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from voicechat.redact import short
-
-URL = {"url": True}
-"""Field metadata: an ``http(s)://host[:port][/path]`` URL (`url_problem` says why not)."""
 
 
 def url_problem(url: str) -> str | None:
@@ -50,6 +49,10 @@ def url_problem(url: str) -> str | None:
     if port == 0:
         return f"{shown}: port 0 is not a port"
     return None
+
+
+URL = {"url": True, "check": url_problem}
+"""Field metadata: an ``http(s)://host[:port][/path]`` URL (shown redacted)."""
 
 
 def between(lo: float, hi: float) -> dict[str, tuple[float, float]]:

