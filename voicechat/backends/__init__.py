@@ -189,6 +189,8 @@ class Reply:
             with self._lock:
                 self._iterating = False
             self._release_once()
+        if self.closed:
+            return  # closed as the stream ended: abandoned all the same, no outcome
         if not self.text.strip():
             raise EmptyReply(
                 f"{self._source} ended the reply without any text (an empty reply, finish: "
