@@ -167,13 +167,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP  # the terminal closed: the servers (in sessions of their own) go too
+
+# Each server runs in a session of its own (setsid): Ctrl+C in the terminal reaches this script
+# only, never a server, and the script stops the servers (cleanup). A server in the terminal's
+# process group got the same SIGINT and could exit first: --serve then reported "the server
+# exited" and exited 1 instead of 130. Without job control (a script) the background child is
+# no process group leader, so setsid(1) sets up the session and execs in place: $! is the
+# server's pid.
+SETSID=()
+command -v setsid >/dev/null && SETSID=(setsid)
 
 # start_server MODEL ALIAS PORT LOG [LAUNCHER ARGS...]; its pid is appended to SERVER_PIDS
 start_server() {
     local model=$1 alias=$2 port=$3 log=$4
     shift 4
-    "$VENV/bin/python" "$LAUNCHER" --model "$model" --alias "$alias" --port "$port" \
-        --ctx 2048 --threads "$THREADS" "$@" >"$log" 2>&1 &
+    "${SETSID[@]}" "$VENV/bin/python" "$LAUNCHER" --model "$model" --alias "$alias" \
+        --port "$port" --ctx 2048 --threads "$THREADS" "$@" >"$log" 2>&1 &
     SERVER_PIDS+=($!)
 }
 

@@ -13,6 +13,8 @@ from voicechat.errors import (
     AuthFailed,
     BackendTimeout,
     BackendUnreachable,
+    ConfigError,
+    EmptyReply,
     EndpointNotFound,
     ModelNotFound,
     ServerError,
@@ -170,6 +172,30 @@ def test_openai_without_usage_chunk_counts_deltas(openai_server: FakeServer) -> 
     deltas, reply = collect(openai_server, Script(tokens=["x", "y"], usage=False))
     assert deltas == ["x", "y"]
     assert reply.outcome.tokens == 2 and reply.outcome.measured is True
+
+
+def test_openai_speed_from_llama_cpp_timings(openai_server: FakeServer) -> None:
+    """llama.cpp's server sends its own count and generation time (``timings``) in the last
+    chunk, parsed as the embedded backend parses them: the speed is the server's."""
+    import json
+
+    def event(choice: dict, **extra: object) -> bytes:
+        return b"data: " + json.dumps({"choices": [choice], **extra}).encode() + b"\n\n"
+
+    raw = (
+        event({"delta": {"content": "Hi"}, "finish_reason": None})
+        + event({"delta": {"content": " there"}, "finish_reason": None})
+        + event(
+            {"delta": {}, "finish_reason": "stop"},
+            timings={"predicted_n": 3, "predicted_ms": 60.0},
+        )
+        + b"data: [DONE]\n\n"
+    )
+    deltas, reply = collect(openai_server, Script(raw=raw))
+    assert deltas == ["Hi", " there"]
+    assert reply.outcome.measured is False
+    assert reply.outcome.tokens == 3
+    assert reply.outcome.tokens_per_s == pytest.approx(50.0)
 
 
 def test_openai_sse_comment_lines_are_ignored(openai_server: FakeServer) -> None:
@@ -345,6 +371,32 @@ def test_empty_200_body(server: FakeServer) -> None:
         list(backend_for(server).chat(ASK, GenerationSettings()))
 
 
+@pytest.mark.parametrize("finish", ["stop", "length"])
+def test_a_reply_of_blanks_is_an_empty_reply(server: FakeServer, finish: str) -> None:
+    """The one check every backend's Reply makes (the embedded one: tests/test_llamacpp.py)."""
+    server.enqueue(Script(tokens=[" ", "\n", "  "], finish=finish))
+    reply = backend_for(server).chat(ASK, GenerationSettings())
+    with pytest.raises(EmptyReply, match=r"without any text \(an empty reply") as caught:
+        list(reply)
+    assert caught.value.exit_code == 9 and caught.value.finish == finish
+    assert server.url in str(caught.value) and "check the server's log" in str(caught.value)
+    assert reply.text == " \n  " and reply.outcome is None
+
+
+@pytest.mark.parametrize(("finish", "ok"), [("length", True), ("stop", False)])
+def test_the_doctors_one_token_may_be_a_blank_but_not_nothing(
+    server: FakeServer, finish: str, ok: bool
+) -> None:
+    """max_tokens 1 spent on a blank is a working model; a blank and then the end is not."""
+    from voicechat.backends import generation_check
+
+    server.enqueue(Script(tokens=[" "], finish=finish))
+    backend = backend_for(server)
+    check = generation_check(backend, backend.settings)
+    assert check.ok is ok, check
+    assert ("empty reply" in check.detail) is not ok
+
+
 @pytest.mark.parametrize(
     "broken",
     [
@@ -402,3 +454,29 @@ def test_ollama_warm_up_sends_an_empty_chat(ollama_server: FakeServer) -> None:
 def test_openai_warm_up_lists_models(openai_server: FakeServer) -> None:
     backend_for(openai_server).warm_up()
     assert openai_server.requests[-1].path == "/v1/models"
+
+
+# --- the doctor's fix column --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "fix"),
+    [
+        ("ollama", ModelNotFound, "ollama pull m"),
+        ("ollama", BackendTimeout, "raise backend.read_timeout"),  # shared by every kind
+        ("ollama", ServerError, "check the server's log, then retry"),  # the shared default
+        ("openai", EndpointNotFound, "http://127.0.0.1:9/v1"),
+        ("openai", AuthFailed, "export OPENAI_API_KEY="),
+        ("openai", StreamBroken, "a prompt over its context size"),
+        ("llamacpp", ModelNotFound, "at a GGUF file"),
+        ("llamacpp", ServerError, "lower backend.context_size"),
+        ("llamacpp", ConfigError, "fix the profile's backend section"),
+    ],
+)
+def test_the_fix_is_the_kinds_own_else_the_shared_one(kind: str, error: type, fix: str) -> None:
+    from voicechat.backends import fix_for
+
+    fields = (
+        {"model": "m"} if kind == "llamacpp" else {"model": "m", "base_url": "http://127.0.0.1:9"}
+    )
+    assert fix in fix_for(error("x"), settings_for(kind, **fields))

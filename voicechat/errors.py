@@ -12,7 +12,8 @@
      |    +-- ServerError               7  429, 5xx, or a request the server refused
      |    +-- BackendTimeout            8  connect or read timeout
      |    +-- StreamBroken              9  the reply stopped early: dropped connection,
-     |                                     error line mid-stream, empty body
+     |         |                           error line mid-stream, empty body
+     |         +-- EmptyReply           9  the reply ended as it should, without any text
      +-- SpeechError                    13 `say` could not play or save; elsewhere never
                                            fatal: the CLI warns and goes on as text
      +-- ModelError                     10 a model file could not be fetched: offline and not
@@ -76,6 +77,16 @@ class StreamBroken(BackendError):
     exit_code = 9
 
 
+class EmptyReply(StreamBroken):
+    """The reply ended with a finish reason but no text (nothing, or only whitespace): a
+    damaged model, or a server that answers nothing. Every backend's `Reply` checks it."""
+
+    def __init__(self, message: str, finish: str) -> None:
+        super().__init__(message)
+        self.finish = finish
+        """The finish reason the reply ended with (``stop``, ``length``, ...)."""
+
+
 class SpeechError(VoicechatError):
     """TTS or audio output is unavailable or failed; the reply continues as text (only
     `voicechat say`, whose one job is speech, fails with it)."""
@@ -107,27 +118,4 @@ class OutputError(VoicechatError):
     exit_code = 14
 
 
-EXIT_OK = 0
 EXIT_INTERRUPTED = 130
-
-#: Documented in the README; kept here so tests and docs agree.
-EXIT_CODES: dict[int, str] = {
-    0: "success",
-    1: "unexpected internal error",
-    2: "usage or configuration error (bad option, profile, or missing question)",
-    3: "backend unreachable",
-    4: "model not found on the server",
-    5: "authentication failed or API key missing",
-    6: "endpoint not found (wrong base URL)",
-    7: "server error (429, 5xx, request refused)",
-    8: "timeout (connect or read)",
-    9: "reply cut short (connection dropped, error mid-stream, truncated or empty stream)",
-    10: "a model or voice file could not be downloaded (offline, network, corrupt download)",
-    11: "speech input unavailable (no microphone, [listen] extra or recognition model missing)",
-    12: "nothing was heard (silence only)",
-    13: "speech failed: `voicechat say` could not play or save what it was given",
-    14: "stdout could not be written (disk full, closed)",
-    129: "ended by SIGHUP (the terminal was closed)",
-    130: "interrupted (Ctrl+C)",
-    143: "ended by SIGTERM",
-}

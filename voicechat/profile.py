@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
-from urllib.parse import urlsplit
 
 from voicechat.errors import AuthFailed, ConfigError
 from voicechat.redact import LazyPattern, redact_url, remember, short
@@ -309,7 +308,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _check_value(f: dataclasses.Field, value: Any, where: str, keypath: str) -> None:
-    """The field's declared range (numbers) or URL form; NaN and infinity never pass."""
+    """The field's declared range (numbers) or its own check (``check`` in its metadata:
+    URLs, a GGUF's name); NaN and infinity never pass."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {keypath}: {value} is not a number we can use")
     bounds = f.metadata.get("range")
@@ -325,39 +325,11 @@ def _check_value(f: dataclasses.Field, value: Any, where: str, keypath: str) -> 
             f"{where}: {keypath}: {excerpt(value)} is not a variable name: give the NAME of "
             "the environment variable that holds the value (e.g. OPENAI_API_KEY)"
         )
-    if f.metadata.get("url") and isinstance(value, str):
-        problem = url_problem(value)
+    check = f.metadata.get("check")
+    if check and isinstance(value, str):
+        problem = check(value)
         if problem:
             raise ConfigError(f"{where}: {keypath}: {problem}")
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` is no ``http(s)://host[:port][/path]`` URL, or ``None``.
-
-    >>> url_problem("localhost:8080/v1")
-    "'localhost:8080/v1' has no scheme: write http://localhost:8080/v1"
-    >>> url_problem("http://[bad/v1")
-    "'http://[bad/v1' is not a valid URL (Invalid IPv6 URL)"
-    """
-    shown = excerpt(url)
-    if not url.strip():
-        return "is empty: give the server's URL, e.g. http://127.0.0.1:8080/v1"
-    if any(c.isspace() or ord(c) < 32 or 127 <= ord(c) < 160 for c in url):
-        return f"{shown} contains spaces or control characters: not a URL"
-    if "://" not in url:
-        return f"{shown} has no scheme: write http://{short(url, 60)}"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"{shown} is not a valid URL ({short(str(exc), 60)})"
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"{shown}: the scheme must be http or https, not {short(parts.scheme, 20)!r}"
-    if not parts.hostname:
-        return f"{shown} has no host name"
-    if port == 0:
-        return f"{shown}: port 0 is not a port"
-    return None
 
 
 def _number(value: float) -> str:

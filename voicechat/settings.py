@@ -3,10 +3,14 @@
 `profile.py` validates YAML against these classes by their type hints (unknown keys are
 errors), so adding a field here is all it takes to add a profile key. A numeric field
 declares its allowed range as ``field(default=..., metadata={"range": (lo, hi)})``
-(inclusive; NaN and infinity are always refused); a URL field declares
-``metadata={"url": True}``. The ``backend:`` section belongs to its kind: each module in
+(inclusive; NaN and infinity are always refused); a URL field declares ``metadata=URL``;
+any string field may declare ``metadata={"check": problem}``, where ``problem(value)`` says
+why a value is unusable, or returns None (the profile, the command line and the environment
+are all checked with it). The ``backend:`` section belongs to its kind: each module in
 `voicechat.backends.KINDS` defines its own ``Settings`` (a subclass of `BackendSettings`).
-Keep this module free of imports beyond the standard library: it is on the start-up path.
+Keep this module free of imports beyond the standard library (and `voicechat.redact`, itself
+standard library only): it is on the start-up path. `url_problem` lives here, below both the
+profile loader and the backends, which check URLs from files and from the environment alike.
 """
 
 from __future__ import annotations
@@ -14,9 +18,42 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
-URL = {"url": True}
-"""Field metadata: an ``http(s)://host[:port][/path]`` URL."""
+from voicechat.redact import short
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no ``http(s)://host[:port][/path]`` URL, or ``None``.
+
+    >>> url_problem("localhost:8080/v1")
+    "'localhost:8080/v1' has no scheme: write http://localhost:8080/v1"
+    >>> url_problem("http://[bad/v1")
+    "'http://[bad/v1' is not a valid URL (Invalid IPv6 URL)"
+    """
+    shown = repr(short(url, 40))  # short: a password in the URL is masked
+    if not url.strip():
+        return "is empty: give the server's URL, e.g. http://127.0.0.1:8080/v1"
+    if any(c.isspace() or ord(c) < 32 or 127 <= ord(c) < 160 for c in url):
+        return f"{shown} contains spaces or control characters: not a URL"
+    if "://" not in url:
+        return f"{shown} has no scheme: write http://{short(url, 60)}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{shown} is not a valid URL ({short(str(exc), 60)})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"{shown}: the scheme must be http or https, not {short(parts.scheme, 20)!r}"
+    if not parts.hostname:
+        return f"{shown} has no host name"
+    if port == 0:
+        return f"{shown}: port 0 is not a port"
+    return None
+
+
+URL = {"url": True, "check": url_problem}
+"""Field metadata: an ``http(s)://host[:port][/path]`` URL (shown redacted)."""
 
 
 def between(lo: float, hi: float) -> dict[str, tuple[float, float]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -306,13 +307,18 @@ def test_serve_with_a_command_is_the_readme_first_command(tmp_path: Path) -> Non
 
 def test_serve_mode_answers_the_local_profile_and_stops_on_ctrl_c(run: Run, tmp_path: Path) -> None:
     """`scripts/e2e_real_server.sh --serve` then `voicechat ask -p local-openai` (the README's
-    way to try voicechat without Ollama), a second --serve on the same port refused, Ctrl+C."""
+    way to try voicechat without Ollama), a second --serve on the same port refused, Ctrl+C.
+
+    Started as from a terminal's shell: SIGINT at its default. A runner that started the
+    suite in the background (no job control) passes SIGINT down ignored, and bash cannot
+    trap a signal ignored on entry: the script then (rightly) ignores Ctrl+C."""
     env = serve_env(tmp_path)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     serve = pexpect.spawn(
-        "bash", [SCRIPT, "--serve", "--port", str(port)], env=env, encoding="utf-8", timeout=120
-    )
+        "bash", [SCRIPT, "--serve", "--port", str(port)], env=env, encoding="utf-8", timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         serve.expect("Ctrl\\+C stops it")
         assert f"OPENAI_BASE_URL={url} voicechat ask -p local-openai" in serve.before

