@@ -137,13 +137,7 @@ def is_cjk(ch: str) -> bool:
     code = ord(ch)
     if code < 0x3040:  # Latin, digits, punctuation: most characters of most replies
         return False
-    return (
-        0x4E00 <= code <= 0x9FFF
-        or 0x3400 <= code <= 0x4DBF
-        or 0x3040 <= code <= 0x30FF
-        or 0xF900 <= code <= 0xFAFF
-        or 0x20000 <= code <= 0x2FFFF
-    )
+    return code <= 0x30FF or is_han(ch)  # kana, or Han
 
 
 def _latin(ch: str) -> bool:
