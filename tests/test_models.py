@@ -211,3 +211,16 @@ def test_names_the_user_wrote_that_would_leave_the_cache_are_config_errors(
         models.fetch(repo, filename, revision=revision)
     assert "refused" in one_line(caught.value)
     assert hub.requests == []
+
+
+def test_the_hf_token_is_never_quoted(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_TOKEN is a secret wherever a message might quote it (not only as a Bearer header)."""
+    from voicechat.redact import scrub
+
+    token = "Tok3nValue-0123456789abcdef"
+    monkeypatch.setenv("HF_TOKEN", token)
+    hub.add(REPO, "config.json", "{}")
+    with pytest.raises((ConfigError, ModelError)) as caught:
+        models.fetch(REPO, "missing.bin")
+    assert token not in str(caught.value)
+    assert token not in scrub(f"the hub said: token {token} expired")

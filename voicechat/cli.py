@@ -447,7 +447,7 @@ def say(
                 "nothing would be heard: the profile's tts.engine is none (or --mute without "
                 "--save-audio); use --dry-run to see the chunks"
             )
-        # speaking is this command's only job: a fault is its error (exit 11), not a warning
+        # speaking is this command's only job: a fault is its error (exit 13), not a warning
         faults: list[str] = []
         voice.report_faults_to(faults.append)
         voice.start()

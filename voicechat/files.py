@@ -9,7 +9,7 @@ atomic on POSIX, so the file is always either the old one or the whole new one.
     write_text(path, text)            # /save, the Markdown export
     with replacing(path) as temp:     # a writer that wants a path (readline's history)
         readline.write_history_file(temp)
-    with opened(path) as f:           # a stream written piece by piece (--save-audio)
+    with opened(path) as f:           # a stream written piece by piece
         f.write(...)
 """
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from voicechat import files, hf_hub
 from voicechat.errors import ConfigError, ModelError
-from voicechat.redact import remember_url, short
+from voicechat.redact import remember, remember_url, short
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
@@ -159,6 +159,7 @@ def fetch(
             f"{short(repo_id, 80)}: {exc}"
         ) from None
     remember_url(hf_hub.endpoint())
+    remember(os.environ.get("HF_TOKEN"))  # masked wherever a message might quote it
     where = f"{repo_id}/{filename}" + (f" at {revision}" if revision else "")
 
     def download() -> Path:
