@@ -699,7 +699,7 @@ def devices() -> None:
     """List audio devices: microphones (stt.device, --input-device) and outputs (tts.device)."""
     term = Terminal()
     with boundary(term):
-        from voicechat.audio.microphone import list_devices
+        from voicechat.audio.devices import list_devices
 
         found = list_devices()
         rows = [
