@@ -1,9 +1,10 @@
-"""Issue 24 for speech input without a microphone: hostile and odd WAV files, through the
-reader and the real CLI.
+"""Issue 24 for speech input without a microphone: hostile and odd WAV files, and long
+files, through the reader and the real CLI.
 
 Every WAV is made in the test, byte by byte where the header is the point. Bad input is
 one line on stderr with exit code 2 (before the recognition model loads), never a
-traceback, a hang or a huge allocation.
+traceback, a hang or a huge allocation; long files are recognised in bounded memory with
+every utterance kept.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import numpy as np
 import pytest
 
 from tests.environ import clean_env
-from tests.speech import write_wav
+from tests.speech import CHINESE, ENGLISH, chinese, read_wav, word_error_rate, write_wav
 from voicechat.audio.pcm import Resampler, level_db
 from voicechat.audio.wav import MAX_CHUNKS, PIECE_BYTES, WavFile
 from voicechat.audio.wav import read_wav as stt_read_wav
 from voicechat.errors import ConfigError
+from voicechat.settings import STTSettings
 
 TRACEBACK = "Traceback"
 
@@ -272,3 +274,133 @@ def test_transcribe_refuses_a_bad_file_in_one_line_before_loading_anything(
     assert line.startswith(f"voicechat: error: {bad}") and REFUSED[case][1] in line, line
     assert not (tmp_path / "cache").exists()
     assert time.monotonic() - started < 20
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One model cache for the module's commands (assembled by the first one)."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+MEASURED = """
+import resource, subprocess, sys
+code = subprocess.call([sys.executable, "-m", "voicechat", *sys.argv[1:]])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def transcribe_measured(tmp_path: Path, cache: str, *files: Path) -> tuple[int, str, list, int]:
+    """``voicechat transcribe FILES`` run by a process of its own that reports the peak
+    resident memory of its one child: exit code, stdout, stderr lines, peak MB."""
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURED, "transcribe", *map(str, files)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
+        env=clean_env(tmp_path, XDG_CACHE_HOME=cache),
+    )  # fmt: skip
+    *lines, peak = result.stderr.splitlines()
+    return result.returncode, result.stdout, lines, int(peak)
+
+
+def speech_and_silence(path: Path, parts: list[np.ndarray | float], rate: int = 16000) -> Path:
+    """A 16-bit mono WAV of speech (arrays at ``rate``) and silences (seconds), written a
+    part at a time: long silences cost no memory here, and stay sparse on disk."""
+    frames = sum(len(p) if isinstance(p, np.ndarray) else int(p * rate) for p in parts)
+    with path.open("wb") as out:
+        out.write(riff(fmt(rate=rate), chunk(b"data", b"", size=2 * frames))[:44])
+        for part in parts:
+            if isinstance(part, np.ndarray):
+                out.write((np.clip(part, -1, 1) * 32767).astype("<i2").tobytes())
+            else:
+                out.seek(2 * int(part * rate), os.SEEK_CUR)
+        out.truncate()
+    return path
+
+
+def at_16k(path: Path) -> np.ndarray:
+    return stt_read_wav(path)
+
+
+def test_long_recordings_keep_every_utterance_in_bounded_memory(
+    tmp_path: Path, cache: str, english: dict[str, Path]
+) -> None:
+    """A question, 20 minutes of silence, another question, two more hours of silence and a
+    last one (2 h 20 min, 270 MB on disk): every question is in the one line, and the
+    command's peak memory is that of a 3 s file (it was 1.2 GB with 20 minutes, and a
+    MemoryError with two hours: the whole file went into one spectrogram)."""
+    weather, story = at_16k(english["en_weather"]), at_16k(english["en_story"])
+    zh = at_16k(chinese("zh_weather"))
+    long = speech_and_silence(
+        tmp_path / "long.wav", [0.5, weather, 20 * 60.0, zh, 2 * 3600.0, story, 1.0]
+    )
+    short = speech_and_silence(tmp_path / "short.wav", [0.5, weather, 1.0])
+    code, out, err, base = transcribe_measured(tmp_path, cache, short)
+    assert code == 0 and word_error_rate(ENGLISH["en_weather"], out) <= 0.25, (out, err)
+    started = time.monotonic()
+    code, out, err, peak = transcribe_measured(tmp_path, cache, long)
+    took = time.monotonic() - started
+    assert code == 0, err
+    assert err == [] and len(out.splitlines()) == 1
+    text = out.lower()
+    assert "weather" in text and "london" in text, out
+    assert "天气" in out, out
+    assert "story" in text and "cat" in text, out
+    assert out.index("eather") < out.index("天气") < out.lower().index("story"), out
+    assert peak < base + 60, f"peak {peak} MB against {base} MB for a 3 s file"
+    assert took < 120, took
+
+
+def test_a_minute_of_continuous_speech_is_recognised_whole(
+    recognizer, english: dict[str, Path]
+) -> None:
+    """52-65 s of clean speech gave "nothing was heard" (exit 12): faster-whisper's own loop
+    ran over the whole file and its weakest segment decided for all."""
+    from voicechat.stt.listener import transcribe_file
+
+    said, parts = [], []
+    for _ in range(5):
+        for name in ("en_weather", "en_story", "en_long"):
+            said.append(ENGLISH[name])
+            parts += [at_16k(english[name]), np.zeros(3200, np.float32)]
+    samples = np.concatenate(parts)
+    assert 52 <= len(samples) / 16000 <= 75, len(samples) / 16000
+    seen: list[float] = []
+    transcript = transcribe_file(
+        recognizer, np.array_split(samples, 7), STTSettings(), progress=seen.append
+    )
+    assert transcript is not None
+    assert word_error_rate(" ".join(said), transcript.text) <= 0.2, transcript.text
+    assert seen == sorted(seen) and abs(seen[-1] - len(samples) / 16000) < 0.05
+
+
+def test_chinese_with_long_pauses_is_joined_without_spaces(recognizer) -> None:
+    from voicechat.stt.listener import transcribe_file
+
+    parts: list[np.ndarray] = []
+    for name in ("zh_weather", "zh_time", "zh_story", "zh_music"):
+        parts += [read_wav(chinese(name))[0], np.zeros(16000 * 40, np.float32)]
+    transcript = transcribe_file(recognizer, parts, STTSettings(language="zh"))
+    assert transcript is not None and transcript.language == "zh"
+    assert " " not in transcript.text, transcript.text
+    assert word_error_rate("".join(CHINESE.values()), transcript.text) <= 0.3, transcript.text
+
+
+def test_transcribe_shows_its_progress_on_a_terminal_only(
+    tmp_path: Path, cache: str, english: dict[str, Path]
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    from tests.ptys import reap
+
+    path = speech_and_silence(tmp_path / "p.wav", [0.5, at_16k(english["en_weather"]), 600.0])
+    child = pexpect.spawn(
+        sys.executable, ["-m", "voicechat", "transcribe", str(path)],
+        env=clean_env(tmp_path, XDG_CACHE_HOME=cache, NO_COLOR="1"), encoding="utf-8",
+        timeout=300,
+    )  # fmt: skip
+    child.expect(r"transcribing \S*p\.wav: \d+:\d\d of 10:0\d \(\d+%\)")
+    child.expect("London")
+    child.expect(pexpect.EOF)
+    reap(child)
+    assert child.exitstatus == 0, child.before
+    code, out, err, _ = transcribe_measured(tmp_path, cache, path)
+    assert code == 0 and err == [] and "London" in out  # not on a pipe
