@@ -1,10 +1,10 @@
-"""Issue 24 for speech input without a microphone: hostile and odd WAV files, and long
-files, through the reader and the real CLI.
+"""Issue 24 for speech input without a microphone: hostile and odd WAV files, long files
+and bad options, through the reader and the real CLI.
 
 Every WAV is made in the test, byte by byte where the header is the point. Bad input is
 one line on stderr with exit code 2 (before the recognition model loads), never a
 traceback, a hang or a huge allocation; long files are recognised in bounded memory with
-every utterance kept.
+every utterance kept. (A microphone that dies: tests/test_stt_mic.py, which needs audio.)
 """
 
 from __future__ import annotations
@@ -404,3 +404,14 @@ def test_transcribe_shows_its_progress_on_a_terminal_only(
     assert child.exitstatus == 0, child.before
     code, out, err, _ = transcribe_measured(tmp_path, cache, path)
     assert code == 0 and err == [] and "London" in out  # not on a pipe
+
+
+# --- options and start-up ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf", "-inf"])
+def test_listen_timeout_must_be_a_number_of_seconds(tmp_path: Path, value: str) -> None:
+    result = voicechat(tmp_path, "listen", "--timeout", value, timeout=30)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("voicechat: error: --timeout ") and "a number over 0" in line

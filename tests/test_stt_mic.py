@@ -623,3 +623,14 @@ def test_a_microphone_that_died_is_reopened_when_it_is_back(
                 break
         player.wait(timeout=30)
     assert loud >= 5, "nothing was heard from the reopened microphone"
+
+
+def test_sigterm_ends_listen_like_ask_and_chat(
+    virtual_mic: VirtualMic, tmp_path: Path, cache: str
+) -> None:
+    proc = voicechat("listen", env=env_for(virtual_mic, tmp_path, cache))
+    wait_listening(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and out == "", err
+    assert err.strip().splitlines() == ["voicechat: ended by SIGTERM"], err

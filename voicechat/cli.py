@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -772,6 +773,10 @@ def listen(
     """Print what is said into the microphone, one utterance per line, as each one ends."""
     term = Terminal()
     with boundary(term), ExitStack() as stack:
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"--timeout {timeout:g}: give the seconds to wait, a number over 0")
+        # before any thread starts (numpy's start as it is imported): SIGTERM as in `ask`
+        stack.enter_context(Signals())
         from voicechat.stt.listener import Dropped, Heard, open_listener
 
         settings = stt_settings(profiles_mod.load(profile).profile, input_device, language)
