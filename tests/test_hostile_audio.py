@@ -1,5 +1,5 @@
-"""Issue 24 for speech input without a microphone: hostile and odd WAV files, long files
-and bad options, through the reader and the real CLI.
+"""Issue 24 for speech input without a microphone: hostile and odd WAV files, long files,
+bad options and Ctrl+C at start-up, through the reader and the real CLI.
 
 Every WAV is made in the test, byte by byte where the header is the point. Bad input is
 one line on stderr with exit code 2 (before the recognition model loads), never a
@@ -10,6 +10,7 @@ every utterance kept. (A microphone that dies: tests/test_stt_mic.py, which need
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -415,3 +416,66 @@ def test_listen_timeout_must_be_a_number_of_seconds(tmp_path: Path, value: str) 
     assert result.returncode == 2 and result.stdout == "", result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith("voicechat: error: --timeout ") and "a number over 0" in line
+
+
+INTERRUPT_AS_THE_ENTRY_POINT_LOADS = """
+import os, runpy, signal, sys
+from importlib.abc import MetaPathFinder
+
+class Interrupt(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "voicechat.__main__":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C as Python looks for the entry point
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["-m", "listen", "--timeout", "5"]  # as `python -m voicechat` has it then
+runpy._run_module_as_main("voicechat")
+"""
+
+
+def test_ctrl_c_while_python_finds_the_entry_point_exits_130_quietly(tmp_path: Path) -> None:
+    """`python -m voicechat` imports the package, then finds and compiles __main__.py before
+    any line of it runs: Ctrl+C then printed a KeyboardInterrupt traceback."""
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPT_AS_THE_ENTRY_POINT_LOADS],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        env=clean_env(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "voicechat: interrupted\n"
+
+
+@pytest.fixture(scope="module")
+def python_start_s() -> float:
+    """How long Python takes to start and import the package (``-m`` imports runpy and the
+    package first): before that, no code of ours runs, and a loaded machine makes it
+    several times longer."""
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import runpy, voicechat"], check=True)
+        times.append(time.monotonic() - started)
+    return max(times)
+
+
+@pytest.mark.parametrize("after", [0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6])
+def test_ctrl_c_early_in_listen_exits_130_without_a_traceback(
+    tmp_path: Path, cache: str, python_start_s: float, after: float
+) -> None:
+    """Real timing, from the package's import on: the entry point, the imports, the
+    signal thread taking over, the model loading (~0.5 s; no microphone here)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicechat", "listen", "--timeout", "5"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=clean_env(tmp_path, XDG_CACHE_HOME=cache,
+                      PULSE_SERVER=f"unix:{tmp_path}/no-server"),
+    )  # fmt: skip
+    time.sleep(python_start_s + after)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 11:  # with no microphone, it may have ended before the signal came
+        pytest.skip(f"listen had ended (no microphone) {python_start_s + after:.2f} s in")
+    assert proc.returncode == 130 and out == "", err
+    assert err == "voicechat: interrupted\n", err
