@@ -607,13 +607,14 @@ def test_a_microphone_that_died_is_reopened_when_it_is_back(
         with pytest.raises(MicrophoneLost, match="stopped: check that it is plugged in"):
             for _ in frames:
                 pass
-        assert time.monotonic() - killed < 2.5
+        assert time.monotonic() - killed < 2.5 and mic.lost
         with pytest.raises(ListenError) as refused:
             mic.reopen()
         assert "\n" not in str(refused.value) and "--input-device" in str(refused.value)
         server.restart()
         load_mic(server)
         mic.reopen()
+        assert not mic.lost
         player = subprocess.Popen(["paplay", "-d", DEAD_MIC, str(tone)], env=server.env)
         loud = 0
         deadline = time.monotonic() + 15

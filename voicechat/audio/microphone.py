@@ -76,6 +76,8 @@ class Microphone:
         """``time.monotonic()`` of the last block, kept or dropped."""
         self._ended = False
         """The stream ended by itself (PortAudio's finished callback, not `close`)."""
+        self.lost = False
+        """True once `MicrophoneLost` was raised: `reopen` before reading again."""
         self.live = threading.Event()
         """Set when the first block arrived: audio flows (opening can take a second)."""
         self.paused = False
@@ -116,7 +118,7 @@ class Microphone:
         self._queue = queue.Queue(maxsize=max(4, round(QUEUE_S * self.rate / blocksize)))
         self._generation += 1
         generation = self._generation
-        self._ended = False
+        self._ended = self.lost = False
         self.live.clear()
         try:
             self._stream = sd.InputStream(
@@ -221,6 +223,7 @@ class Microphone:
         return time.monotonic() >= self._due()
 
     def _lost(self) -> MicrophoneLost:
+        self.lost = True
         return MicrophoneLost(f"the microphone {self.name!r} stopped: {STOPPED}")
 
     def frames(self) -> Iterator[tuple[np.ndarray, float]]:
