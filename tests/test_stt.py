@@ -132,7 +132,7 @@ def test_read_wav_takes_any_rate_width_and_channel_count(tmp_path: Path) -> None
 
 def test_read_wav_refuses_what_it_cannot_read_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "notes.wav").write_text("not audio")
-    with pytest.raises(ConfigError, match=r"not a PCM WAV file .*: convert it with"):
+    with pytest.raises(ConfigError, match=r"is not a WAV file .*: convert it with"):
         stt_read_wav(tmp_path / "notes.wav")
     with pytest.raises(ConfigError, match="no such file"):
         stt_read_wav(tmp_path / "missing.wav")

@@ -6,6 +6,7 @@ record its monitor as their default input through PortAudio, as they would a mic
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.audio_sink import NullSink
 from tests.speech import (
     CHINESE,
     ENGLISH,
@@ -499,3 +501,137 @@ def test_doctor_listen_adds_the_speech_input_rows_through_the_cli(
     proc = voicechat("doctor", "--json", "--no-audio", "-p", str(profile), env=env)
     out, _ = proc.communicate(timeout=120)
     assert not {"microphone", "recognition model"} & {row["name"] for row in json.loads(out)}
+
+
+# --- a microphone that dies while it is read ----------------------------------------------------
+
+DEAD_MIC = "deadmic"
+
+
+@pytest.fixture
+def private_pulse(null_sink: NullSink) -> Iterator[tuple[NullSink, str]]:
+    """A PulseAudio server of this test's own (it may kill it: the suite's is shared) whose
+    one source is the monitor of a 16 kHz null sink, the microphone: with no other source,
+    PulseAudio cannot move a stream elsewhere when that one goes (it moves it to the
+    default source when there is one, and the microphone just goes on). Yields the server
+    and the microphone sink's module index."""
+    server = NullSink.start()
+    try:
+        module = load_mic(server)
+        modules = pactl(server, "list", "short", "modules").splitlines()
+        (speaker,) = [m.split()[0] for m in modules if "sink_name=testsink" in m]
+        pactl(server, "unload-module", speaker)
+        yield server, module
+    finally:
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)  # a test may have frozen it
+        server.stop()
+
+
+def pactl(server: NullSink, *args: str) -> str:
+    return subprocess.run(["pactl", *args], env=server.env, capture_output=True, text=True,
+                          check=True, timeout=10).stdout  # fmt: skip
+
+
+def load_mic(server: NullSink) -> str:
+    return pactl(server, "load-module", "module-null-sink", f"sink_name={DEAD_MIC}",
+                 "rate=16000", "channels=1").strip()  # fmt: skip
+
+
+def dying_env(server: NullSink, tmp_path: Path, cache: str) -> dict[str, str]:
+    env = {k: v for k, v in server.env.items() if not k.startswith(("VOICECHAT", "PYTEST"))}
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "state"),
+               XDG_CACHE_HOME=cache, NO_COLOR="1", PULSE_SOURCE=f"{DEAD_MIC}.monitor")  # fmt: skip
+    return env
+
+
+@pytest.mark.parametrize("death", ["unloaded", "server-killed", "server-frozen"])
+@pytest.mark.parametrize("command", ["listen", "ask"])
+def test_a_microphone_that_dies_while_listening_is_exit_11_in_one_line(
+    private_pulse: tuple[NullSink, str], tmp_path: Path, cache: str, death: str, command: str
+) -> None:
+    """The microphone unplugged (its source unloaded), PulseAudio killed, or PulseAudio
+    frozen (SIGSTOP: the stream neither ends nor delivers; the stall is the only sign): the
+    one-shot commands exit 11 within seconds with one line, even with a long --timeout (they
+    waited on the microphone's queue forever)."""
+    server, module = private_pulse
+    env = dying_env(server, tmp_path, cache)
+    if command == "listen":
+        args = ["listen", "--timeout", "60"]
+    else:
+        prof = tmp_path / "ask.yaml"
+        prof.write_text("backend: {kind: ollama, base_url: 'http://127.0.0.1:9', model: m}\n"
+                        "tts: {engine: none}\n")  # fmt: skip
+        args = ["ask", "--listen", "--mute", "-p", str(prof)]
+    proc = voicechat(*args, env=env)
+    before = wait_listening(proc)
+    time.sleep(2.5)  # audio flows (the first block takes ~2 s through PulseAudio here)
+    assert proc.poll() is None, proc.communicate()
+    started = time.monotonic()
+    if death == "unloaded":
+        pactl(server, "unload-module", module)
+    elif death == "server-killed":
+        server.kill()
+    else:
+        os.kill(server.process.pid, signal.SIGSTOP)
+    out, err = proc.communicate(timeout=60)
+    took = time.monotonic() - started
+    assert proc.returncode == 11, [*before, err]
+    # the stall is noticed after 2 s; a frozen server holds the stream's close 2 s more
+    assert took < (7 if death == "server-frozen" else 4), took
+    assert out == "" and TRACEBACK not in err
+    lines = [line for line in err.splitlines() if "listening" not in line]
+    assert lines == [lines[0]] and lines[0].startswith("voicechat: error: the microphone "), err
+    assert "stopped: check that it is plugged in and that the sound server runs" in lines[0]
+
+
+def test_a_microphone_that_died_is_reopened_when_it_is_back(
+    private_pulse: tuple[NullSink, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API a conversation uses to recover: `MicrophoneLost` from `frames` within a
+    moment of PulseAudio's death, `reopen` refused in one line while it is down, and audio
+    again, from the same device, once it is back."""
+    from voicechat.audio.microphone import Microphone, MicrophoneLost
+    from voicechat.errors import ListenError
+
+    server, _ = private_pulse
+    monkeypatch.setenv("PULSE_SERVER", server.server)
+    monkeypatch.setenv("PULSE_SOURCE", f"{DEAD_MIC}.monitor")
+    t = np.arange(16000) / 16000
+    tone = write_wav(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 16000)
+    with Microphone() as mic:
+        frames = mic.frames()
+        next(frames)
+        server.kill()
+        killed = time.monotonic()
+        with pytest.raises(MicrophoneLost, match="stopped: check that it is plugged in"):
+            for _ in frames:
+                pass
+        assert time.monotonic() - killed < 2.5 and mic.lost
+        with pytest.raises(ListenError) as refused:
+            mic.reopen()
+        assert "\n" not in str(refused.value) and "--input-device" in str(refused.value)
+        server.restart()
+        load_mic(server)
+        mic.reopen()
+        assert not mic.lost
+        player = subprocess.Popen(["paplay", "-d", DEAD_MIC, str(tone)], env=server.env)
+        loud = 0
+        deadline = time.monotonic() + 15
+        for frame, _ in mic.frames():
+            loud += np.sqrt(np.mean(np.square(frame))) > 0.1
+            if loud >= 5 or time.monotonic() > deadline:
+                break
+        player.wait(timeout=30)
+    assert loud >= 5, "nothing was heard from the reopened microphone"
+
+
+def test_sigterm_ends_listen_like_ask_and_chat(
+    virtual_mic: VirtualMic, tmp_path: Path, cache: str
+) -> None:
+    proc = voicechat("listen", env=env_for(virtual_mic, tmp_path, cache))
+    wait_listening(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and out == "", err
+    assert err.strip().splitlines() == ["voicechat: ended by SIGTERM"], err

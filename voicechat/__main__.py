@@ -2,7 +2,9 @@
 
 The entry point imports the CLI inside a guard: Ctrl+C in the first ~70 ms (the imports)
 exits 130 with one line, like Ctrl+C at any later moment, instead of a traceback. Only ``os``
-and ``sys`` (loaded by the interpreter already) are imported outside it.
+and ``sys`` (loaded by the interpreter already) are imported outside it. Before this module
+runs, the package's ``__init__`` remembers a Ctrl+C (Python is still finding and compiling
+this file then); earlier still, during Python's own start-up, nothing of ours runs yet.
 """
 
 import _signal  # the interpreter's own, loaded already (``signal`` would import enum first)
@@ -26,6 +28,13 @@ def _quiet(unraisable: object) -> None:
         sys.__unraisablehook__(unraisable)  # type: ignore[arg-type]
 
 
+def _early_ctrl_c() -> bool:
+    """Ctrl+C came while Python was starting this module (`voicechat/__init__.py` remembered
+    it): the command exits 130 before it begins."""
+    package = sys.modules.get("voicechat")
+    return bool(getattr(package, "_CTRL_C", None))
+
+
 def guard() -> None:
     """From the first instruction on, Ctrl+C is remembered and never printed as a traceback."""
     _signal.signal(_signal.SIGINT, _remember)
@@ -34,6 +43,8 @@ def guard() -> None:
 
 def main() -> None:
     guard()
+    if _early_ctrl_c():
+        interrupted(None)
     signals = None
     try:
         from voicechat import signals

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -675,24 +676,66 @@ def transcribe(
 ) -> None:
     """Print what is said in WAV files: one line per file (prefixed with its name if several)."""
     term = Terminal()
-    with boundary(term):
-        from voicechat.audio.wav import read_wav
+    with boundary(term), ExitStack() as stack:
+        stack.enter_context(Signals())  # before any thread starts (numpy's, as it is imported)
+        from voicechat.audio.wav import WavFile
         from voicechat.errors import NothingHeard
-        from voicechat.stt.listener import transcribe_samples
+        from voicechat.stt.listener import transcribe_file
 
         settings = stt_settings(profiles_mod.load(profile).profile, None, language)
-        audio = [(path, read_wav(path)) for path in files]  # bad files fail before the model loads
+        for path in files:  # every header is checked before the model loads
+            with WavFile(path):
+                pass
         recognizer = load_recognizer(settings, term)
         silent = 0
-        for path, samples in audio:
-            transcript = transcribe_samples(recognizer, samples, settings)
+        for path in files:
+            with WavFile(path) as wav:
+                if wav.info.truncated:
+                    term.warn(f"{path} ends before the audio its header announces: reading "
+                              f"the {wav.info.seconds:.1f} s it holds")  # fmt: skip
+                show = progress_shower(term, path.name, wav.info.seconds)
+                try:
+                    transcript = transcribe_file(recognizer, wav.pieces(), settings, show)
+                finally:
+                    show(None)
             if transcript is None:
                 silent += 1
-                term.warn(f"{path}: nothing was heard (silence or noise)")
+                why = "no audio in it" if wav.info.frames == 0 else "silence or noise"
+                term.warn(f"{path}: nothing was heard ({why})")
                 continue
             term.print(f"{path}: {transcript.text}" if len(files) > 1 else transcript.text)
         if silent:
             raise NothingHeard(f"nothing was heard in {silent} of {len(files)} files")
+
+
+def progress_shower(term: Terminal, name: str, total_s: float) -> Callable[[float | None], None]:
+    """Draws how far `transcribe` has read a file on stderr, when it is a terminal (None
+    erases the line); does nothing otherwise."""
+    if not isatty(term.err):
+        return lambda done: None
+
+    def show(done: float | None) -> None:
+        line = "" if done is None else transcribe_progress(name, done, total_s)
+        term.err.write("\r\x1b[K" + line)
+        term.err.flush()
+
+    return show
+
+
+def transcribe_progress(name: str, done_s: float, total_s: float) -> str:
+    """The progress line of `transcribe`.
+
+    >>> transcribe_progress("talk.wav", 754.0, 7200.0)
+    'transcribing talk.wav: 12:34 of 2:00:00 (10%)'
+    """
+
+    def clock(seconds: float) -> str:
+        hours, rest = divmod(int(seconds), 3600)
+        minutes = f"{rest // 60:02d}" if hours else str(rest // 60)
+        return f"{hours}:" * bool(hours) + f"{minutes}:{rest % 60:02d}"
+
+    share = done_s / total_s if total_s else 1.0
+    return f"transcribing {name}: {clock(done_s)} of {clock(total_s)} ({share:.0%})"
 
 
 @app.command()
@@ -700,7 +743,7 @@ def devices() -> None:
     """List audio devices: microphones (stt.device, --input-device) and outputs (tts.device)."""
     term = Terminal()
     with boundary(term):
-        from voicechat.audio.microphone import list_devices
+        from voicechat.audio.devices import list_devices
 
         found = list_devices()
         rows = [
@@ -731,6 +774,10 @@ def listen(
     """Print what is said into the microphone, one utterance per line, as each one ends."""
     term = Terminal()
     with boundary(term), ExitStack() as stack:
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"--timeout {timeout:g}: give the seconds to wait, a number over 0")
+        # before any thread starts (numpy's start as it is imported): SIGTERM as in `ask`
+        stack.enter_context(Signals())
         from voicechat.stt.listener import Dropped, Recognized, open_listener
 
         settings = stt_settings(profiles_mod.load(profile).profile, input_device, language)

@@ -164,13 +164,17 @@ class FasterWhisper:
             no_speech.append(segment.no_speech_prob)
             logprobs.append(segment.avg_logprob)
         text = ("" if info.language == "zh" else " ").join(t for t in texts if t).strip()
+        # the segments' means: the worst one alone (a weak stretch in a minute of clear
+        # speech) would make the whole text look like no speech to the hallucination gate;
+        # faster-whisper has dropped the segments that are no speech by that same rule
+        count = len(no_speech)
         return Transcript(
             text=text,
             language=info.language,
-            no_speech_prob=max(no_speech) if no_speech else 1.0,
+            no_speech_prob=sum(no_speech) / count if count else 1.0,
             audio_s=len(samples) / SAMPLE_RATE,
             compute_s=time.monotonic() - start,
-            avg_logprob=min(logprobs) if logprobs else -10.0,
+            avg_logprob=sum(logprobs) / count if count else -10.0,
         )
 
     def close(self) -> None:

@@ -14,9 +14,11 @@ that finds it busy (with a stale job) is recognised the moment it is free.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,7 +30,9 @@ from voicechat.audio.pcm import level_db
 from voicechat.errors import NothingHeard
 from voicechat.stt import SAMPLE_RATE, Recognizer, Transcript, create, language_code
 from voicechat.stt.vad import (
+    FRAME,
     FRAME_S,
+    Endpointer,
     Noise,
     Pause,
     Resumed,
@@ -330,20 +334,139 @@ def gate(transcript: Transcript, no_speech_threshold: float) -> str | None:
     return None
 
 
+FILE_MAX_UTTERANCE_S = 20.0
+"""A file's utterances are cut at this length (only speech with no pause as long as
+``stt.end_silence`` for this long is cut mid-way)."""
+WINDOW_S = 28.0
+"""Consecutive utterances of a file are recognised together up to this long: Whisper's
+window is 30 s, and more context makes better text than one utterance at a time."""
+TOGETHER_S = 2.0
+"""...when no more silence than this lies between them: a longer one ends a topic, maybe a
+speaker or a language (Whisper detects one language per window)."""
+QUIET_DB = -70.0
+"""Frames of a file below this level are silence without asking the VAD (digital silence:
+an hour of it costs ~27 s of VAD here, and nothing this way)."""
+
+
+def transcribe_file(
+    recognizer: Recognizer,
+    pieces: Iterable[np.ndarray],
+    settings: STTSettings,
+    progress: Callable[[float], None] | None = None,
+) -> Transcript | None:
+    """A recording of any length (16 kHz mono pieces of any size), in bounded memory: the
+    microphone's VAD and endpointer cut it into utterances, and those are recognised a
+    `WINDOW_S` window at a time (utterances up to `TOGETHER_S` apart share one) on a
+    worker thread while the VAD reads on. Silence never reaches the recognizer; each window
+    is judged by the hallucination gate on its own, so a weak stretch drops only itself.
+    None when nothing passes.
+
+    ``progress(seconds)``: how far into the recording the VAD has read.
+    """
+    language = language_code(settings.language)
+    vad = SileroVAD()
+    ep = Endpointer(
+        settings.vad_threshold,
+        settings.end_silence,
+        min(settings.max_utterance, FILE_MAX_UTTERANCE_S),
+        settings.pre_roll,
+    )
+    window: list[np.ndarray] = []
+    kept: list[Transcript] = []
+    running: Future[Transcript] | None = None
+    quiet = 10 ** (QUIET_DB / 20)
+    started = ended = -1  # frames: where the utterance in progress started, the last one ended
+
+    def recognise() -> None:
+        """Hand the window to the worker, once the one before is done (one in flight)."""
+        nonlocal running, window
+        collect()
+        if window:
+            running = worker.submit(recognizer.transcribe, np.concatenate(window), language)
+            window = []
+
+    def collect() -> None:
+        nonlocal running
+        if running is not None:
+            transcript = running.result()
+            running = None
+            if not gate(transcript, settings.no_speech_threshold):
+                kept.append(transcript)
+
+    def add(utterance: Utterance) -> None:
+        nonlocal ended
+        full = sum(map(len, window)) + len(utterance.samples) > WINDOW_S * SAMPLE_RATE
+        if full or (started - ended) * FRAME_S > TOGETHER_S:
+            recognise()
+        window.append(utterance.samples)
+        ended = utterance.last_speech_frame
+
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-file")
+    try:
+        pending = np.zeros(0, np.float32)
+        read = 0
+        was_quiet = False
+        for piece in pieces:
+            pending = np.concatenate([pending, piece])
+            usable = len(pending) // FRAME * FRAME
+            frames = pending[:usable].reshape(-1, FRAME)
+            levels = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+            for frame, level in zip(frames, levels, strict=True):
+                if level >= quiet:
+                    prob, was_quiet = vad(frame), False
+                else:
+                    if not was_quiet:
+                        vad.reset()  # its state from before the silence is stale after it
+                    prob, was_quiet = 0.0, True
+                for event in ep.push(frame, prob):
+                    if isinstance(event, SpeechStart):
+                        started = event.frame
+                    elif isinstance(event, Utterance):
+                        add(event)
+            pending = pending[usable:]
+            read += usable
+            if progress is not None:
+                progress(read / SAMPLE_RATE)
+        last = ep.flush()
+        if isinstance(last, Utterance):
+            add(last)
+        recognise()
+        collect()
+    finally:
+        worker.shutdown(wait=False, cancel_futures=True)
+    return joined(kept)
+
+
+def joined(parts: list[Transcript]) -> Transcript | None:
+    """One transcript of a recording's windows, in order (None for none); Chinese is
+    joined without spaces.
+
+    >>> a = Transcript("你好。", "zh", 0.1, 2.0, 0.5, -0.2)
+    >>> b = Transcript("再见。", "zh", 0.3, 1.0, 0.5, -0.4)
+    >>> t = joined([a, b, Transcript("OK.", "en", 0.2, 1.0, 0.2, -0.3)])
+    >>> t.text, t.language, t.audio_s
+    ('你好。再见。 OK.', 'zh', 4.0)
+    """
+    if not parts:
+        return None
+    text = parts[0].text
+    for before, part in itertools.pairwise(parts):
+        text += ("" if before.language == part.language == "zh" else " ") + part.text
+    return Transcript(
+        text=text.strip(),
+        language=Counter(p.language for p in parts).most_common(1)[0][0],
+        no_speech_prob=sum(p.no_speech_prob for p in parts) / len(parts),
+        audio_s=sum(p.audio_s for p in parts),
+        compute_s=sum(p.compute_s for p in parts),
+        avg_logprob=sum(p.avg_logprob for p in parts) / len(parts),
+    )
+
+
 def transcribe_samples(
     recognizer: Recognizer, samples: np.ndarray, settings: STTSettings
 ) -> Transcript | None:
-    """A whole recording (a file): VAD first, so silence never reaches the recognizer."""
-    from voicechat.stt.vad import FRAME
-
-    vad = SileroVAD()
-    usable = len(samples) // FRAME * FRAME
-    probs = [vad(samples[i : i + FRAME]) for i in range(0, usable, FRAME)]
-    speech = sum(p >= settings.vad_threshold for p in probs) * FRAME_S
-    if speech < 0.25:
-        return None
-    transcript = recognizer.transcribe(samples, language_code(settings.language))
-    return None if gate(transcript, settings.no_speech_threshold) else transcript
+    """A whole recording already in memory (16 kHz mono): `transcribe_file` on it."""
+    return transcribe_file(recognizer, [samples], settings)
 
 
 __all__ = [
@@ -355,7 +478,9 @@ __all__ = [
     "Recognized",
     "Tentative",
     "gate",
+    "joined",
     "open_listener",
+    "transcribe_file",
     "transcribe_samples",
 ]
 
