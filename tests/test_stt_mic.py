@@ -7,6 +7,7 @@ record its monitor as their default input through PortAudio, as they would a mic
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -635,3 +637,74 @@ def test_sigterm_ends_listen_like_ask_and_chat(
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and out == "", err
     assert err.strip().splitlines() == ["voicechat: ended by SIGTERM"], err
+
+
+def lines_of(stream: IO[str]) -> queue.Queue[str]:
+    """The stream's lines, read on a thread of their own (a test waits with a deadline)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def next_line(lines: queue.Queue[str], seen: list[str], timeout: float = 30) -> str:
+    try:
+        line = lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"no line in {timeout} s after: {seen}") from None
+    seen.append(line)
+    return line
+
+
+@pytest.mark.audio
+def test_a_conversation_reopens_the_microphone_when_the_sound_server_is_back(
+    private_pulse: tuple[NullSink, str], tmp_path: Path, cache: str, english: dict[str, Path],
+) -> None:  # fmt: skip
+    """`chat --listen` (what the service runs) says the microphone stopped when PulseAudio
+    dies, waits, says when it is back, and answers the next question: it never stays deaf."""
+    from tests.fakeservers import FakeServer, Script
+
+    server, _ = private_pulse
+    question = with_silence(english["en_weather"], tmp_path / "q.wav", 0.3, 1.0)
+    seen: list[str] = []
+    with FakeServer("ollama") as llm:
+        llm.enqueue(Script(tokens=["Sunny."]), Script(tokens=["Still sunny."]))
+        prof = tmp_path / "chat.yaml"
+        prof.write_text(f"backend: {{kind: ollama, base_url: '{llm.url}', model: qwen2.5:7b}}\n"
+                        "tts: {engine: none}\nstt: {language: en}\n")  # fmt: skip
+        env = dying_env(server, tmp_path, cache)
+        proc = voicechat("chat", "--listen", "-p", str(prof), env=env)
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = lines_of(proc.stdout), lines_of(proc.stderr)
+        try:
+            while "listening" not in next_line(err, seen, 60):
+                pass
+            time.sleep(2.5)  # audio flows (the first block takes ~2 s through PulseAudio here)
+            subprocess.run(["paplay", "-d", DEAD_MIC, str(question)], env=server.env, check=True,
+                           timeout=30)  # fmt: skip
+            assert "Sunny." in next_line(out, seen), seen
+            server.kill()
+            while "stopped" not in (line := next_line(err, seen, 10)):
+                pass
+            assert "stopped: check that it is plugged in" in line, seen
+            assert "listening again when it is back" in line, seen
+            server.restart()
+            load_mic(server)
+            assert "the microphone is back: listening" in next_line(err, seen, 10), seen
+            time.sleep(2.5)
+            subprocess.run(["paplay", "-d", DEAD_MIC, str(question)], env=server.env, check=True,
+                           timeout=30)  # fmt: skip
+            assert "Still sunny." in next_line(out, seen), seen
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert not any(TRACEBACK in line for line in seen), seen
+    assert len([c for c in llm.chats if c.body["messages"]]) == 2

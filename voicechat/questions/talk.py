@@ -20,6 +20,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from voicechat.audio.microphone import MicrophoneLost
 from voicechat.chat import BARGE_IN
 from voicechat.chunker import is_han
 from voicechat.errors import ListenError, NothingHeard, VoicechatError
@@ -117,7 +118,9 @@ def spoken(
         began = session.speech.first_audio_at if session.speech is not None else None
         return began if began is not None and began >= handled_from else None
 
-    heard_all = voice_input.hands_free(keys_fd=keys_fd, on_guess=guess, voice_began=voice_began)
+    heard_all = voice_input.hands_free(
+        keys_fd=keys_fd, on_guess=guess, voice_began=voice_began, tell=term.info
+    )
     # the terminal and microphone back as they were, and the speaker's tap removed, at once
     with (
         contextlib.closing(heard_all),
@@ -229,6 +232,8 @@ def _asked(
             question.ahead.discard()  # the turn discarded it already, unless watching failed
     try:
         barged = watch.wait()
+    except MicrophoneLost:
+        return None  # the listener finds it stopped too, and waits for it to come back
     except Exception as exc:  # the echo canceller or the VAD failed on the watch thread
         raise ListenError(
             f"barge-in failed ({' '.join(str(exc).split())[:160]}): set stt.barge_in: off "

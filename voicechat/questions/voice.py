@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from voicechat.audio.microphone import Microphone
-from voicechat.errors import NothingHeard
+from voicechat.audio.microphone import Microphone, MicrophoneLost
+from voicechat.errors import ListenError, NothingHeard
 from voicechat.questions.display import meter_line
 from voicechat.stt import language_code
 from voicechat.stt.listener import (
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 Show = Callable[[str | None], None]
 """Draws a transient status line (None erases it)."""
+REOPEN_S = 1.0
+"""How often a stopped microphone is tried again (a device or sound server coming back)."""
 OPEN_TIMEOUT_S = 5.0
 """How long to wait for the first audio from a newly opened microphone."""
 PUSH_TIMEOUT_S = 10.0
@@ -73,11 +75,14 @@ class VoiceInput:
         self._mic: Microphone | None = None
 
     def microphone(self) -> Microphone:
-        """The open microphone (opened now if needed), once audio flows from it."""
+        """The open microphone (opened now if needed, or again after it stopped: a
+        `ListenError` while it is still gone), once audio flows from it."""
         if self._mic is None:
             mic = Microphone(self.settings.device).open()
             mic.paused = True
             self._mic = mic
+        elif self._mic.lost:
+            self._mic.reopen()
         self._mic.live.wait(OPEN_TIMEOUT_S)
         return self._mic
 
@@ -121,6 +126,7 @@ class VoiceInput:
         keys_fd: int | None = None,
         on_guess: Callable[[str | None], None] | None = None,
         voice_began: Callable[[], float | None] = lambda: None,
+        tell: Callable[[str], None] = lambda message: None,
     ) -> Iterator[Recognized]:
         """Utterances, one at a time, forever; the microphone runs on while the caller
         handles one, so nothing said meanwhile is lost.
@@ -131,31 +137,57 @@ class VoiceInput:
         heard is our reply, and is skipped. Esc on the terminal ``keys_fd`` ends it.
         ``on_guess``: the likely transcript at a pause before the end is confirmed, and None
         when that guess is void (`Tentative`; a `Recognized` with other text voids it too).
+        A microphone that stops (unplugged, the sound server restarted) is opened again as
+        soon as it is back; ``tell`` says so, both ways (a service must not stay deaf).
         """
         listener = Listener(self.settings, self.recognizer, self.microphone())
         guess = on_guess or (lambda text: None)
         try:
             with KeyWatch(keys_fd, on_enter=lambda: None, on_escape=listener.drop):
                 while True:
-                    for event in listener.events():
-                        if isinstance(event, Tentative):
-                            guess(event.text)
-                        elif isinstance(event, Dropped):
-                            guess(None)
-                            if on_drop is not None:
-                                on_drop(event.reason)
-                        elif isinstance(event, Recognized):
-                            yield event
-                            began = voice_began()
-                            if began is not None:
-                                end = time.monotonic() + self.settings.resume_after
-                                listener.skip(began, end)
-                            break
-                    else:
-                        return  # Esc, or the microphone closed
+                    try:
+                        for event in listener.events():
+                            if isinstance(event, Tentative):
+                                guess(event.text)
+                            elif isinstance(event, Dropped):
+                                guess(None)
+                                if on_drop is not None:
+                                    on_drop(event.reason)
+                            elif isinstance(event, Recognized):
+                                yield event
+                                began = voice_began()
+                                if began is not None:
+                                    end = time.monotonic() + self.settings.resume_after
+                                    listener.skip(began, end)
+                                break
+                        else:
+                            return  # Esc, or the microphone closed
+                    except MicrophoneLost as exc:
+                        guess(None)
+                        tell(f"{exc}; listening again when it is back")
+                        if not self._reopen(listener):
+                            return  # Esc while waiting
+                        tell("the microphone is back: listening")
         finally:
             listener.pause()
             listener.close()
+
+    def _reopen(self, listener: Listener) -> bool:
+        """Open the stopped microphone again, trying every `REOPEN_S` until audio flows from
+        it (True), or Esc (False); Ctrl+C interrupts the wait as any other. A device that
+        opens but stays silent (a sound server not yet up) is not back."""
+        while True:
+            try:
+                mic = self.microphone()
+            except ListenError:
+                mic = None
+            if mic is not None and mic.live.is_set():
+                listener.resume()
+                return True
+            if mic is not None:
+                mic.lost = True  # opened, but nothing came: try again
+            if listener.dropped(REOPEN_S):
+                return False
 
     @contextlib.contextmanager
     def watching(self, barge_in: BargeIn, on_barge_in: Callable[[], object]) -> Iterator[Watch]:

@@ -175,6 +175,10 @@ class Listener:
         """From any thread: stop listening and use nothing (Esc)."""
         self._drop.set()
 
+    def dropped(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for `drop`; True once it came (a wait that Esc ends)."""
+        return self._drop.wait(timeout)
+
     def pause(self) -> None:
         """Stop listening (half-duplex: we are about to speak); frames are dropped."""
         self.mic.paused = True
