@@ -1,6 +1,7 @@
 """scripts/benchlib.py: benchmark results kept as dated files and a generated table.
 
-Fast tier: no audio, no server.
+Fast tier: no audio, no server. The audio benchmarks cannot run here, so their summaries are
+fed results of the shape their ``main`` builds, and saved the way a real run saves them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import math
 import shutil
 import subprocess
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +19,7 @@ from types import ModuleType
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+BENCHES = sorted(SCRIPTS.glob("bench_*.py"))
 
 
 @pytest.fixture
@@ -167,3 +170,86 @@ def test_the_commit_is_modified_only_by_changes_outside_the_results(
     assert benchlib.git_state(out, root=tmp_path)["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")  # the code measured differs
     assert benchlib.git_state(out, root=tmp_path)["dirty"] is True
+
+
+@pytest.mark.parametrize("script", BENCHES, ids=lambda p: p.stem)
+def test_every_bench_saves_through_benchlib(script: Path) -> None:
+    source = script.read_text(encoding="utf-8")
+    assert "benchlib.add_arguments(parser)" in source  # --out and --no-save
+    assert "benchlib.finish(" in source
+
+
+def saved_row(benchlib: ModuleType, tmp_path: Path, bench: str, summary: dict, **fields) -> str:
+    """Save as a run of ``bench`` does; its row in the table."""
+    document = benchlib.record(bench, summary=summary, out=tmp_path, **fields)
+    json_file, table = benchlib.save(document, tmp_path)
+    assert json.loads(json_file.read_text(encoding="utf-8"))["bench"] == bench
+    [row] = rows(table.read_text(encoding="utf-8"))
+    return row
+
+
+def test_latency_saves_what_it_prints(benchlib: ModuleType, scripts: None, tmp_path: Path) -> None:
+    bench = importlib.import_module("bench_latency")
+    ours = bench.Result(1.25, 30.1, 0.24, [], 82.4, 0)
+    article = bench.Result(3.97, 31.0, 0.48, [], None, 0)
+    lost = bench.Result(None, None, 0.0, [], None, 1)
+    runs = [
+        {"ours": asdict(ours), "article": asdict(article), "ratio": 0.315},
+        {"ours": asdict(lost), "article": asdict(article), "ratio": math.nan},
+    ]
+    results = {"zh": {"characters": 200, "tokens": 150, "text_complete_s": 19.1, "runs": runs,
+                      "median_ratio": 0.315}}  # fmt: skip
+    summary = bench.summary(results)
+    assert summary == {"zh ours s": 1.25, "zh article s": 3.97, "zh ours/article": 0.315,
+                       "peak RSS MB": 82.4}  # fmt: skip
+    assert set(summary) <= set(bench.LEGEND)
+    row = saved_row(benchlib, tmp_path, "latency", summary, results={"languages": results})
+    assert row.endswith("| 1.25 | 3.97 | 0.315 | 82.40 |")
+
+
+def test_embedded_saves_what_it_prints(benchlib: ModuleType, scripts: None, tmp_path: Path) -> None:
+    bench = importlib.import_module("bench_embedded")
+    medians = {
+        "embedded": {"first_token": 4.5, "first_audio": 7.7, "rss_mb": 240.0},
+        "http": {"first_token": 1.6, "first_audio": None, "rss_mb": 97.0},
+    }
+    summary = bench.summary(medians, 198.0)
+    assert set(summary) == set(bench.LEGEND)
+    row = saved_row(benchlib, tmp_path, "embedded", summary, results={"medians": medians})
+    assert row.endswith("| 4.50 | 1.60 | 7.70 | — | 240 | 97.00 | 198 |")
+
+
+def test_voice_saves_what_it_prints(benchlib: ModuleType, scripts: None, tmp_path: Path) -> None:
+    bench = importlib.import_module("bench_voice")
+    ours = {"detect": 0.51, "recognize": 0.03, "sent": 0.46, "first_token": 0.5,
+            "first_piece": 0.4, "synthesis": 0.4, "first_audio": 1.84, "rss": 362.0,
+            "silence_cpu": 2.6, "after_cpu": 4.4}  # fmt: skip
+    naive = {"detect": 2.6, "recognize": 3.0, "sent": 5.7, "first_audio": 7.63}
+    results = {"ours": [ours, {}], "naive": [naive, {**naive, "first_audio": math.nan}]}
+    summary = bench.summary(results)  # an incomplete run ({}) counts for nothing
+    assert summary["ours first audio s"] == 1.84 and summary["naive first audio s"] == 7.63
+    assert summary["ours/naive"] == pytest.approx(1.84 / 7.63)
+    assert set(summary) == set(bench.LEGEND)
+    row = saved_row(benchlib, tmp_path, "voice", summary, results=results)
+    assert row.endswith("| 0.460 | 1.84 | 7.63 | 0.241 | 362 | 2.60 | 4.40 |")
+
+
+def test_bargein_saves_what_it_prints(benchlib: ModuleType, scripts: None, tmp_path: Path) -> None:
+    bench = importlib.import_module("bench_bargein")
+    measured = [
+        {"level": -12.0, "false": 0, "replies": 10, "reactions": [0.11, 0.13, 0.14], "missed": 0,
+         "erle": 33.2, "cpu": 0.013},
+        {"level": 0.0, "false": 1, "replies": 10, "reactions": [], "missed": 3,
+         "erle": math.nan, "cpu": math.nan},
+    ]  # fmt: skip
+    levels = [bench.level_row(r, trials=3) for r in measured]
+    summary, legend = bench.summary(levels)
+    assert summary == {
+        "echo -12 dB": "0/10 false, 130/140 ms, 0/3 missed, ERLE 33 dB",
+        "echo +0 dB": "1/10 false, -, 3/3 missed, ERLE -",
+        "canceller CPU %": pytest.approx(1.3),
+    }
+    assert set(legend) == set(summary)
+    row = saved_row(benchlib, tmp_path, "bargein", summary, results={"levels": levels})
+    assert row.endswith("| 0/10 false, 130/140 ms, 0/3 missed, ERLE 33 dB | "
+                        "1/10 false, -, 3/3 missed, ERLE - | 1.30 |")  # fmt: skip
