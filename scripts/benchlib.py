@@ -219,10 +219,12 @@ def record(
     packages: Iterable[str] = (),
     out: Path = DEFAULT_OUT,
     script: str | None = None,
-    title: str = "",
+    doc: str | None = "",
 ) -> dict[str, Any]:
-    """The JSON document of one run (``started``: its ``time.time()``; default now)."""
+    """The JSON document of one run (``started``: its ``time.time()``, default now; ``doc``:
+    the script's docstring, whose first paragraph titles the table)."""
     begun = time.time() if started is None else started
+    title = " ".join((doc or "").strip().split("\n\n")[0].split())
     return _clean(
         {
             "bench": bench,
@@ -260,10 +262,10 @@ def save(document: Mapping[str, Any], out: Path = DEFAULT_OUT) -> tuple[Path, Pa
     return path, write_table(out, document["bench"])
 
 
-def finish(bench: str, args: argparse.Namespace, title: str = "", **fields: Any) -> dict[str, Any]:
+def finish(bench: str, args: argparse.Namespace, doc: str | None, **fields: Any) -> dict[str, Any]:
     """Build the run's document and, unless ``--no-save``, save it and say where (stderr:
     stdout stays the figures alone). ``fields`` go to `record`."""
-    document = record(bench, options=args, out=args.out, title=title, **fields)
+    document = record(bench, options=args, out=args.out, doc=doc, **fields)
     if not args.no_save:
         path, table = save(document, args.out)
         print(f"saved {_shown(path)} (table: {_shown(table)})", file=sys.stderr)

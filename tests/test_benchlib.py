@@ -46,7 +46,7 @@ def run(benchlib: ModuleType, out: Path, started: str, **summary: object) -> Pat
         legend={key: f"what {key} is" for key in summary},
         started=at(started),
         out=out,
-        title="a demonstration",
+        doc="A demonstration,\nin two lines.\n\nNot this paragraph.",
     )
     return benchlib.save(document, out)[0]
 
@@ -129,6 +129,7 @@ def test_the_table_is_generated_from_every_file_newest_first(
     text = (tmp_path / "demo.md").read_text(encoding="utf-8")
     assert text.splitlines()[0] == benchlib.GENERATED
     assert "do not edit it by hand" in text
+    assert "# `scripts/bench_demo.py`: A demonstration, in two lines.\n" in text
     links = [row.split("](")[1].split(")")[0] for row in rows(text)]
     assert links == [f"demo/{p.name}" for p in (again, newest, middle, oldest)]
     header = next(line for line in text.splitlines() if line.startswith("| date"))
