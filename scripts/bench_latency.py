@@ -308,7 +308,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("zh", "en"))
     benchlib.add_arguments(parser)
     args = parser.parse_args()
-    started = time.time()
+    started = benchlib.start()
     replies = {"zh": SEED.read_text(encoding="utf-8"), "en": ENGLISH}
     with NullSink.start() as sink, Recorder(sink.env) as rec:
         results = {}

@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     benchlib.add_arguments(parser)
     args = parser.parse_args()
-    started = time.time()
+    started = benchlib.start()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "OPENAI"))}

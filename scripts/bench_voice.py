@@ -278,7 +278,7 @@ def main() -> None:
     )
     benchlib.add_arguments(parser)
     args = parser.parse_args()
-    started = time.time()
+    started = benchlib.start()
     with tempfile.TemporaryDirectory() as name, NullSink.start() as sink:
         tmp = Path(name)
         subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=micsink",

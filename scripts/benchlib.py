@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -100,18 +101,38 @@ def versions(packages: Iterable[str]) -> dict[str, str | None]:
     return found
 
 
-def machine(packages: Iterable[str] = ()) -> dict[str, Any]:
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the system has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Start:
+    """When a run began, and how busy the machine was then: measured before the run, as the
+    run itself adds to the load. These machines are shared; a loaded one gives slower figures."""
+
+    time: float = field(default_factory=time.time)
+    """Seconds since the epoch (``time.time()``)."""
+    load: list[float] | None = field(default_factory=load_average)
+    """The 1, 5 and 15 minute load averages."""
+
+
+def start() -> Start:
+    """Call first thing in ``main``, before measuring."""
+    return Start()
+
+
+def machine(packages: Iterable[str] = (), load: list[float] | None = None) -> dict[str, Any]:
     """What the figures depend on: CPU, cores, memory, OS, Python, package versions, and the
-    load when the run began (these machines are shared: a loaded one gives slower figures)."""
+    load when the run began (``load``, from `Start`)."""
     board = (_read("/proc/device-tree/model") or "").strip("\x00\n ") or None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
     return {
         "cpu": cpu_model(),
         "arch": platform.machine(),
@@ -123,7 +144,7 @@ def machine(packages: Iterable[str] = ()) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "load_avg_1_5_15": load,
+        "load_at_start": load,
         "packages": versions(packages),
     }
 
@@ -137,8 +158,8 @@ def machine_short(described: Mapping[str, Any]) -> str:
         parts.append(f"{described['memory_gb']:g} GB")
     if described.get("python"):
         parts.append(f"Python {described['python']}")
-    if described.get("load_avg_1_5_15"):
-        parts.append(f"load {described['load_avg_1_5_15'][0]:g}")
+    if described.get("load_at_start"):
+        parts.append(f"load {described['load_at_start'][0]:g}")
     return ", ".join(str(p) for p in parts)
 
 
@@ -215,15 +236,16 @@ def record(
     results: Mapping[str, Any],
     legend: Mapping[str, str] | None = None,
     options: argparse.Namespace | Mapping[str, Any] | None = None,
-    started: float | None = None,
+    started: Start | None = None,
     packages: Iterable[str] = (),
     out: Path = DEFAULT_OUT,
     script: str | None = None,
     doc: str | None = "",
 ) -> dict[str, Any]:
-    """The JSON document of one run (``started``: its ``time.time()``, default now; ``doc``:
-    the script's docstring, whose first paragraph titles the table)."""
-    begun = time.time() if started is None else started
+    """The JSON document of one run (``started``: from `start`, default now; ``doc``: the
+    script's docstring, whose first paragraph titles the table)."""
+    started = started or Start()
+    begun = started.time
     title = " ".join((doc or "").strip().split("\n\n")[0].split())
     return _clean(
         {
@@ -236,7 +258,7 @@ def record(
             "argv": sys.argv[1:],
             "options": _options(options),
             "git": git_state(out),
-            "machine": machine(packages),
+            "machine": machine(packages, started.load),
             "summary": dict(summary),
             "legend": dict(legend or {}),
             "results": dict(results),
@@ -365,8 +387,8 @@ def table(bench: str, runs: list[tuple[Path, dict[str, Any]]], out: Path) -> str
         lines += ["", "Columns:", "", *described]
     lines += [
         "",
-        "machine: CPU (or board), cores, memory, Python, load average over the minute before "
-        "the run (the files have the OS, the kernel and the package versions). "
+        "machine: CPU (or board), cores, memory, Python, and the load average over the minute "
+        "before the run (the files have the OS, the kernel and the package versions). "
         'commit "(modified)": the code measured differed from the commit.',
         "",
     ]

@@ -33,9 +33,11 @@ def benchlib(scripts: None) -> ModuleType:
     return importlib.import_module("benchlib")
 
 
-def at(text: str) -> float:
-    """A UTC time as the ``started`` of a run."""
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+def at(text: str) -> object:
+    """A run started at this UTC time, on a machine this busy."""
+    benchlib = importlib.import_module("benchlib")
+    when = datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    return benchlib.Start(time=when, load=[1.5, 0.5, 0.25])
 
 
 def run(benchlib: ModuleType, out: Path, started: str, **summary: object) -> Path:
@@ -56,13 +58,14 @@ def rows(table: str) -> list[str]:
 
 
 def test_the_machine_is_described(benchlib: ModuleType) -> None:
-    described = benchlib.machine(["numpy", "no-such-package-here"])
+    described = benchlib.machine(["numpy", "no-such-package-here"], benchlib.start().load)
     for key in ("cpu", "arch", "cores", "memory_gb", "os", "kernel", "python", "packages"):
         assert described[key], key
     assert described["cores"] >= 1 and described["memory_gb"] > 0
     assert described["packages"]["numpy"] == importlib.metadata.version("numpy")
     assert described["packages"]["no-such-package-here"] is None
     assert "voicechat" in described["packages"]  # always: the code measured
+    assert len(described["load_at_start"]) == 3
     json.dumps(described)  # it goes into the file as it is
 
 
@@ -87,6 +90,7 @@ def test_a_run_is_one_json_file_with_the_command_the_machine_and_every_figure(
     assert saved["summary"] == {"first s": 1.25, "lost": None}  # JSON has no NaN
     assert saved["results"]["runs"] == [{"first_s": 1.25, "ratio": None}]
     assert saved["machine"]["python"] and saved["machine"]["cpu"]
+    assert saved["machine"]["load_at_start"] == [1.5, 0.5, 0.25]  # not the run's own load
     assert set(saved) >= {"bench", "script", "git", "duration_s", "argv", "legend"}
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["demo", "demo.md", path.name])
 
