@@ -1,6 +1,6 @@
-"""Shared fixtures: fake model servers (server_fixtures.py), the audio sink (audio_sink.py),
-a local Hugging Face hub (hub.py), the virtual microphone with real speech (speech.py) and
-a disk that fills up (disk.py).
+"""Shared fixtures, from tests/support/: fake model servers (server_fixtures.py), the audio
+sink (audio_sink.py), a local Hugging Face hub (hub.py), the virtual microphone with real
+speech (speech.py), loudspeaker echo (echo_fixtures.py) and a disk that fills up (disk.py).
 
 The suite runs in a clean environment of its own (``pytest_configure``): a machine that has
 been used (a user's profiles, a warm model cache, ``OLLAMA_HOST`` exported) must see the same
@@ -20,12 +20,12 @@ import tempfile
 import pytest
 
 pytest_plugins = [
-    "tests.server_fixtures",
-    "tests.audio_sink",
-    "tests.hub",
-    "tests.speech",
-    "tests.echo_fixtures",
-    "tests.disk",
+    "tests.support.server_fixtures",
+    "tests.support.audio_sink",
+    "tests.support.hub",
+    "tests.support.speech",
+    "tests.support.echo_fixtures",
+    "tests.support.disk",
 ]
 
 AUDIO_RERUNS = 2

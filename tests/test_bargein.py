@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.echo_fixtures import Loopback, Speech
-from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
+from tests.support.echo_fixtures import Loopback, Speech
+from tests.support.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
 from voicechat.audio.echo import available
 from voicechat.audio.echo_path import EchoPath
 from voicechat.audio.playback import IDLE_STOP_S, Clip, Heard, Player

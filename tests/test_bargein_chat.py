@@ -2,7 +2,7 @@
 
 ``voicechat chat --listen`` runs in a child process against the fake Ollama server; its voice
 (espeak through pyttsx3) plays into the test PulseAudio's null sink, comes back into the
-virtual microphone through module-loopback (tests/echo_fixtures.py), and the user's question
+virtual microphone through module-loopback (tests/support/echo_fixtures.py), and the user's question
 (Piper's Joe) is played into the same microphone while the reply is spoken. What the child
 sent the server shows which question was asked and what the conversation kept of the reply;
 the null sink's monitor shows when the voice stopped.
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.audio_sink import Recorder
-from tests.echo_fixtures import Loopback
-from tests.fakeservers import FakeServer, Script
-from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
+from tests.support.audio_sink import Recorder
+from tests.support.echo_fixtures import Loopback
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
 from voicechat.audio.echo import available
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
@@ -252,7 +252,7 @@ def test_listen_on_in_the_repl_barges_in_and_history_and_save_show_the_reply_as_
 
     import pexpect
 
-    from tests.ptys import kill
+    from tests.support.ptys import kill
 
     first = with_silence(english["en_story"], tmp_path / "a.wav", 0.3, 0.5)
     second = with_silence(english["en_weather"], tmp_path / "b.wav", 0.2, 1.0)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.environ import clean_env
-from tests.fakeservers import FakeServer, Script, dead_port
+from tests.support.environ import clean_env
+from tests.support.fakeservers import FakeServer, Script, dead_port
 
 SYSTEM = (
     "You are a helpful voice assistant. Answer briefly, in plain spoken sentences, "

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.environ import clean_env
-from tests.hostile import CASES, HostileServer
+from tests.support.environ import clean_env
+from tests.support.hostile import CASES, HostileServer
 
 KEY = "sk-hostile-0123456789abcdef"
 PASSWORD = "s3cr3t-pw-4711"

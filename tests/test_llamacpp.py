@@ -325,7 +325,7 @@ def test_a_hugging_face_reference_is_downloaded_once_and_answers(hub) -> None:  
 
 
 def test_model_option_takes_a_reference_and_a_wrong_one_is_one_line(hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from tests.hub import hub_env
+    from tests.support.hub import hub_env
 
     hub.add("example/SmolLM2-GGUF", "smollm2-q4_1.gguf", smollm2_path())
     profile = write_profile(tmp_path, model=str(tmp_path / "gone.gguf"))

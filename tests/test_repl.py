@@ -14,8 +14,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.fakeservers import FakeServer, Script
-from tests.ptys import kill, reap
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.ptys import kill, reap
 
 PROMPT = ">>> "
 

@@ -314,7 +314,7 @@ def test_ctrl_c_in_each_phase_stops_sound_and_exits_130(
     """SIGINT to `voicechat ask`: sound stops within ~100 ms, the process ends with 130."""
     import signal
 
-    from tests.fakeservers import Script
+    from tests.support.fakeservers import Script
 
     words = "The sky looks blue because air scatters blue light more than red light. " * 4
     tokens = [" " + w for w in words.split()]
@@ -526,7 +526,7 @@ TURNS = """
 def test_audio_server_dying_mid_speech_then_coming_back(tmp_path: Path) -> None:
     """One warning, the turn ends at once (its text would go on), no traceback; the next
     turn reopens the device on the restarted server and is heard."""
-    from tests.audio_sink import NullSink, Recorder
+    from tests.support.audio_sink import NullSink, Recorder
 
     sink = NullSink.start()
     proc = subprocess.Popen(

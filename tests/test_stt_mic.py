@@ -1,6 +1,6 @@
 """Speech input through a microphone: real speech played in real time into a virtual one.
 
-The virtual microphone is the ``micsink`` null sink (tests/speech.py); programs under test
+The virtual microphone is the ``micsink`` null sink (tests/support/speech.py); programs under test
 record its monitor as their default input through PortAudio, as they would a microphone.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.speech import (
+from tests.support.speech import (
     CHINESE,
     ENGLISH,
     VirtualMic,

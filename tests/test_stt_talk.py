@@ -15,9 +15,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.fakeservers import FakeServer, Script
-from tests.ptys import kill
-from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.ptys import kill
+from tests.support.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
 pytestmark = pytest.mark.audio

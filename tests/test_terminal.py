@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fakeservers import FakeServer, Script
-from tests.ptys import reap
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.ptys import reap
 from voicechat.backends import Outcome
 from voicechat.terminal import Blocks, PlainView, Terminal, format_stats
 

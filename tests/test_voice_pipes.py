@@ -12,9 +12,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.audio_sink import NullSink, Recorder
-from tests.fakeservers import FakeServer, Script
-from tests.ptys import reap
+from tests.support.audio_sink import NullSink, Recorder
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.ptys import reap
 
 pytestmark = pytest.mark.audio
 

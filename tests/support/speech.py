@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.audio_sink import NullSink
+from tests.support.audio_sink import NullSink
 
 MIC = "micsink"
-DATA = Path(__file__).parent / "data" / "speech"
+DATA = Path(__file__).parent.parent / "data" / "speech"
 CHINESE = {
     "zh_weather": "今天北京的天气怎么样？",
     "zh_time": "现在几点了？",
