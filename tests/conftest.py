@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.support.speech",
     "tests.support.echo_fixtures",
     "tests.support.disk",
+    "tests.support.cli",
 ]
 
 AUDIO_RERUNS = 2

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import cli
 from voicechat.backends import create_backend, settings_for
 from voicechat.errors import ModelError, ModelNotFound, ServerError
 from voicechat.settings import GenerationSettings
@@ -241,10 +242,7 @@ def run(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[s
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "VOICECHAT"))}
     environ.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "st"))
     environ.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "voicechat", *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, env=environ,
-    )  # fmt: skip
+    return cli.run(*args, env=environ, timeout=120)
 
 
 def test_ask_answers_with_the_embedded_model(tmp_path: Path) -> None:

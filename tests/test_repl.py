@@ -14,6 +14,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from tests.support import cli
 from tests.support.fakeservers import FakeServer, Script
 from tests.support.ptys import kill, reap
 
@@ -45,14 +46,8 @@ def repl(tmp_path: Path, ollama_server: FakeServer) -> Iterator[pexpect.spawn]:
 
 
 def spawn(tmp_path: Path, server: FakeServer, *args: str, **env: str) -> pexpect.spawn:
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "voicechat", "chat", "--mute", *args],
-        env=env_for(tmp_path, server, **env),
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(40, 120),
-    )
+    child = cli.spawn("chat", "--mute", *args, env=env_for(tmp_path, server, **env),
+                      dimensions=(40, 120))  # fmt: skip
     child.expect_exact(PROMPT)
     return child
 
@@ -329,14 +324,7 @@ def chat_through_a_pipe(
     tmp_path: Path, server: FakeServer, lines: str
 ) -> subprocess.CompletedProcess[str]:
     """``voicechat chat --mute`` with ``lines`` on stdin, as a real process."""
-    return subprocess.run(
-        [sys.executable, "-m", "voicechat", "chat", "--mute"],
-        input=lines,
-        capture_output=True,
-        text=True,
-        env=env_for(tmp_path, server),
-        timeout=30,
-    )
+    return cli.run("chat", "--mute", input=lines, env=env_for(tmp_path, server))
 
 
 def test_chat_over_a_pipe_is_one_conversation(tmp_path: Path, ollama_server: FakeServer) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import cli
 from voicechat.audio.playback import IDLE_STOP_S
 from voicechat.settings import TTSSettings
 from voicechat.speakable import Utterance
@@ -330,12 +331,8 @@ def test_ctrl_c_in_each_phase_stops_sound_and_exits_130(
     profile.write_text(
         f"backend:\n  kind: ollama\n  base_url: {ollama_server.url}\n  model: qwen2.5:7b\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voicechat", "ask", "--profile", str(profile), "Why blue?"],
-        cwd=ROOT,
-        env=null_sink.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    proc = cli.start(
+        "ask", "--profile", str(profile), "Why blue?", cwd=ROOT, env=null_sink.env, text=False
     )
     try:
         assert ollama_server.received.wait(20)
@@ -575,10 +572,7 @@ def test_audio_server_dying_mid_speech_then_coming_back(tmp_path: Path) -> None:
 def say(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "VOICECHAT"))}
     clean.update(XDG_CONFIG_HOME=str(tmp_path / "config"), NO_COLOR="1", **env)
-    return subprocess.run(
-        [sys.executable, "-m", "voicechat", "say", *args],
-        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return cli.run("say", *args, cwd=ROOT, env=clean, timeout=60)
 
 
 def one_clean_line(stderr: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import cli
 from tests.support.speech import (
     CHINESE,
     ENGLISH,
@@ -51,11 +51,7 @@ def env_for(mic: VirtualMic, tmp_path: Path, cache: str, **extra: str) -> dict[s
 
 
 def voicechat(*args: str, env: dict[str, str], **kw) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "voicechat", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env, **kw,
-    )  # fmt: skip
+    return cli.start(*args, env=env, **kw)
 
 
 def wait_listening(proc: subprocess.Popen[str], timeout: float = 60) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from tests.support import cli
 from tests.support.fakeservers import FakeServer, Script
 from tests.support.ptys import kill
 from tests.support.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
@@ -54,11 +55,8 @@ def questions(server: FakeServer) -> list[str]:
 def repl(
     virtual_mic: VirtualMic, tmp_path: Path, ollama_server: FakeServer, cache: str
 ) -> Iterator[pexpect.spawn]:
-    child = pexpect.spawn(
-        sys.executable, ["-m", "voicechat", "chat", "--mute"],
-        env=env_for(virtual_mic, tmp_path, ollama_server, cache), encoding="utf-8",
-        timeout=60, dimensions=(40, 160),
-    )  # fmt: skip
+    child = cli.spawn("chat", "--mute", env=env_for(virtual_mic, tmp_path, ollama_server, cache),
+                      dimensions=(40, 160))  # fmt: skip
     child.expect_exact("Enter on an empty line: talk")
     child.expect_exact(PROMPT)
     yield child

@@ -4,8 +4,8 @@
   ``server_fixtures``: their pytest fixtures; ``hostile``: a server that misbehaves on demand.
 - ``hub``: a local stand-in for the Hugging Face hub.
 - ``fakes``: in-process fakes of a backend and of speech.
-- ``environ``: the clean environment of a voicechat child process; ``ptys``: ending pty
-  children.
+- ``cli``: THE CLI runner (``python -m voicechat ...`` in a child process or on a pty);
+  ``environ``: the clean environment it runs in; ``ptys``: ending pty children.
 - ``audio_sink``: the private PulseAudio null sink and a recorder of what it played;
   ``speech``: the virtual microphone and real speech to play into it; ``echo_fixtures``:
   loudspeaker echo into that microphone.
