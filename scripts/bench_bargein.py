@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.audio_sink import NullSink
+from tests.support.bargein import play_reply
 from tests.support.echo_fixtures import REPLIES, Loopback, Speech, synthesize
 from tests.support.speech import MIC, VirtualMic, with_silence, write_wav
-from tests.test_bargein import play_reply
 from voicechat.audio.echo import db
 from voicechat.audio.microphone import Microphone
 from voicechat.audio.playback import Player

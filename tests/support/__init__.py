@@ -8,6 +8,6 @@
   ``environ``: the clean environment it runs in; ``ptys``: ending pty children.
 - ``audio_sink``: the private PulseAudio null sink and a recorder of what it played;
   ``speech``: the virtual microphone and real speech to play into it; ``echo_fixtures``:
-  loudspeaker echo into that microphone.
+  loudspeaker echo into that microphone; ``bargein``: one reply played while barge-in watches.
 - ``disk``: a disk that really fills up.
 """
