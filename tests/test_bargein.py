@@ -146,7 +146,6 @@ def test_the_echo_row_recommends_a_mode_from_what_came_back(
         assert row.ok is False and row.fix == f"set stt.barge_in: {mode}"
 
 
-@pytest.mark.audio
 @needs_speex
 def test_no_self_interruption_over_twenty_replies_with_loopback_echo(
     loopback: Loopback, replies: list[Speech], player: Player
@@ -169,7 +168,6 @@ def test_no_self_interruption_over_twenty_replies_with_loopback_echo(
     assert bi.canceller.delay.strength > 0.5, f"no echo path found: {trials[-1].note}"
 
 
-@pytest.mark.audio
 @needs_speex
 def test_the_volume_turned_up_or_down_during_a_reply_does_not_make_it_interrupt_itself(
     loopback: Loopback, replies: list[Speech], player: Player
@@ -205,7 +203,6 @@ def stall_the_interpreter(seconds: float) -> None:
     sorted(rng.random(int(seconds / per_item)).tolist())
 
 
-@pytest.mark.audio
 @needs_speex
 def test_an_output_that_ran_dry_does_not_make_it_interrupt_itself(
     loopback: Loopback, replies: list[Speech], player: Player
@@ -253,7 +250,6 @@ def check_barge_in(trial: Trial, recognizer, words: str) -> float:
     return reaction
 
 
-@pytest.mark.audio
 @needs_speex
 @pytest.mark.parametrize("level", [-12.0, -6.0])
 def test_the_user_talking_over_the_echo_stops_the_voice_and_is_the_next_turn(
@@ -294,7 +290,6 @@ KEYWORD_REACTION_S = 1.5
 """``keyword``: the stop word is recognised at its first pause (~0.5 s of Whisper here)."""
 
 
-@pytest.mark.audio
 @needs_speex
 def test_keyword_mode_stops_the_voice_for_a_stop_word_and_for_nothing_else(
     loopback: Loopback,
@@ -342,7 +337,6 @@ def test_keyword_mode_stops_the_voice_for_a_stop_word_and_for_nothing_else(
     print(f"keyword: stopped {reaction:.2f} s after the onset; recognised {said}")
 
 
-@pytest.mark.audio
 def test_headphones_barge_in_works_and_off_never_interrupts(
     replies: list[Speech],
     player: Player,
@@ -368,7 +362,6 @@ def test_headphones_barge_in_works_and_off_never_interrupts(
         assert trial.heard[-1].played_s == trial.heard[-1].total_s
 
 
-@pytest.mark.audio
 @needs_speex
 def test_a_loudspeaker_that_appears_mid_session_does_not_make_it_interrupt_itself(
     replies: list[Speech], player: Player, virtual_mic: VirtualMic

@@ -25,10 +25,7 @@ from tests.support.speech import ENGLISH, VirtualMic, speech_seconds, with_silen
 from voicechat.audio.echo import available
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
-pytestmark = [
-    pytest.mark.audio,
-    pytest.mark.skipif(not available(), reason="apt-get install libspeexdsp1"),
-]
+pytestmark = pytest.mark.skipif(not available(), reason="apt-get install libspeexdsp1")
 
 ECHO_DB = -12.0
 """The echo level for the barge-in tests: the user (Piper, -17 dBFS) 13 dB over the echo of

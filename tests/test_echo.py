@@ -152,7 +152,6 @@ def test_the_tap_resamples_to_16k_and_forgets_what_is_older_than_its_length() ->
     assert rms(recent) == pytest.approx(16000 / 32768 / np.sqrt(2), rel=0.05)
 
 
-@pytest.mark.audio
 @needs_speex
 def test_played_speech_looped_back_is_aligned_and_cancelled(
     loopback: Loopback, replies: list[Speech]

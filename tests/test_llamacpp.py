@@ -339,7 +339,6 @@ def test_model_option_takes_a_reference_and_a_wrong_one_is_one_line(hub, tmp_pat
     assert len(wrong.stderr.strip().splitlines()) == 1 and "nope.gguf" in wrong.stderr
 
 
-@pytest.mark.audio
 def test_the_readme_offline_route_answers_and_speaks(tmp_path: Path, null_sink, monitor) -> None:  # type: ignore[no-untyped-def]
     """`voicechat ask -p embedded-offline ...` (the README's command without Ollama or a
     download): the answer on stdout and in the (null) sound card."""

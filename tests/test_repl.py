@@ -472,7 +472,6 @@ def test_every_command_that_needs_an_argument_has_an_example() -> None:
     assert example("/unlisted") == "/unlisted"  # derived, never a KeyError
 
 
-@pytest.mark.audio
 def test_banner_names_the_fallback_voice_that_speaks(
     tmp_path: Path, ollama_server: FakeServer, null_sink
 ) -> None:

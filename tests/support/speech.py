@@ -85,6 +85,15 @@ class VirtualMic:
         return f"streams into {MIC}: {inputs}; loopbacks: {loops}"
 
 
+class NoMic:
+    """Stands in for `VirtualMic` where a command records nothing (``transcribe``, a missing
+    extra): the test process's environment, and no PulseAudio server started for it."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+
 @pytest.fixture(scope="session")
 def virtual_mic(null_sink: NullSink) -> Iterator[VirtualMic]:
     """A 16 kHz mono null sink whose monitor is the default input of programs under test."""
