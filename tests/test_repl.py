@@ -377,7 +377,7 @@ def test_ctrl_c_before_the_first_token_closes_the_request(tmp_path: Path, protoc
             args = ["-p", str(profile)]
         child = spawn(tmp_path, server, *args)
         child.sendline("think long")
-        assert server.received.wait(10)
+        assert server.asked.wait(10)  # the question's request, not the warm-up's
         time.sleep(0.2)
         child.sendintr()
         child.expect_exact("interrupted")

@@ -110,6 +110,9 @@ class FakeServer:
         self._stop = threading.Event()
         self.received = threading.Event()
         """Set when a chat request arrives."""
+        self.asked = threading.Event()
+        """Set when a chat request that asks something arrives (not Ollama's warm-up, an
+        empty message list, which a REPL sends as it starts)."""
         self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
@@ -204,6 +207,7 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if server.protocol == "ollama" and body.get("messages") == []:
                 self._send(200, json.dumps(_ollama_line(model, "", True, "load")))
                 return
+            server.asked.set()
             script = server.next_script()
             try:
                 self._answer(script, body)
