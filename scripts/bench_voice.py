@@ -1,10 +1,10 @@
 """From the end of the user's speech to the first audio of the reply, on a virtual microphone.
 
 A real English question (Piper's Joe, from PyPI) is played in real time into the
-``micsink`` null sink, whose monitor is the program's default input (tests/speech.py); the
-reply comes from the scripted Ollama server (tests/fakeservers.py: 0.5 s to the first token,
+``micsink`` null sink, whose monitor is the program's default input (tests/support/speech.py); the
+reply comes from the scripted Ollama server (tests/support/fakeservers.py: 0.5 s to the first token,
 then 8 tokens/s) and is played into ``testsink``, whose monitor is recorded
-(tests/audio_sink.py). Every time is on the system-wide monotonic clock.
+(tests/support/audio_sink.py). Every time is on the system-wide monotonic clock.
 
 - ours: ``voicechat chat --listen --stats`` (hands-free, Whisper base, early recognition);
   its ``heard:`` stats line gives end-of-utterance detection and recognition; the server's
@@ -43,8 +43,8 @@ import benchlib
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.audio_sink import NullSink, Recorder  # noqa: E402
-from tests.fakeservers import FakeServer, Script  # noqa: E402
+from tests.support.audio_sink import NullSink, Recorder  # noqa: E402
+from tests.support.fakeservers import FakeServer, Script  # noqa: E402
 
 QUESTION = "What is the weather like in London today?"
 REPLY = (
@@ -74,7 +74,7 @@ def synthesize(folder: Path) -> tuple[Path, float]:
     import numpy as np
     from piper import PiperVoice
 
-    from tests.speech import speech_seconds, write_wav
+    from tests.support.speech import speech_seconds, write_wav
 
     voice = PiperVoice.load(joe.model_path(), config_path=joe.config_path())
     pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(QUESTION))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakeservers import FakeServer, Script, dead_port
+from tests.support.fakeservers import FakeServer, Script, dead_port
 from voicechat.backends import create_backend, settings_for
 from voicechat.errors import (
     AuthFailed,

@@ -8,20 +8,19 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.echo_fixtures import Loopback, Speech
-from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
+from tests.support.bargein import Trial, play_reply
+from tests.support.echo_fixtures import Loopback, Speech
+from tests.support.speech import ENGLISH, VirtualMic, with_silence, word_error_rate
 from voicechat.audio.echo import available
 from voicechat.audio.echo_path import EchoPath
-from voicechat.audio.playback import IDLE_STOP_S, Clip, Heard, Player
+from voicechat.audio.playback import IDLE_STOP_S, Heard, Player
 from voicechat.chat import heard_text
 from voicechat.questions.bargein import (
-    BargedIn,
     BargeIn,
     Detector,
     echo_check,
@@ -37,76 +36,6 @@ needs_speex = pytest.mark.skipif(not available(), reason="apt-get install libspe
 
 REACTION_S = 0.3
 """The voice must have stopped this long after the user's speech began (issue 14)."""
-
-
-@dataclass
-class Trial:
-    barged: BargedIn | None
-    stopped_at: float | None
-    """When `Player.interrupt` returned (the fade played, the stream stopped)."""
-    user_onset_at: float | None
-    heard: list[Heard]
-    note: str = ""
-    """The canceller's state after the reply (shown when a test fails)."""
-    let_go: int = 0
-    """``keyword``: speech the watch heard and let go (`Watch.let_go`)."""
-
-
-def play_reply(
-    bi: BargeIn,
-    player: Player,
-    mic,
-    speech: Speech,
-    virtual_mic: VirtualMic | None = None,
-    user: Path | None = None,
-    user_after: float = 1.0,
-    recognize=None,
-) -> Trial:
-    """Play one reply while watching; the user's WAV starts ``user_after`` s into it.
-    ``recognize``: the watch's (``keyword`` mode)."""
-    stopped: list[float] = []
-
-    def barge_in() -> None:
-        player.interrupt()
-        stopped.append(time.monotonic())
-
-    user_onset_at = None
-    proc = None
-    # the test rig's microphone (a null sink's monitor) can take 2 s to deliver its first
-    # block: a reply played before then is neither aligned nor watched
-    assert mic.live.wait(10), "the microphone delivered nothing"
-    # nothing read the microphone since the last reply (the product's listener does): a
-    # backlog of old frames would be watched against a reference that has forgotten them,
-    # and once over `QUEUE_S` new blocks were dropped (seen: replies stopping themselves)
-    mic.drain()
-    player.forget_heard()
-    with bi.watch(mic, barge_in, recognize) as watch:
-        assert player.put(Clip(speech.samples, speech.rate, text=speech.text))
-        if user is not None and virtual_mic is not None:
-            # the clip is synthesized already: it starts within a block of being queued
-            time.sleep(user_after)
-            spawned = time.monotonic()
-            proc = virtual_mic.play(user)
-            user_onset_at = spawned + speech_seconds(user)[0]
-        player.drain(60)
-        heard = player.heard()
-        if user is None:
-            # let the echo tail reach the microphone before the watch ends
-            time.sleep(0.3)
-    barged = watch.wait()
-    if proc is not None:
-        proc.wait(timeout=30)
-    c = bi.canceller
-    d = bi.detector
-    note = (
-        f"delay {c.delay} stretches {bi.tap.stretches} realigned {c.realigned} "
-        f"dropped {mic.dropped} mic clock moved {mic.clock.moved} "
-        f"residual {10 * np.log10(d.residual):.0f} dB learned {d.learned} armed {d.armed} "
-        f"pushed {bi.tap.pushed_s:.1f} s"
-        if c
-        else ""
-    )
-    return Trial(barged, stopped[0] if stopped else None, user_onset_at, heard, note, watch.let_go)
 
 
 def two_seconds_of(replies: list[Speech], i: int) -> Speech:
@@ -217,7 +146,6 @@ def test_the_echo_row_recommends_a_mode_from_what_came_back(
         assert row.ok is False and row.fix == f"set stt.barge_in: {mode}"
 
 
-@pytest.mark.audio
 @needs_speex
 def test_no_self_interruption_over_twenty_replies_with_loopback_echo(
     loopback: Loopback, replies: list[Speech], player: Player
@@ -240,7 +168,6 @@ def test_no_self_interruption_over_twenty_replies_with_loopback_echo(
     assert bi.canceller.delay.strength > 0.5, f"no echo path found: {trials[-1].note}"
 
 
-@pytest.mark.audio
 @needs_speex
 def test_the_volume_turned_up_or_down_during_a_reply_does_not_make_it_interrupt_itself(
     loopback: Loopback, replies: list[Speech], player: Player
@@ -276,7 +203,6 @@ def stall_the_interpreter(seconds: float) -> None:
     sorted(rng.random(int(seconds / per_item)).tolist())
 
 
-@pytest.mark.audio
 @needs_speex
 def test_an_output_that_ran_dry_does_not_make_it_interrupt_itself(
     loopback: Loopback, replies: list[Speech], player: Player
@@ -324,7 +250,6 @@ def check_barge_in(trial: Trial, recognizer, words: str) -> float:
     return reaction
 
 
-@pytest.mark.audio
 @needs_speex
 @pytest.mark.parametrize("level", [-12.0, -6.0])
 def test_the_user_talking_over_the_echo_stops_the_voice_and_is_the_next_turn(
@@ -365,7 +290,6 @@ KEYWORD_REACTION_S = 1.5
 """``keyword``: the stop word is recognised at its first pause (~0.5 s of Whisper here)."""
 
 
-@pytest.mark.audio
 @needs_speex
 def test_keyword_mode_stops_the_voice_for_a_stop_word_and_for_nothing_else(
     loopback: Loopback,
@@ -413,7 +337,6 @@ def test_keyword_mode_stops_the_voice_for_a_stop_word_and_for_nothing_else(
     print(f"keyword: stopped {reaction:.2f} s after the onset; recognised {said}")
 
 
-@pytest.mark.audio
 def test_headphones_barge_in_works_and_off_never_interrupts(
     replies: list[Speech],
     player: Player,
@@ -439,7 +362,6 @@ def test_headphones_barge_in_works_and_off_never_interrupts(
         assert trial.heard[-1].played_s == trial.heard[-1].total_s
 
 
-@pytest.mark.audio
 @needs_speex
 def test_a_loudspeaker_that_appears_mid_session_does_not_make_it_interrupt_itself(
     replies: list[Speech], player: Player, virtual_mic: VirtualMic

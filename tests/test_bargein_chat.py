@@ -2,7 +2,7 @@
 
 ``voicechat chat --listen`` runs in a child process against the fake Ollama server; its voice
 (espeak through pyttsx3) plays into the test PulseAudio's null sink, comes back into the
-virtual microphone through module-loopback (tests/echo_fixtures.py), and the user's question
+virtual microphone through module-loopback (tests/support/echo_fixtures.py), and the user's question
 (Piper's Joe) is played into the same microphone while the reply is spoken. What the child
 sent the server shows which question was asked and what the conversation kept of the reply;
 the null sink's monitor shows when the voice stopped.
@@ -12,23 +12,20 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.audio_sink import Recorder
-from tests.echo_fixtures import Loopback
-from tests.fakeservers import FakeServer, Script
-from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
+from tests.support import cli
+from tests.support.audio_sink import Recorder
+from tests.support.echo_fixtures import Loopback
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
 from voicechat.audio.echo import available
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
-pytestmark = [
-    pytest.mark.audio,
-    pytest.mark.skipif(not available(), reason="apt-get install libspeexdsp1"),
-]
+pytestmark = pytest.mark.skipif(not available(), reason="apt-get install libspeexdsp1")
 
 ECHO_DB = -12.0
 """The echo level for the barge-in tests: the user (Piper, -17 dBFS) 13 dB over the echo of
@@ -87,11 +84,7 @@ class Chat:
     stops it with Ctrl+C and keeps its stderr (added to a failed assertion's message)."""
 
     def __init__(self, env: dict[str, str], prof: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voicechat", "chat", "--listen", "--stats", "-p", prof],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env,
-        )  # fmt: skip
+        self.proc = cli.start("chat", "--listen", "--stats", "-p", prof, env=env)
         self.err = ""
 
     def __enter__(self) -> Chat:
@@ -250,19 +243,15 @@ def test_listen_on_in_the_repl_barges_in_and_history_and_save_show_the_reply_as_
     it into the echo reference."""
     import json
 
-    import pexpect
-
-    from tests.ptys import kill
+    from tests.support.ptys import kill
 
     first = with_silence(english["en_story"], tmp_path / "a.wav", 0.3, 0.5)
     second = with_silence(english["en_weather"], tmp_path / "b.wav", 0.2, 1.0)
     env = env_for(virtual_mic, tmp_path, ollama_server, cache)
     env["TERM"] = "xterm"
     loopback.set_level(ECHO_DB)
-    repl = pexpect.spawn(
-        sys.executable, ["-m", "voicechat", "chat", "-p", profile(tmp_path, ollama_server, "on")],
-        env=env, encoding="utf-8", timeout=HANG_S, dimensions=(40, 200),
-    )  # fmt: skip
+    repl = cli.spawn("chat", "-p", profile(tmp_path, ollama_server, "on"), env=env,
+                     timeout=HANG_S, dimensions=(40, 200))  # fmt: skip
     try:
         repl.expect_exact(">>> ")
         ollama_server.enqueue(Script(tokens=["Hello to you."]))
@@ -309,10 +298,7 @@ def doctor_rows(virtual_mic: VirtualMic, tmp_path: Path, cache: str, *args: str)
     prof.write_text("backend: {kind: ollama, base_url: 'http://127.0.0.1:9', model: m}\n")
     env = {k: v for k, v in virtual_mic.env.items() if not k.startswith(("VOICECHAT", "PYTEST"))}
     env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_CACHE_HOME=cache, NO_COLOR="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "voicechat", "doctor", "--listen", "-p", str(prof), *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    result = cli.run("doctor", "--listen", "-p", str(prof), *args, env=env, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     return result.stdout
 

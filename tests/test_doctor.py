@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakeservers import FakeServer, Script, dead_port
+from tests.support.fakeservers import FakeServer, Script, dead_port
 from voicechat import doctor, tts
 from voicechat.backends import settings_for
 from voicechat.doctor import Check, run_checks

@@ -1,6 +1,7 @@
 """Echo cancellation with real parts: Piper speech played through PortAudio on the test
-PulseAudio, looped back into the virtual microphone (module-loopback, tests/echo_fixtures.py),
-recorded through PortAudio, and cancelled by libspeexdsp using the playback thread's tap."""
+PulseAudio, looped back into the virtual microphone (module-loopback,
+tests/support/echo_fixtures.py), recorded through PortAudio, and cancelled by libspeexdsp using
+the playback thread's tap."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from tests.echo_fixtures import Loopback, Speech
+from tests.support.echo_fixtures import Loopback, Speech
 from voicechat.audio.echo import (
     RATE,
     REALIGN_S,
@@ -151,7 +152,6 @@ def test_the_tap_resamples_to_16k_and_forgets_what_is_older_than_its_length() ->
     assert rms(recent) == pytest.approx(16000 / 32768 / np.sqrt(2), rel=0.05)
 
 
-@pytest.mark.audio
 @needs_speex
 def test_played_speech_looped_back_is_aligned_and_cancelled(
     loopback: Loopback, replies: list[Speech]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.fakeservers import FakeServer, Script
-from tests.ptys import reap
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.ptys import reap
 from tests.test_repl import ask, spawn
 from voicechat import files
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import base64
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.environ import clean_env
-from tests.hostile import CASES, HostileServer
+from tests.support import cli
+from tests.support.environ import clean_env
+from tests.support.hostile import CASES, HostileServer
 
 KEY = "sk-hostile-0123456789abcdef"
 PASSWORD = "s3cr3t-pw-4711"
@@ -52,18 +51,9 @@ EXPECTED: dict[str, tuple[int, int, str]] = {
 
 
 def voicechat(tmp_path: Path, *args: str, timeout: float = 30, **env: str):  # type: ignore[no-untyped-def]
-    result = subprocess.run(
-        [sys.executable, "-m", "voicechat", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=timeout,
-        env=clean_env(tmp_path, **env),
-    )
-    return (
-        result.returncode,
-        result.stdout.decode("utf-8", errors="replace"),
-        result.stderr.decode("utf-8", errors="replace"),
-    )
+    result = cli.run(*args, env=clean_env(tmp_path, **env), timeout=timeout, encoding="utf-8",
+                     errors="replace")  # fmt: skip
+    return result.returncode, result.stdout, result.stderr
 
 
 def assert_clean(stdout: str, stderr: str, code: int) -> str:

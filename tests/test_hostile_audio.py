@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.environ import clean_env
-from tests.speech import CHINESE, ENGLISH, chinese, read_wav, word_error_rate, write_wav
+from tests.support.environ import clean_env
+from tests.support.speech import CHINESE, ENGLISH, chinese, read_wav, word_error_rate, write_wav
 from voicechat.audio.pcm import Resampler, level_db
 from voicechat.audio.wav import MAX_CHUNKS, PIECE_BYTES, WavFile
 from voicechat.audio.wav import read_wav as stt_read_wav
@@ -390,7 +390,7 @@ def test_transcribe_shows_its_progress_on_a_terminal_only(
     tmp_path: Path, cache: str, english: dict[str, Path]
 ) -> None:
     pexpect = pytest.importorskip("pexpect")
-    from tests.ptys import reap
+    from tests.support.ptys import reap
 
     path = speech_and_silence(tmp_path / "p.wav", [0.5, at_16k(english["en_weather"]), 600.0])
     child = pexpect.spawn(

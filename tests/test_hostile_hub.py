@@ -1,4 +1,4 @@
-"""A hostile or broken hub (tests/hub.py's hostile modes, HF_ENDPOINT at 127.0.0.1): whatever
+"""A hostile or broken hub (tests/support/hub.py: hostile modes; HF_ENDPOINT at 127.0.0.1): whatever
 it sends, voicechat writes nothing outside its folders, prints no secret, does not hang, and
 says what happened in one line with the documented exit code (10: a model or voice file could
 not be downloaded)."""
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub import Hub, hub_env
+from tests.support.hub import Hub, hub_env
 from voicechat.errors import ConfigError, ModelError
 from voicechat.tts import piper_voices
 
@@ -407,7 +407,7 @@ def test_every_spoiled_voice_config_is_a_config_error_and_the_fallback_speaks(
 def test_ask_speaks_with_the_fallback_when_the_voice_config_says_1e400(
     hub: Hub, tmp_path: Path, ollama_server: object
 ) -> None:
-    from tests.fakeservers import Script
+    from tests.support.fakeservers import Script
 
     config = pulled_voice(hub, tmp_path)
     config.unlink()

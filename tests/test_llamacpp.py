@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import cli
 from voicechat.backends import create_backend, settings_for
 from voicechat.errors import ConfigError, EmptyReply, ModelError, ModelNotFound, ServerError
 from voicechat.settings import GenerationSettings
@@ -338,10 +339,7 @@ def run(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[s
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "VOICECHAT"))}
     environ.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "st"))
     environ.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "voicechat", *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, env=environ,
-    )  # fmt: skip
+    return cli.run(*args, env=environ, timeout=120)
 
 
 def test_ask_answers_with_the_embedded_model(tmp_path: Path) -> None:
@@ -451,7 +449,7 @@ def test_a_hugging_face_reference_is_downloaded_once_and_answers(hub) -> None:  
 
 
 def test_model_option_takes_a_reference_and_a_wrong_one_is_one_line(hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from tests.hub import hub_env
+    from tests.support.hub import hub_env
 
     hub.add("example/SmolLM2-GGUF", "smollm2-q4_1.gguf", smollm2_path())
     profile = write_profile(tmp_path, model=str(tmp_path / "gone.gguf"))
@@ -467,7 +465,6 @@ def test_model_option_takes_a_reference_and_a_wrong_one_is_one_line(hub, tmp_pat
     assert len(wrong.stderr.strip().splitlines()) == 1 and "nope.gguf" in wrong.stderr
 
 
-@pytest.mark.audio
 def test_the_readme_offline_route_answers_and_speaks(tmp_path: Path, null_sink, monitor) -> None:  # type: ignore[no-untyped-def]
     """`voicechat ask -p embedded-offline ...` (the README's command without Ollama or a
     download): the answer on stdout and in the (null) sound card."""

@@ -1,4 +1,5 @@
-"""models.fetch against the local hub (tests/hub.py): real HTTP, the real huggingface_hub."""
+"""models.fetch against the local hub (tests/support/hub.py): real HTTP, the real
+huggingface_hub."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub import Hub
+from tests.support.hub import Hub
 from voicechat import models
 from voicechat.errors import ConfigError, ModelError
 

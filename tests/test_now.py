@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.environ import clean_env
-from tests.fakeservers import FakeServer, Script
+from tests.support.environ import clean_env
+from tests.support.fakeservers import FakeServer, Script
 from voicechat.now import note
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")

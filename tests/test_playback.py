@@ -63,7 +63,6 @@ def player(null_sink):
     p.close()
 
 
-@pytest.mark.audio
 def test_clips_play_in_order_back_to_back(player: Player, monitor) -> None:
     freqs = [300, 600, 1200]
     start = time.monotonic()
@@ -85,7 +84,6 @@ def test_clips_play_in_order_back_to_back(player: Player, monitor) -> None:
     assert [round(dominant(part[1000:-1000], 48000) / 100) * 100 for part in thirds] == freqs
 
 
-@pytest.mark.audio
 def test_pause_after_a_sentence_is_heard(player: Player, monitor) -> None:
     player.put(Clip(tone(500, 0.2), RATE, pause=0.25))
     player.put(Clip(tone(500, 0.2), RATE))
@@ -95,7 +93,6 @@ def test_pause_after_a_sentence_is_heard(player: Player, monitor) -> None:
     assert len(gaps) == 1 and 0.22 < gaps[0] < 0.3, gaps
 
 
-@pytest.mark.audio
 def test_a_clip_after_idle_silence_starts_quickly(player: Player, monitor) -> None:
     player.put(Clip(tone(500, 0.1), RATE))
     player.drain(timeout=5)
@@ -107,7 +104,6 @@ def test_a_clip_after_idle_silence_starts_quickly(player: Player, monitor) -> No
     assert monitor.sounds()[-1][0] - sent < 0.08
 
 
-@pytest.mark.audio
 def test_interrupt_silences_within_100_ms_and_drops_the_queue(player: Player, monitor) -> None:
     for _ in range(3):
         player.put(Clip(tone(440, 1.0), RATE))
@@ -125,7 +121,6 @@ def test_interrupt_silences_within_100_ms_and_drops_the_queue(player: Player, mo
     assert monitor.sounds()[-1][1] > asked + 0.4
 
 
-@pytest.mark.audio
 def test_ahead_counts_down_what_is_left_to_hear(player: Player) -> None:
     """What the speaker asks to notice that speech is about to run dry."""
     assert player.ahead_s() == 0.0
@@ -143,7 +138,6 @@ def test_ahead_counts_down_what_is_left_to_hear(player: Player) -> None:
     assert player.ahead_s() == 0.0  # dropped audio is not ahead
 
 
-@pytest.mark.audio
 def test_backpressure_blocks_the_producer(player: Player) -> None:
     """The clip queue is bounded: a producer far ahead waits instead of piling up audio."""
     done = threading.Event()
@@ -159,7 +153,6 @@ def test_backpressure_blocks_the_producer(player: Player) -> None:
     assert done.wait(5)
 
 
-@pytest.mark.audio
 def test_close_ends_the_thread(null_sink) -> None:
     p = Player(rate_hint=RATE)
     p.start()
@@ -170,7 +163,6 @@ def test_close_ends_the_thread(null_sink) -> None:
     assert not [t for t in threading.enumerate() if t.name == "voicechat-playback"]
 
 
-@pytest.mark.audio
 def test_missing_device_is_one_fault_naming_the_devices(null_sink) -> None:
     faults: list[str] = []
     p = Player("no-such-device", on_fault=faults.append)
@@ -205,7 +197,6 @@ def device_rows(env: dict[str, str], device: str = "") -> list[dict[str, object]
     return json.loads(result.stdout)
 
 
-@pytest.mark.audio
 def test_device_check_on_the_null_sink_and_with_a_wrong_device(null_sink) -> None:
     import os
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.fakeservers import FakeServer, Script
+from tests.support.fakeservers import FakeServer, Script
 from tests.test_session import Shown, cancel_when
 from voicechat.backends import create_backend, settings_for
 from voicechat.cancel import Cancel

@@ -15,8 +15,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.fakeservers import FakeServer, Script
-from tests.ptys import kill, reap
+from tests.support import cli
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.ptys import kill, reap
 
 PROMPT = ">>> "
 
@@ -46,14 +47,8 @@ def repl(tmp_path: Path, ollama_server: FakeServer) -> Iterator[pexpect.spawn]:
 
 
 def spawn(tmp_path: Path, server: FakeServer, *args: str, **env: str) -> pexpect.spawn:
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "voicechat", "chat", "--mute", *args],
-        env=env_for(tmp_path, server, **env),
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(40, 120),
-    )
+    child = cli.spawn("chat", "--mute", *args, env=env_for(tmp_path, server, **env),
+                      dimensions=(40, 120))  # fmt: skip
     child.expect_exact(PROMPT)
     return child
 
@@ -336,14 +331,7 @@ def chat_through_a_pipe(
     tmp_path: Path, server: FakeServer, lines: str
 ) -> subprocess.CompletedProcess[str]:
     """``voicechat chat --mute`` with ``lines`` on stdin, as a real process."""
-    return subprocess.run(
-        [sys.executable, "-m", "voicechat", "chat", "--mute"],
-        input=lines,
-        capture_output=True,
-        text=True,
-        env=env_for(tmp_path, server),
-        timeout=30,
-    )
+    return cli.run("chat", "--mute", input=lines, env=env_for(tmp_path, server))
 
 
 def test_chat_over_a_pipe_is_one_conversation(tmp_path: Path, ollama_server: FakeServer) -> None:
@@ -396,7 +384,7 @@ def test_ctrl_c_before_the_first_token_closes_the_request(tmp_path: Path, protoc
             args = ["-p", str(profile)]
         child = spawn(tmp_path, server, *args)
         child.sendline("think long")
-        assert server.received.wait(10)
+        assert server.asked.wait(10)  # the question's request, not the warm-up's
         time.sleep(0.2)
         child.sendintr()
         child.expect_exact("interrupted")
@@ -491,7 +479,6 @@ def test_every_command_that_needs_an_argument_has_an_example() -> None:
     assert example("/unlisted") == "/unlisted"  # derived, never a KeyError
 
 
-@pytest.mark.audio
 def test_banner_names_the_fallback_voice_that_speaks(
     tmp_path: Path, ollama_server: FakeServer, null_sink
 ) -> None:

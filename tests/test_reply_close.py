@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.fakeservers import FakeServer, Script
+from tests.support.fakeservers import FakeServer, Script
 from voicechat import transport
 from voicechat.backends import Reply, create_backend, settings_for
 from voicechat.settings import GenerationSettings

@@ -1,7 +1,7 @@
 """The turn loop: a turn cancelled from another thread in every phase, and what it reports.
 
-In-process fakes (tests/fakes.py) drive the turn directly; the real backends against the
-local fake servers (tests/fakeservers.py) show the same for real sockets.
+In-process fakes (tests/support/fakes.py) drive the turn directly; the real backends against the
+local fake servers (tests/support/fakeservers.py) show the same for real sockets.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import ANSWER_HOLD, HOLD, FakeBackend, FakeSpeech
-from tests.fakeservers import FakeServer, Script, unnoted
+from tests.support.fakes import ANSWER_HOLD, HOLD, FakeBackend, FakeSpeech
+from tests.support.fakeservers import FakeServer, Script, unnoted
 from voicechat.audio.playback import Heard
 from voicechat.backends import create_backend, settings_for
 from voicechat.cancel import Cancel

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support import cli
 from voicechat.settings import ChunkingSettings
 from voicechat.speakable import CODE_SHOWN, Piece, clean, detect_lang, utterances
 
@@ -185,10 +185,7 @@ def test_seed_cleaned_lines() -> None:
 
 def run_say(*args: str, input: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "VOICECHAT_PROFILE"}
-    return subprocess.run(
-        [sys.executable, "-m", "voicechat", "say", "--dry-run", *args],
-        input=input, capture_output=True, text=True, timeout=30, env=env,
-    )  # fmt: skip
+    return cli.run("say", "--dry-run", *args, input=input, env=env)
 
 
 def test_say_dry_run_prints_one_chunk_per_line() -> None:
@@ -204,10 +201,7 @@ def test_say_dry_run_prints_one_chunk_per_line() -> None:
 
 def test_say_dry_run_reads_a_pipe_incrementally() -> None:
     """The first chunk is printed while the writer is still writing."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voicechat", "say", "--dry-run"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = cli.start("say", "--dry-run", stdin=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write("This is the first sentence here. And the")
     proc.stdin.flush()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import cli
 from voicechat.audio.playback import IDLE_STOP_S
 from voicechat.settings import TTSSettings
 from voicechat.speakable import Piece
@@ -85,7 +86,6 @@ CI run saw 0.122 s under load. The bound catches a stage that sleeps or polls on
 instead of waiting on its queue; latency itself is measured by scripts/bench_latency.py."""
 
 
-@pytest.mark.audio
 def test_reply_is_heard_as_saved_without_extra_gaps(null_sink, monitor, tmp_path: Path) -> None:
     saved = tmp_path / "reply.wav"
     warn = Warnings()
@@ -114,7 +114,6 @@ def test_reply_is_heard_as_saved_without_extra_gaps(null_sink, monitor, tmp_path
     assert speaker_threads() == []
 
 
-@pytest.mark.audio
 def test_each_turn_has_its_own_first_audio(null_sink) -> None:
     """A REPL's speaker lives across turns: the second turn's first audio is its own (it
     was the first turn's, and --stats showed a negative time)."""
@@ -130,7 +129,6 @@ def test_each_turn_has_its_own_first_audio(null_sink) -> None:
     assert all(0 <= first < FIRST_SOUND_S for first in firsts), firsts
 
 
-@pytest.mark.audio
 def test_hungry_while_speech_is_about_to_run_dry(null_sink) -> None:
     with Speaker(TTSSettings(), warn=Warnings()) as speaker:
         assert speaker.hungry  # nothing to say yet
@@ -168,7 +166,6 @@ def test_nothing_to_do_starts_nothing() -> None:
     speaker.close()
 
 
-@pytest.mark.audio
 def test_interrupt_mid_speech_is_quick_and_leaves_no_thread(null_sink, monitor) -> None:
     speaker = Speaker(TTSSettings())
     speaker.start()
@@ -197,7 +194,6 @@ def test_interrupt_mid_speech_is_quick_and_leaves_no_thread(null_sink, monitor) 
 # --- faults --------------------------------------------------------------------------------
 
 
-@pytest.mark.audio
 def test_engine_failing_mid_reply_warns_once_and_goes_quiet(null_sink, monitor) -> None:
     warn = Warnings()
     speaker = Speaker(TTSSettings(), warn=warn, engine=lambda s: FlakyEngine(s, fail_at=2))
@@ -232,7 +228,6 @@ def test_engine_that_cannot_start_warns_once(settings: TTSSettings, expected: st
     assert len(warn) == 1 and expected in warn[0] and "\n" not in warn[0]
 
 
-@pytest.mark.audio
 def test_missing_device_setting_names_the_devices(null_sink) -> None:
     warn = Warnings()
     with Speaker(TTSSettings(device="no-such-device"), warn=warn) as speaker:
@@ -304,7 +299,6 @@ def test_no_audio_server_without_saving_is_muted_quickly(tmp_path: Path) -> None
 # --- Ctrl+C through the whole product ----------------------------------------------------
 
 
-@pytest.mark.audio
 @pytest.mark.parametrize("phase", ["before-first-token", "mid-speech", "text-done-speech-on"])
 def test_ctrl_c_in_each_phase_stops_sound_and_exits_130(
     phase: str, null_sink, monitor, ollama_server, tmp_path: Path
@@ -312,7 +306,7 @@ def test_ctrl_c_in_each_phase_stops_sound_and_exits_130(
     """SIGINT to `voicechat ask`: sound stops within ~100 ms, the process ends with 130."""
     import signal
 
-    from tests.fakeservers import Script
+    from tests.support.fakeservers import Script
 
     words = "The sky looks blue because air scatters blue light more than red light. " * 4
     tokens = [" " + w for w in words.split()]
@@ -328,12 +322,8 @@ def test_ctrl_c_in_each_phase_stops_sound_and_exits_130(
     profile.write_text(
         f"backend:\n  kind: ollama\n  base_url: {ollama_server.url}\n  model: qwen2.5:7b\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voicechat", "ask", "--profile", str(profile), "Why blue?"],
-        cwd=ROOT,
-        env=null_sink.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    proc = cli.start(
+        "ask", "--profile", str(profile), "Why blue?", cwd=ROOT, env=null_sink.env, text=False
     )
     try:
         assert ollama_server.received.wait(20)
@@ -364,7 +354,6 @@ def test_ctrl_c_in_each_phase_stops_sound_and_exits_130(
 # --- idle cost ---------------------------------------------------------------------------------
 
 
-@pytest.mark.audio
 def test_idle_speech_threads_sleep_without_waking(null_sink) -> None:
     """Engine loaded, device open, nothing to say: the threads wait on their stage's
     condition, not on timers. Counted wake-ups, not time: a 0.1 s poll would be ~100."""
@@ -410,7 +399,6 @@ def wait_onset(monitor, timeout: float = 10) -> float:
     return monitor.onset()
 
 
-@pytest.mark.audio
 @pytest.mark.parametrize("after_s", [0.3, 1.2, 2.9])
 def test_interrupt_while_playing_silences_and_reports_what_was_heard(
     after_s: float, null_sink, monitor
@@ -444,7 +432,6 @@ def test_interrupt_while_playing_silences_and_reports_what_was_heard(
     assert speaker_threads() == []
 
 
-@pytest.mark.audio
 def test_interrupt_between_pieces_keeps_the_rest_unsaid(null_sink, monitor) -> None:
     settings = TTSSettings(sentence_pause=1.0)
     with Speaker(settings, warn=Warnings()) as speaker:
@@ -480,7 +467,6 @@ class SlowEngine:
         self.inner.close()
 
 
-@pytest.mark.audio
 @pytest.mark.parametrize("phase", ["engine-loading", "synthesizing"])
 def test_interrupt_before_any_sound_means_none_comes(phase: str, null_sink, monitor) -> None:
     slow = {"load_s": 1.0} if phase == "engine-loading" else {"synth_s": 1.0}
@@ -524,7 +510,7 @@ TURNS = """
 def test_audio_server_dying_mid_speech_then_coming_back(tmp_path: Path) -> None:
     """One warning, the turn ends at once (its text would go on), no traceback; the next
     turn reopens the device on the restarted server and is heard."""
-    from tests.audio_sink import NullSink, Recorder
+    from tests.support.audio_sink import NullSink, Recorder
 
     sink = NullSink.start()
     proc = subprocess.Popen(
@@ -573,10 +559,7 @@ def test_audio_server_dying_mid_speech_then_coming_back(tmp_path: Path) -> None:
 def say(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "VOICECHAT"))}
     clean.update(XDG_CONFIG_HOME=str(tmp_path / "config"), NO_COLOR="1", **env)
-    return subprocess.run(
-        [sys.executable, "-m", "voicechat", "say", *args],
-        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return cli.run("say", *args, cwd=ROOT, env=clean, timeout=60)
 
 
 def one_clean_line(stderr: str) -> str:
@@ -715,7 +698,6 @@ def test_mixed_piece_is_spoken_run_by_run_with_each_language_voice(tmp_path: Pat
     assert envelope_match(chinese, heard) < 0.9  # the Chinese voice would sound different
 
 
-@pytest.mark.audio
 def test_mixed_piece_joins_add_no_silence_on_the_device(null_sink, monitor) -> None:
     """Played, the runs follow each other without a gap: the longest silence in the mixed
     piece is no longer than the longest one inside any run spoken alone (+ 30 ms), and the

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.speech import CHINESE, ENGLISH, chinese, read_wav, word_error_rate, write_wav
+from tests.support.speech import CHINESE, ENGLISH, chinese, read_wav, word_error_rate, write_wav
 from voicechat.audio.microphone import Resampler, level_db
 from voicechat.audio.wav import read_wav as stt_read_wav
 from voicechat.errors import ConfigError, ListenError

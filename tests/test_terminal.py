@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pexpect
@@ -14,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fakeservers import FakeServer, Script
-from tests.ptys import reap
+from tests.support import cli
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.ptys import reap
 from voicechat.backends import Outcome
 from voicechat.terminal import Blocks, PlainView, Terminal, format_stats
 
@@ -112,10 +111,7 @@ def test_markdown_is_rendered_on_a_terminal(
     env.update(OLLAMA_HOST=ollama_server.url, XDG_CONFIG_HOME=str(tmp_path), TERM="xterm-256color")
     if no_color:
         env["NO_COLOR"] = "1"
-    child = pexpect.spawn(
-        sys.executable, ["-m", "voicechat", "ask", "--mute", "q"], env=env, encoding="utf-8",
-        timeout=60, dimensions=(30, 100),
-    )  # fmt: skip
+    child = cli.spawn("ask", "--mute", "q", env=env, dimensions=(30, 100))
     child.expect(pexpect.EOF)
     reap(child)
     shown = child.before
@@ -137,10 +133,7 @@ ERASE = "\r\x1b[2K"
 def spawn_ask(tmp_path: Path, server: FakeServer, *args: str) -> pexpect.spawn:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "VOICECHAT"))}
     env.update(OLLAMA_HOST=server.url, XDG_CONFIG_HOME=str(tmp_path), TERM="xterm")
-    return pexpect.spawn(
-        sys.executable, ["-m", "voicechat", "ask", "--mute", *args, "q"], env=env,
-        encoding="utf-8", timeout=60, dimensions=(24, 100),
-    )  # fmt: skip
+    return cli.spawn("ask", "--mute", *args, "q", env=env, dimensions=(24, 100))
 
 
 def test_a_slow_first_token_shows_a_waiting_line_that_leaves_no_trace(
@@ -189,10 +182,7 @@ def test_no_waiting_line_when_stderr_is_not_a_terminal(
     ollama_server.enqueue(Script(tokens=["Late."], first_delay=1.6))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "VOICECHAT"))}
     env.update(OLLAMA_HOST=ollama_server.url, XDG_CONFIG_HOME=str(tmp_path))
-    result = subprocess.run(
-        [sys.executable, "-m", "voicechat", "ask", "--mute", "q"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+    result = cli.run("ask", "--mute", "q", env=env, timeout=60)
     assert result.returncode == 0
     assert result.stdout == "Late.\n" and result.stderr == ""
 
@@ -279,9 +269,8 @@ def test_a_hostile_server_cannot_reach_the_terminal(
     ollama_server.enqueue(
         Script(status=500, body='{"error": "\\u001b]0;pwned\\u0007\\u001b[2Jboom"}')
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "voicechat", "ask", "--mute", "q"],
-        capture_output=True, text=True, timeout=30,
+    result = cli.run(
+        "ask", "--mute", "q",
         env={**os.environ, "OLLAMA_HOST": ollama_server.url, "XDG_CONFIG_HOME": str(tmp_path)},
     )  # fmt: skip
     assert result.returncode == 7

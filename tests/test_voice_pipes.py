@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import wave
 from pathlib import Path
@@ -12,11 +11,10 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.audio_sink import NullSink, Recorder
-from tests.fakeservers import FakeServer, Script
-from tests.ptys import reap
-
-pytestmark = pytest.mark.audio
+from tests.support import cli
+from tests.support.audio_sink import NullSink, Recorder
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.ptys import reap
 
 
 def speech_env(tmp_path: Path, sink: NullSink, **extra: str) -> dict[str, str]:
@@ -39,11 +37,7 @@ def wait_for_sound(monitor: Recorder, timeout: float = 10) -> float:
 def test_say_speaks_a_pipe_while_it_is_still_being_written(
     tmp_path: Path, null_sink: NullSink, monitor: Recorder
 ) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voicechat", "say"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=speech_env(tmp_path, null_sink),
-    )  # fmt: skip
+    proc = cli.start("say", stdin=subprocess.PIPE, env=speech_env(tmp_path, null_sink))
     assert proc.stdin is not None
     proc.stdin.write("This first sentence is spoken at once. And the")
     proc.stdin.flush()
@@ -66,10 +60,7 @@ def test_repl_ctrl_c_stops_text_and_voice_then_goes_on(
         Script(tokens=["This sentence is spoken while more text arrives. "] * 20, tokens_per_s=4),
         Script(tokens=["Short answer."]),
     )
-    child = pexpect.spawn(
-        sys.executable, ["-m", "voicechat", "chat"], encoding="utf-8", timeout=60,
-        env=speech_env(tmp_path, null_sink, OLLAMA_HOST=ollama_server.url),
-    )  # fmt: skip
+    child = cli.spawn("chat", env=speech_env(tmp_path, null_sink, OLLAMA_HOST=ollama_server.url))
     child.expect_exact(">>> ")
     child.sendline("talk to me")
     wait_for_sound(monitor)
@@ -106,9 +97,8 @@ def test_a_long_sentence_is_spoken_clause_by_clause_when_speech_runs_dry(
     words = sentence.split(" ")
     tokens = [words[0]] + [" " + w for w in words[1:]]
     ollama_server.enqueue(Script(tokens=tokens, tokens_per_s=4))
-    result = subprocess.run(
-        [sys.executable, "-m", "voicechat", "ask", "why is the sky blue"],
-        capture_output=True, text=True, timeout=60,
+    result = cli.run(
+        "ask", "why is the sky blue", timeout=60,
         env=speech_env(tmp_path, null_sink, OLLAMA_HOST=ollama_server.url),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -133,10 +123,8 @@ def test_say_speaks_with_the_piper_voice_from_a_profile(
     )
     wav = tmp_path / "said.wav"
     text = "The sky is blue because air scatters blue light most. Sunsets are red for that reason."
-    result = subprocess.run(
-        [sys.executable, "-m", "voicechat", "say", "-p", "joe", "--save-audio", str(wav), text],
-        capture_output=True, text=True, timeout=60, env=speech_env(tmp_path, null_sink),
-    )  # fmt: skip
+    result = cli.run("say", "-p", "joe", "--save-audio", str(wav), text, timeout=60,
+                     env=speech_env(tmp_path, null_sink))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and "warning" not in result.stderr
     assert monitor.wait_quiet()
@@ -158,9 +146,8 @@ def test_waiting_for_the_first_token_keeps_the_cpu_idle(
 
     def cpu_seconds(first_delay: float) -> float:
         ollama_server.enqueue(Script(tokens=["Hi", " there", "."], first_delay=first_delay))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voicechat", "ask", "hi"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        proc = cli.start(
+            "ask", "hi", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=speech_env(tmp_path, null_sink, OLLAMA_HOST=ollama_server.url),
         )  # fmt: skip
         _, status, usage = os.wait4(proc.pid, 0)
@@ -185,11 +172,7 @@ def test_a_burst_of_ctrl_c_during_speech_exits_130_cleanly(
     text = "The sky looks blue because air scatters blue light more than red light. " * 6
     for spacing_ms in (0, 1, 3, 6):
         monitor.reset()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voicechat", "say", text],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=speech_env(tmp_path, null_sink),
-        )  # fmt: skip
+        proc = cli.start("say", text, env=speech_env(tmp_path, null_sink))
         wait_for_sound(monitor)
         time.sleep(0.3)
         pressed = time.monotonic()

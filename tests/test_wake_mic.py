@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakeservers import FakeServer, Script
-from tests.speech import (
+from tests.support.fakeservers import FakeServer, Script
+from tests.support.speech import (
     CHINESE,
     ENGLISH,
     VirtualMic,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.environ import clean_env
+from tests.support.environ import clean_env
 
 URL_ENV = "VOICECHAT_E2E_URL"
 INSTRUCT_URL_ENV = "VOICECHAT_E2E_INSTRUCT_URL"

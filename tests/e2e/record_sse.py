@@ -1,6 +1,6 @@
 """Record what a real OpenAI-compatible server sends, byte for byte, for replay tests.
 
-The fast tier replays these files through `tests.fakeservers` (``Script(raw=...)``), so the
+The fast tier replays these files through `tests.support.fakeservers` (``Script(raw=...)``), so the
 backend is tested against real traffic without the real server. Re-record after upgrading
 xllamacpp (the realserver tier checks that live streams still have the recorded shape)::
 

@@ -42,7 +42,7 @@ from tests.e2e.record_sse import (
     record,
     status_of,
 )
-from tests.ptys import kill, reap
+from tests.support.ptys import kill, reap
 
 pytestmark = realserver
 

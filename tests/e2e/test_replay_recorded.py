@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.conftest import clean_env
 from tests.e2e.record_sse import INSTRUCT_REQUESTS, REQUESTS, events, status_of
-from tests.fakeservers import FakeServer, Script
+from tests.support.fakeservers import FakeServer, Script
 from voicechat.backends import create_backend, settings_for
 from voicechat.errors import EndpointNotFound, ServerError, StreamBroken
 from voicechat.settings import GenerationSettings

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.audio_sink import NullSink
+from tests.support.audio_sink import NullSink
 
 MIC = "micsink"
-DATA = Path(__file__).parent / "data" / "speech"
+DATA = Path(__file__).parent.parent / "data" / "speech"
 CHINESE = {
     "zh_weather": "今天北京的天气怎么样？",
     "zh_time": "现在几点了？",
@@ -90,6 +90,15 @@ class VirtualMic:
         inputs = [line for line in pactl("sink-inputs") if line.split("\t")[1] == sinks.get(MIC)]
         loops = [line for line in pactl("modules") if "module-loopback" in line]
         return f"streams into {MIC}: {inputs}; loopbacks: {loops}"
+
+
+class NoMic:
+    """Stands in for `VirtualMic` where a command records nothing (``transcribe``, a missing
+    extra): the test process's environment, and no PulseAudio server started for it."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ Real HTTP over real sockets (chunked transfer, NDJSON lines, SSE events), so the
 parsers, timeouts and connection handling are exercised for real. Each chat request is
 answered by the next queued `Script` (or ``server.default``); every request is recorded.
 
-Usage (pytest fixtures ``ollama_server`` / ``openai_server`` from tests/server_fixtures.py,
+Usage (pytest fixtures ``ollama_server`` / ``openai_server`` from tests/support/server_fixtures.py,
 or directly from scripts: this module needs nothing beyond the standard library)::
 
     with FakeServer("ollama") as server:          # server.url == "http://127.0.0.1:PORT"
@@ -137,6 +137,9 @@ class FakeServer:
         self._stop = threading.Event()
         self.received = threading.Event()
         """Set when a chat request arrives."""
+        self.asked = threading.Event()
+        """Set when a chat request that asks something arrives (not Ollama's warm-up, an
+        empty message list, which a REPL sends as it starts)."""
         self._httpd = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
@@ -231,6 +234,7 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if server.protocol == "ollama" and body.get("messages") == []:
                 self._send(200, json.dumps(_ollama_line(model, "", True, "load")))
                 return
+            server.asked.set()
             script = server.next_script()
             try:
                 self._answer(script, body)

@@ -27,7 +27,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fakeservers import QuietServer
+from tests.support.fakeservers import QuietServer
 
 ESC = "\x1b]0;pwned\x07\x1b[2J\x1b[H\x1b[31mvoicechat> \x1b[0m\x9b2J"
 """Window title, clear screen, cursor home, a fake red prompt, a C1 CSI."""

@@ -1,6 +1,6 @@
 """In-process fakes of a backend and of speech, for direct tests of a turn.
 
-Beside the real-server tests (tests/fakeservers.py), these implement the same interfaces
+Beside the real-server tests (tests/support/fakeservers.py), these implement the same interfaces
 without sockets or sound, in the style of llm's ``MockModel``: queue what the next reply
 says with ``enqueue([...])``, then look at what was asked and what happened::
 

@@ -1,4 +1,4 @@
-"""Pytest fixtures around the fake servers (kept apart so that tests/fakeservers.py imports
+"""Pytest fixtures around the fake servers (kept apart so that tests/support/fakeservers.py imports
 without pytest: the benchmarks in scripts/ use it after a plain ``pip install -e .``)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakeservers import FakeServer
-from tests.hostile import HostileServer
+from tests.support.fakeservers import FakeServer
+from tests.support.hostile import HostileServer
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def openai_server() -> Iterator[FakeServer]:
 
 @pytest.fixture
 def hostile() -> Iterator[HostileServer]:
-    """One local server whose path selects the misbehaviour (tests/hostile.py)."""
+    """One local server whose path selects the misbehaviour (tests/support/hostile.py)."""
     with HostileServer() as server:
         yield server
 

@@ -1,6 +1,6 @@
 """Loudspeaker echo on the test PulseAudio: what voicechat plays comes back in its microphone.
 
-The graph (on the suite's private server, tests/audio_sink.py + tests/speech.py)::
+The graph (on the suite's private server, tests/support/audio_sink.py + tests/support/speech.py)::
 
     voicechat playback -> testsink --monitor--> module-loopback (latency, volume) -> micsink
     paplay (the user)  ----------------------------------------------------------> micsink
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tests.audio_sink import NullSink
-from tests.speech import MIC, VirtualMic
+from tests.support.audio_sink import NullSink
+from tests.support.speech import MIC, VirtualMic
 
 LATENCY_MS = 60
 """What module-loopback is asked for: the acoustic path plus a device's buffers."""
