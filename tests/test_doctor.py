@@ -339,3 +339,22 @@ def test_portaudio_missing_says_apt_get(tmp_path: Path) -> None:
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["ok"] is False
     assert row["fix"] == "apt-get install libportaudio2"
+
+
+def test_devices_without_portaudio_is_one_line_and_exit_11() -> None:
+    """`voicechat devices` on a box without libportaudio2: one line with the fix (it was a
+    traceback), the same real import failure as above."""
+    code = (
+        "import ctypes.util, sys\n"
+        "ctypes.util.find_library = lambda name: None\n"
+        "sys.argv = ['voicechat', 'devices']\n"
+        "from voicechat.__main__ import main\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 11, result.stderr
+    assert result.stderr == (
+        "voicechat: error: PortAudio library not found: apt-get install libportaudio2\n"
+    )

@@ -10,14 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from voicechat.errors import ListenError
 from voicechat.redact import reason
 
 PORTAUDIO_FIX = "apt-get install libportaudio2"
 SOUNDDEVICE_FIX = "pip install sounddevice"
 
 
-class NoSoundLibrary(Exception):
-    """sounddevice or PortAudio is missing; ``detail`` says which, ``fix`` how to install it."""
+class NoSoundLibrary(ListenError):
+    """sounddevice or PortAudio is missing; ``detail`` says which, ``fix`` how to install it.
+
+    A `ListenError` (exit 11) where nothing translates it (`voicechat devices`): without
+    PortAudio there is no microphone either; playback and the doctor turn it into their own
+    warning or row."""
 
     def __init__(self, detail: str, fix: str) -> None:
         super().__init__(f"{detail}: {fix}")
@@ -29,8 +34,8 @@ def sounddevice() -> Any:
     """The sounddevice module, or `NoSoundLibrary` saying what is missing."""
     try:
         import sounddevice as sd
-    except OSError as exc:  # the module is there, the PortAudio library is not
-        detail = f"PortAudio library not found ({reason(exc)})"
+    except OSError:  # the module is there, the PortAudio library is not
+        detail = "PortAudio library not found"  # what sounddevice says, every time
         raise NoSoundLibrary(detail, PORTAUDIO_FIX) from None
     except ImportError as exc:
         raise NoSoundLibrary(f"sounddevice is missing ({reason(exc)})", SOUNDDEVICE_FIX) from None
