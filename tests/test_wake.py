@@ -80,3 +80,14 @@ def test_peek_changes_nothing_and_no_phrases_admits_everything() -> None:
 def test_the_acknowledgement_speaks_the_phrase_language() -> None:
     assert Gate(("你好小杰", "hey jetson"), 8.0).acknowledgement() == "我在。"
     assert Gate(("hey jetson",), 8.0).acknowledgement() == "Yes?"
+
+
+def test_the_screen_tells_from_an_utterance_start_only_while_a_phrase_is_needed() -> None:
+    gate = Gate(PHRASES, follow_up_s=8.0)
+    screen = gate.screen(0.0)
+    assert screen is not None
+    assert screen("Hey Jetson, what is the") and not screen("So I told him the meeting")
+    gate.replied(10.0)
+    assert gate.screen(15.0) is None  # in the window: anything may be a question
+    assert gate.screen(18.5) is not None
+    assert Gate((), 8.0).screen(0.0) is None

@@ -119,7 +119,11 @@ def spoken(
         return began if began is not None and began >= handled_from else None
 
     heard_all = voice_input.hands_free(
-        keys_fd=keys_fd, on_guess=guess, voice_began=voice_began, tell=term.info
+        keys_fd=keys_fd,
+        on_guess=guess,
+        voice_began=voice_began,
+        tell=term.info,
+        screen=lambda: gate.screen(time.monotonic()),
     )
     # the terminal and microphone back as they were, and the speaker's tap removed, at once
     with (

@@ -127,6 +127,7 @@ class VoiceInput:
         on_guess: Callable[[str | None], None] | None = None,
         voice_began: Callable[[], float | None] = lambda: None,
         tell: Callable[[str], None] = lambda message: None,
+        screen: Callable[[], Callable[[str], bool] | None] = lambda: None,
     ) -> Iterator[Recognized]:
         """Utterances, one at a time, forever; the microphone runs on while the caller
         handles one, so nothing said meanwhile is lost.
@@ -139,8 +140,10 @@ class VoiceInput:
         when that guess is void (`Tentative`; a `Recognized` with other text voids it too).
         A microphone that stops (unplugged, the sound server restarted) is opened again as
         soon as it is back; ``tell`` says so, both ways (a service must not stay deaf).
+        ``screen``: `Listener.screen` (the wake phrase, told from an utterance's start).
         """
         listener = Listener(self.settings, self.recognizer, self.microphone())
+        listener.screen = screen
         guess = on_guess or (lambda text: None)
         try:
             with KeyWatch(keys_fd, on_enter=lambda: None, on_escape=listener.drop):

@@ -13,7 +13,7 @@ here: it is neither sent nor kept. Pure logic: the caller passes the time.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -163,6 +163,13 @@ class Gate:
         if started_at <= self.open_until:
             return Admitted("question", text)
         return Admitted("ignore")
+
+    def screen(self, now: float) -> Callable[[str], bool] | None:
+        """How to tell from an utterance's start whether it may be for us, while only a
+        phrase would admit it (None: anything may be, in the window or with no phrases)."""
+        if not self.phrases or now <= self.open_until:
+            return None
+        return lambda start: find(start, self.phrases) is not None
 
     def replied(self, at: float) -> None:
         """A reply ended at ``at``: the follow-up window opens."""

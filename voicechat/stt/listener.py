@@ -104,6 +104,9 @@ class Tentative:
 ListenEvent = Level | Recognized | Dropped | Tentative
 
 
+SCREEN_S = 2.5
+"""Seconds of an utterance's start recognised to tell whether it is for us (`Listener.screen`):
+enough for a wake phrase and a word after it, a fraction of other people's sentences."""
 WARM_UP_S = 0.5
 """Silence recognised once after loading: the first inference is slower than the next, and
 the first question is the one the user waits for with nothing else to do."""
@@ -161,6 +164,10 @@ class Listener:
         """A pause's samples that found the worker busy with a stale job: recognised as
         soon as it is free, if the pause lasts (else the final job would queue behind it)."""
         self._resume_at = 0.0
+        self.screen: Callable[[], Callable[[str], bool] | None] = lambda: None
+        """Whether an utterance is for us, when that can be told from its start (the wake
+        phrase): then only its first `SCREEN_S` are recognised to tell, and nothing early.
+        None: every utterance is."""
         self._skip = (0.0, 0.0)
         """Capture times of our own voice (`skip`): heard, but not the user."""
         self._skipping = False
@@ -241,7 +248,8 @@ class Listener:
                 if isinstance(event, SpeechStart):
                     continue
                 if isinstance(event, Pause):
-                    self._start_early(event.samples, language)
+                    if self.screen() is None:  # else: most speech is not for us
+                        self._start_early(event.samples, language)
                 elif isinstance(event, Resumed):
                     self._early = self._deferred = None  # stale: the user went on speaking
                     if self._told:
@@ -290,6 +298,14 @@ class Listener:
         frames_after = self.endpointer.index - utt.last_speech_frame
         speech_end_at = detected_at - frames_after * FRAME_S
         early = utt.same_as_pause and self._early is not None
+        screen = self.screen()
+        if screen is not None and not early and len(utt.samples) > SCREEN_S * SAMPLE_RATE:
+            start = utt.samples[: int(SCREEN_S * SAMPLE_RATE)]
+            heard = self._worker.submit(self.recognizer.transcribe, start, language).result()
+            if not screen(heard.text):
+                self._early = self._deferred = None
+                self._told = False
+                return Dropped("not for us (no wake phrase)")
         if early:
             assert self._early is not None
             transcript = self._early.result()
