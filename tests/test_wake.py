@@ -89,5 +89,8 @@ def test_the_screen_tells_from_an_utterance_start_only_while_a_phrase_is_needed(
     assert screen("Hey Jetson, what is the") and not screen("So I told him the meeting")
     gate.replied(10.0)
     assert gate.screen(15.0) is None  # in the window: anything may be a question
+    # judged by when the utterance began: a long follow-up that began in the window and
+    # ended after it is not screened (admit takes it by its start too)
+    assert gate.screen(17.9) is None and gate.admit("So about that", 17.9).kind == "question"
     assert gate.screen(18.5) is not None
     assert Gate((), 8.0).screen(0.0) is None

@@ -123,7 +123,7 @@ def spoken(
         on_guess=guess,
         voice_began=voice_began,
         tell=term.info,
-        screen=lambda: gate.screen(time.monotonic()),
+        screen=gate.screen,
     )
     # the terminal and microphone back as they were, and the speaker's tap removed, at once
     with (

@@ -127,7 +127,7 @@ class VoiceInput:
         on_guess: Callable[[str | None], None] | None = None,
         voice_began: Callable[[], float | None] = lambda: None,
         tell: Callable[[str], None] = lambda message: None,
-        screen: Callable[[], Callable[[str], bool] | None] = lambda: None,
+        screen: Callable[[float], Callable[[str], bool] | None] = lambda began: None,
     ) -> Iterator[Recognized]:
         """Utterances, one at a time, forever; the microphone runs on while the caller
         handles one, so nothing said meanwhile is lost.

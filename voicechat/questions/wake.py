@@ -164,10 +164,11 @@ class Gate:
             return Admitted("question", text)
         return Admitted("ignore")
 
-    def screen(self, now: float) -> Callable[[str], bool] | None:
-        """How to tell from an utterance's start whether it may be for us, while only a
-        phrase would admit it (None: anything may be, in the window or with no phrases)."""
-        if not self.phrases or now <= self.open_until:
+    def screen(self, began: float) -> Callable[[str], bool] | None:
+        """How to tell from the start of an utterance that began at ``began`` whether it may
+        be for us, when only a phrase would admit it (None: anything may be, in the window,
+        as `admit` judges it, or with no phrases)."""
+        if not self.phrases or began <= self.open_until:
             return None
         return lambda start: find(start, self.phrases) is not None
 

@@ -164,10 +164,11 @@ class Listener:
         """A pause's samples that found the worker busy with a stale job: recognised as
         soon as it is free, if the pause lasts (else the final job would queue behind it)."""
         self._resume_at = 0.0
-        self.screen: Callable[[], Callable[[str], bool] | None] = lambda: None
-        """Whether an utterance is for us, when that can be told from its start (the wake
-        phrase): then only its first `SCREEN_S` are recognised to tell, and nothing early.
-        None: every utterance is."""
+        self.screen: Callable[[float], Callable[[str], bool] | None] = lambda began: None
+        """For an utterance that began at a time (``time.monotonic``): whether it is for us,
+        when that can be told from its start (the wake phrase); then only its first
+        `SCREEN_S` are recognised to tell, and nothing early. None: it may be, whatever it
+        says."""
         self._skip = (0.0, 0.0)
         """Capture times of our own voice (`skip`): heard, but not the user."""
         self._skipping = False
@@ -248,7 +249,7 @@ class Listener:
                 if isinstance(event, SpeechStart):
                     continue
                 if isinstance(event, Pause):
-                    if self.screen() is None:  # else: most speech is not for us
+                    if self.screen(time.monotonic()) is None:  # else: most is not for us
                         self._start_early(event.samples, language)
                 elif isinstance(event, Resumed):
                     self._early = self._deferred = None  # stale: the user went on speaking
@@ -298,7 +299,7 @@ class Listener:
         frames_after = self.endpointer.index - utt.last_speech_frame
         speech_end_at = detected_at - frames_after * FRAME_S
         early = utt.same_as_pause and self._early is not None
-        screen = self.screen()
+        screen = self.screen(speech_end_at - len(utt.samples) / SAMPLE_RATE)
         if screen is not None and not early and len(utt.samples) > SCREEN_S * SAMPLE_RATE:
             start = utt.samples[: int(SCREEN_S * SAMPLE_RATE)]
             heard = self._worker.submit(self.recognizer.transcribe, start, language).result()
