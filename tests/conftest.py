@@ -52,8 +52,8 @@ MAX_WORKERS = 8
 """Each worker imports and collects the suite (~2 s of CPU)."""
 AUDIO_WORKERS = 3
 """Worker processes for the audio tests alone: a real-time test leaves the CPU idle most of
-the time (one at a time, the audio tier kept 0.3 of the two cores busy for 9 minutes), so
-three run side by side (3.5 minutes, 0.8 of the cores), each worker with a PulseAudio
+the time (one at a time, the audio tier kept 0.3 of a core busy on average for 9 minutes),
+so three run side by side (3.5 minutes, 0.8 of a core), each worker with a PulseAudio
 server of its own."""
 SCRATCH = pytest.StashKey[str]()
 # settings voicechat reads from the environment: the tests set what they need themselves
