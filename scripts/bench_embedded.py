@@ -27,7 +27,6 @@ import importlib.util
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,11 +154,6 @@ def fmt(value: float | None, unit: str = "s") -> str:
     return f"{value:6.2f}{unit}" if unit == "s" else f"{value:5.0f} MB"
 
 
-def median(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known else None
-
-
 LEGEND = {
     "embedded first token s": "kind llamacpp: request to first token (--stats), median",
     "http first token s": "the same model behind llama.cpp's server (the baseline)",
@@ -220,9 +214,9 @@ def main() -> None:
     medians: dict[str, dict[str, float | None]] = {}
     for name, runs in results.items():
         medians[name] = {
-            "first_token": median([r.first_token for r in runs]),
-            "first_audio": median([r.first_audio for r in runs]),
-            "rss_mb": median([r.rss_mb for r in runs]),
+            "first_token": benchlib.median([r.first_token for r in runs]),
+            "first_audio": benchlib.median([r.first_audio for r in runs]),
+            "rss_mb": benchlib.median([r.rss_mb for r in runs]),
         }
         extra = f" (+ the server's {fmt(server_rss, 'MB')})" if name == "http" else ""
         print(

@@ -272,11 +272,6 @@ def bench(
     }
 
 
-def median_of(runs: list[dict[str, Any]], who: str, key: str) -> float | None:
-    known = [run[who][key] for run in runs if run[who][key] is not None]
-    return statistics.median(known) if known else None
-
-
 LEGEND = {
     "zh ours s": "the article's reply (Chinese): question sent to first audio, median",
     "zh article s": "the same reply, the article's method, same run",
@@ -292,8 +287,8 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The headline figures of the table in docs/benchmarks/latency.md."""
     row: dict[str, Any] = {}
     for lang, got in results.items():
-        row[f"{lang} ours s"] = median_of(got["runs"], "ours", "first_audio")
-        row[f"{lang} article s"] = median_of(got["runs"], "article", "first_audio")
+        for who in ("ours", "article"):
+            row[f"{lang} {who} s"] = benchlib.median(r[who]["first_audio"] for r in got["runs"])
         row[f"{lang} ours/article"] = got["median_ratio"]
     rss = [run["ours"]["rss_mb"] for got in results.values() for run in got["runs"]]
     row["peak RSS MB"] = max((r for r in rss if r is not None), default=None)

@@ -44,7 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.audio_sink import NullSink, Recorder  # noqa: E402
+from tests.support.environ import clean_env  # noqa: E402
 from tests.support.fakeservers import FakeServer, Script  # noqa: E402
+from tests.support.speech import open_virtual_mic  # noqa: E402
 
 QUESTION = "What is the weather like in London today?"
 REPLY = (
@@ -85,13 +87,6 @@ def synthesize(folder: Path) -> tuple[Path, float]:
     return path, speech_seconds(path)[1]
 
 
-def play(sink: NullSink, wav: Path) -> float:
-    """Play into the microphone; the monotonic time its last sample played (paplay's exit)."""
-    subprocess.run(["paplay", "-d", "micsink", "--latency-msec=20", str(wav)], env=sink.env,
-                   check=True)  # fmt: skip
-    return time.monotonic()
-
-
 def wav_seconds(path: Path) -> float:
     import wave
 
@@ -125,7 +120,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def ours(args, sink, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str, float]:
+def ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str, float]:
     """One hands-free turn; the breakdown of its latency."""
     prof = tmp / "bench.yaml"
     prof.write_text(
@@ -162,7 +157,7 @@ def ours(args, sink, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str,
     sent: list[float] = []
     threading.Thread(target=lambda: server.received.wait(60) and sent.append(time.monotonic()),
                      daemon=True).start()  # fmt: skip
-    played = play(sink, wav)
+    played = mic.say(wav)
     speech_end = played - (wav_seconds(wav) - speech_end_in_wav)
     rec.wait_quiet(0.8, timeout=40)
     time.sleep(2.0)  # the reply's tail and the half-duplex resume
@@ -194,7 +189,7 @@ def ours(args, sink, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str,
     }
 
 
-def naive(args, sink, rec, server, wav, speech_end_in_wav, env, recognizer) -> dict[str, float]:
+def naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer) -> dict[str, float]:
     """Fixed recording window, transcribe it whole, then the article's method."""
     import numpy as np
 
@@ -202,10 +197,10 @@ def naive(args, sink, rec, server, wav, speech_end_in_wav, env, recognizer) -> d
     rate = 16000
     parec = subprocess.Popen(
         ["parec", "-d", "micsink.monitor", "--raw", "--format=s16le", f"--rate={rate}",
-         "--channels=1", "--latency-msec=20"], env=sink.env, stdout=subprocess.PIPE,
+         "--channels=1", "--latency-msec=20"], env=mic.sink.env, stdout=subprocess.PIPE,
     )  # fmt: skip
     assert parec.stdout is not None
-    player = threading.Thread(target=lambda: done.append(play(sink, wav)))
+    player = threading.Thread(target=lambda: done.append(mic.say(wav)))
     done: list[float] = []
     start = time.monotonic()
     player.start()
@@ -239,24 +234,19 @@ def naive(args, sink, rec, server, wav, speech_end_in_wav, env, recognizer) -> d
     }
 
 
-def median_of(runs: list[dict[str, float]], key: str) -> float | None:
-    known = [run[key] for run in runs if run.get(key) is not None and run[key] == run[key]]
-    return statistics.median(known) if known else None
-
-
 def summary(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     """The headline figures of the table in docs/benchmarks/voice.md."""
-    ours = median_of(results["ours"], "first_audio")
-    naive = median_of(results["naive"], "first_audio")
+    ours = benchlib.median(r.get("first_audio") for r in results["ours"])
+    naive = benchlib.median(r.get("first_audio") for r in results["naive"])
     rss = [run["rss"] for run in results["ours"] if run.get("rss") is not None]
     return {
-        "ours sent s": median_of(results["ours"], "sent"),
+        "ours sent s": benchlib.median(r.get("sent") for r in results["ours"]),
         "ours first audio s": ours,
         "naive first audio s": naive,
         "ours/naive": ours / naive if ours and naive else None,
         "peak RSS MB": max(rss, default=None),
-        "CPU silence %": median_of(results["ours"], "silence_cpu"),
-        "CPU after %": median_of(results["ours"], "after_cpu"),
+        "CPU silence %": benchlib.median(r.get("silence_cpu") for r in results["ours"]),
+        "CPU after %": benchlib.median(r.get("after_cpu") for r in results["ours"]),
     }
 
 
@@ -279,14 +269,13 @@ def main() -> None:
     benchlib.add_arguments(parser)
     args = parser.parse_args()
     started = benchlib.start()
-    with tempfile.TemporaryDirectory() as name, NullSink.start() as sink:
+    with (
+        tempfile.TemporaryDirectory() as name,
+        NullSink.start() as sink,
+        open_virtual_mic(sink) as mic,
+    ):
         tmp = Path(name)
-        subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=micsink",
-                        "rate=16000", "channels=1"], env=sink.env, check=True,
-                       capture_output=True)  # fmt: skip
-        env = {k: v for k, v in sink.env.items() if not k.startswith(("VOICECHAT", "OLLAMA"))}
-        env.update(PULSE_SOURCE="micsink.monitor", XDG_CONFIG_HOME=str(tmp / "config"),
-                   XDG_STATE_HOME=str(tmp / "state"), NO_COLOR="1")  # fmt: skip
+        env = clean_env(tmp, mic.env, NO_COLOR="1")
         wav, speech_end_in_wav = synthesize(tmp)
         speech_s = speech_end_in_wav - LEAD_S
         from voicechat.settings import STTSettings
@@ -300,8 +289,8 @@ def main() -> None:
         with Recorder(sink.env) as rec, FakeServer("ollama", check_model=False) as server:
             server.default = script
             for i in range(args.runs):
-                o = ours(args, sink, rec, server, wav, speech_end_in_wav, env, tmp)
-                n = naive(args, sink, rec, server, wav, speech_end_in_wav, env, recognizer)
+                o = ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp)
+                n = naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer)
                 results["ours"].append(o)
                 results["naive"].append(n)
                 print(f"\nrun {i + 1}, seconds after the end of speech:")
@@ -346,7 +335,8 @@ def main() -> None:
                 for o, n in zip(results["ours"], results["naive"], strict=True)
             ],
             "median_first_audio_s": {
-                who: median_of(runs, "first_audio") for who, runs in results.items()
+                who: benchlib.median(r.get("first_audio") for r in runs)
+                for who, runs in results.items()
             },
             "targets_s": {"sent": 0.7, "first_audio": 2.0},
         },

@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.audio_sink import NullSink  # noqa: E402
+from tests.support.environ import clean_env  # noqa: E402
 from tests.support.fakeservers import FakeServer, Script  # noqa: E402
+from tests.support.speech import VirtualMic, open_virtual_mic  # noqa: E402
 
 TALK = (
     "So I told him the meeting was moved to Thursday, and he said that was fine.",
@@ -69,7 +71,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
 
 
-def listen(sink: NullSink, wav: Path, wake: str, rounds: int, tmp: Path) -> dict[str, float]:
+def listen(mic: VirtualMic, wav: Path, wake: str, rounds: int, tmp: Path) -> dict[str, float]:
     """One `chat --listen` run: CPU % while the talk plays ``rounds`` times, then in silence."""
     with FakeServer("ollama", check_model=False) as server:
         server.default = Script(tokens=["Fine."])
@@ -78,10 +80,7 @@ def listen(sink: NullSink, wav: Path, wake: str, rounds: int, tmp: Path) -> dict
             f"backend: {{kind: ollama, model: qwen2.5:7b, base_url: '{server.url}'}}\n"
             f"tts: {{engine: none}}\nstt: {{wake: [{wake}], language: en}}\n"
         )
-        env = {k: v for k, v in sink.env.items() if not k.startswith(("VOICECHAT", "OLLAMA"))}
-        env.update(PULSE_SOURCE="micsink.monitor", XDG_CONFIG_HOME=str(tmp / "config"),
-                   XDG_STATE_HOME=str(tmp / "state"), XDG_CACHE_HOME=str(tmp / "cache"),
-                   NO_COLOR="1")  # fmt: skip
+        env = clean_env(tmp, mic.env, XDG_CACHE_HOME=str(tmp / "cache"), NO_COLOR="1")
         proc = subprocess.Popen(
             [sys.executable, "-m", "voicechat", "chat", "--listen", "-p", str(profile)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -91,7 +90,7 @@ def listen(sink: NullSink, wav: Path, wake: str, rounds: int, tmp: Path) -> dict
             time.sleep(10.0)  # the recognizer is assembled, loaded and warmed up
             c0, t0 = cpu_s(proc.pid), time.monotonic()
             for _ in range(rounds):
-                subprocess.run(["paplay", "-d", "micsink", str(wav)], env=sink.env, check=True)
+                mic.say(wav)
             time.sleep(2.0)  # the last utterance's end
             c1, t1 = cpu_s(proc.pid), time.monotonic()
             time.sleep(10.0)
@@ -114,14 +113,15 @@ def main() -> None:
     benchlib.add_arguments(parser)
     args = parser.parse_args()
     started = benchlib.start()
-    with tempfile.TemporaryDirectory() as name, NullSink.start() as sink:
+    with (
+        tempfile.TemporaryDirectory() as name,
+        NullSink.start() as sink,
+        open_virtual_mic(sink) as mic,
+    ):
         tmp = Path(name)
-        subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=micsink",
-                        "rate=16000", "channels=1"], env=sink.env, check=True,
-                       capture_output=True)  # fmt: skip
         wav = talk_wav(tmp)
-        woken = listen(sink, wav, "'hey jetson'", args.rounds, tmp)
-        every = listen(sink, wav, "", args.rounds, tmp)
+        woken = listen(mic, wav, "'hey jetson'", args.rounds, tmp)
+        every = listen(mic, wav, "", args.rounds, tmp)
     print(f"people talking, {woken['seconds']:.0f} s: with a wake phrase {woken['talk']:.1f} % "
           f"of a core (target < 25), {woken['sent']:.0f} sent; without one (baseline) "
           f"{every['talk']:.1f} %, {every['sent']:.0f} sent; ratio "

@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,16 @@ def versions(packages: Iterable[str]) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             found[name] = None
     return found
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    """The median of the values that were measured (None or NaN: not measured in that run).
+
+    >>> median([3.0, None, 1.0, float("nan"), 2.0]), median([None])
+    (2.0, None)
+    """
+    known = [v for v in values if v is not None and v == v]
+    return statistics.median(known) if known else None
 
 
 def load_average() -> list[float] | None:

@@ -11,6 +11,7 @@ Chinese speech comes from the committed WAVs in tests/data/speech (see its READM
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -101,27 +102,35 @@ class NoMic:
         return dict(os.environ)
 
 
-@pytest.fixture(scope="session")
-def virtual_mic(null_sink: NullSink) -> Iterator[VirtualMic]:
-    """A 16 kHz mono null sink whose monitor is the default input of programs under test."""
+@contextlib.contextmanager
+def open_virtual_mic(sink: NullSink) -> Iterator[VirtualMic]:
+    """A 16 kHz mono null sink on ``sink``'s server whose monitor is the default input of
+    programs under test and of this process (``PULSE_SOURCE``); for tests and benchmarks."""
     out = subprocess.run(
         ["pactl", "load-module", "module-null-sink", f"sink_name={MIC}", "rate=16000",
          "channels=1"],
-        env=null_sink.env, capture_output=True, text=True, check=True, timeout=10,
+        env=sink.env, capture_output=True, text=True, check=True, timeout=10,
     )  # fmt: skip
     module = out.stdout.strip()
-    env = dict(null_sink.env, PULSE_SOURCE=f"{MIC}.monitor")
+    env = dict(sink.env, PULSE_SOURCE=f"{MIC}.monitor")
     before = os.environ.get("PULSE_SOURCE")
     os.environ["PULSE_SOURCE"] = f"{MIC}.monitor"  # in-process listeners record it too
     try:
-        yield VirtualMic(null_sink, module, env)
+        yield VirtualMic(sink, module, env)
     finally:
         if before is None:
             os.environ.pop("PULSE_SOURCE", None)
         else:
             os.environ["PULSE_SOURCE"] = before
-        subprocess.run(["pactl", "unload-module", module], env=null_sink.env,
+        subprocess.run(["pactl", "unload-module", module], env=sink.env,
                        capture_output=True, check=False, timeout=10)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def virtual_mic(null_sink: NullSink) -> Iterator[VirtualMic]:
+    """The session's virtual microphone (`open_virtual_mic`)."""
+    with open_virtual_mic(null_sink) as mic:
+        yield mic
 
 
 @pytest.fixture(scope="session")
