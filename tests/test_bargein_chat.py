@@ -10,6 +10,7 @@ the null sink's monitor shows when the voice stopped.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -205,6 +206,16 @@ def test_with_barge_in_off_the_reply_plays_to_its_end_and_talk_over_it_is_not_he
     before_exit = err[: err.index(f"you said: {asked[1][-1]['content']}")]
     assert "interrupted" not in before_exit, err  # (Ctrl+C at the end says it)
     assert voice and voice[-1][1] > onset + 5.0, (voice, onset)  # it talked on over the user
+    # --stats: each spoken turn's timeline from the end of speech, in order
+    timelines = [line for line in err.splitlines() if "from the end of speech: " in line]
+    assert len(timelines) == 2, err
+    for line in timelines:
+        at = dict(re.findall(r"(turn judged over|request sent|first token|first audio) "
+                             r"([+-]\d+\.\d+) s", line))  # fmt: skip
+        assert list(at) == ["turn judged over", "request sent", "first token", "first audio"]
+        judged, sent, token, audio = (float(v) for v in at.values())
+        assert 0 < judged < 2 and sent <= token <= audio < 10, line
+    print("\n".join(timelines))
 
 
 def test_with_barge_in_keyword_a_stop_word_said_over_the_reply_is_never_asked(

@@ -42,6 +42,8 @@ class Session:
     ended: int | None = None
     """The exit code once SIGTERM/SIGHUP ended the session; the input loop then stops."""
     muted: bool = False
+    last_spoken: Spoken | None = None
+    """How the last question ended, when it was spoken (``/stats``)."""
     _cancel: Cancel | None = field(default=None, repr=False)
     _held: tuple[BaseException, str] | None = field(default=None, repr=False)
     """A signal's interrupt that found no turn: raised in the main thread (`held`), and the
@@ -101,9 +103,13 @@ class Session:
         with self._lock:
             self._held = (exc, reason)
 
-    def turn(self, question: str, ahead: ReadAhead | None = None) -> int:
+    def turn(
+        self, question: str, ahead: ReadAhead | None = None, spoken: Spoken | None = None
+    ) -> int:
         """Ask, show, speak, and say how it went: 0, the error's exit code, or 130/143/129.
-        ``ahead``: the question's reply, read ahead (`Conversation.read_ahead`)."""
+        ``ahead``: the question's reply, read ahead (`Conversation.read_ahead`); ``spoken``:
+        when and how the spoken question ended (its line of ``--stats``)."""
+        self.last_spoken = spoken
         cancel = Cancel()
         try:
             with self._lock:
@@ -145,6 +151,8 @@ class Session:
             self.term.warn(warning)
         if self.stats:
             self.term.stats(turn.outcome, turn.first_audio_s)
+            if spoken is not None:
+                self.term.info(timeline(spoken, turn))
         return 0
 
     def _status(self, message: str) -> None:
@@ -163,7 +171,7 @@ class Session:
         source = iter(questions)
         try:
             for question in source:
-                code = self.turn(question.text, question.ahead)
+                code = self.turn(question.text, question.ahead, question.spoken)
                 if self.ended is not None:
                     return self.ended
                 if code == EXIT_INTERRUPTED:
@@ -187,6 +195,46 @@ class Question:
     ahead: ReadAhead | None = None
     """Its reply, requested before the question was certain (`Conversation.read_ahead`); the
     turn takes it, or discards it when the question turned out otherwise."""
+    spoken: Spoken | None = None
+    """When and how a spoken question ended; None for typed and piped ones."""
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """When a spoken question ended and how that was judged: the start of its timeline."""
+
+    speech_end_at: float
+    """``time.monotonic()`` when the user stopped speaking."""
+    judged_at: float
+    """When the end of the turn was judged (the question was final)."""
+    why: str = "silence"
+    """What judged it: ``silence`` (``stt.end_silence`` passed), or what else ended it early."""
+    early_cancelled: int = 0
+    """Requests sent at a pause and cancelled because the user went on."""
+
+
+def timeline(spoken: Spoken, turn: Turn) -> str:
+    """One ``--stats`` line of a spoken turn, every time from the end of speech.
+
+    >>> from voicechat.backends import Outcome
+    >>> from voicechat.chat import Turn
+    >>> turn = Turn("q", outcome=Outcome("stop", 0.5, 3.0, 20, 8.0, True, 80), started=10.3,
+    ...             first_audio_s=0.9)
+    >>> timeline(Spoken(10.0, 10.5, "silence", 1), turn)
+    'from the end of speech: turn judged over +0.50 s (silence), request sent +0.30 s (1 early \
+request cancelled), first token +0.80 s, first audio +1.20 s'
+    """
+    parts = [f"turn judged over {spoken.judged_at - spoken.speech_end_at:+.2f} s ({spoken.why})"]
+    sent = f"request sent {turn.started - spoken.speech_end_at:+.2f} s"
+    if spoken.early_cancelled:
+        n = spoken.early_cancelled
+        sent += f" ({n} early request{'s' * (n > 1)} cancelled)"
+    parts.append(sent)
+    first_token = turn.outcome.first_token_s if turn.outcome is not None else None
+    for name, after in (("first token", first_token), ("first audio", turn.first_audio_s)):
+        if after is not None:
+            parts.append(f"{name} {turn.started + after - spoken.speech_end_at:+.2f} s")
+    return "from the end of speech: " + ", ".join(parts)
 
 
 def piped(lines: Iterable[str]) -> Iterator[Question]:

@@ -287,6 +287,10 @@ class Repl:
             self.term.note("no reply yet")
             return
         self.term.note(format_stats(self.last.outcome, self.last.first_audio_s))
+        if self.session.last_spoken is not None:
+            from voicechat.session import timeline
+
+            self.term.note(timeline(self.session.last_spoken, self.last))
 
     def cmd_save(self, arg: str) -> None:
         path = Path(arg).expanduser()

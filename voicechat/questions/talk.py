@@ -26,7 +26,7 @@ from voicechat.chunker import is_han
 from voicechat.errors import ListenError, NothingHeard, VoicechatError
 from voicechat.questions.display import LiveLine
 from voicechat.questions.wake import Gate
-from voicechat.session import Question
+from voicechat.session import Question, Spoken
 from voicechat.speakable import Piece
 from voicechat.stt import INSTALL, Transcript
 
@@ -147,10 +147,12 @@ def spoken(
             show_question(term, text)
             if session.stats:
                 term.info(heard_stats(heard))
+            timing = Spoken(heard.speech_end_at, heard.detected_at, "silence", ahead.cancelled)
             early = ahead.take()
-            while text is not None:
-                text = yield from _asked(session, voice_input, term, Question(text, early), bi)
-                early = None
+            question: Question | None = Question(text, early, timing)
+            while question is not None:  # a question said over the reply is the next one
+                said_over = yield from _asked(session, voice_input, term, question, bi)
+                question = Question(said_over) if said_over is not None else None
             gate.replied(time.monotonic())
 
 
@@ -195,10 +197,14 @@ class Ahead:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._reply: ReadAhead | None = None
+        self.cancelled = 0
+        """Guesses sent and then cancelled (the user went on) since the last `take`."""
 
     def guess(self, text: str | None) -> None:
         """The likely question (read ahead now), or None: the last guess is void."""
-        self.close()
+        if self._reply is not None:
+            self.cancelled += 1
+        self._discard()
         if text is None or self.session.ended is not None:
             return
         try:
@@ -207,10 +213,18 @@ class Ahead:
             self._reply = None  # the turn itself will say what is wrong
 
     def take(self) -> ReadAhead | None:
+        """The guess, for the question the user asked (the count of cancelled ones starts
+        again)."""
         reply, self._reply = self._reply, None
+        self.cancelled = 0
         return reply
 
     def close(self) -> None:
+        """No question came of it: the guess is discarded, the count starts again."""
+        self._discard()
+        self.cancelled = 0
+
+    def _discard(self) -> None:
         reply, self._reply = self._reply, None
         if reply is not None:
             reply.discard()
