@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -725,3 +726,30 @@ def test_mixed_piece_joins_add_no_silence_on_the_device(null_sink, monitor) -> N
     # (the same tolerance as the saved-vs-heard test above; underruns mean a busy machine)
     audible = monitor.audible_seconds()
     assert abs(audible - expected) < 0.08, (audible, expected, gaps, speaker.underruns)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_say_ended_by_a_signal_keeps_what_it_saved_and_leaves_no_part_file(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """A service manager's SIGTERM (or a closed terminal's SIGHUP) while ``say`` waits on a
+    pipe for more text: one line, 128 + the signal, and the audio said so far in place."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA", "VOICECHAT"))}
+    clean.update(XDG_CONFIG_HOME=str(tmp_path / "config"), NO_COLOR="1")
+    wav = tmp_path / "a.wav"
+    proc = cli.start("say", "--mute", "--save-audio", str(wav), env=clean,
+                     stdin=subprocess.PIPE)  # fmt: skip
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write("Hello there. This is the first part.\n")
+    proc.stdin.flush()  # and the pipe stays open: say waits for more
+    deadline = time.monotonic() + 30
+    while not any(p.name.endswith(".part") and p.stat().st_size > 44 for p in tmp_path.iterdir()):
+        assert time.monotonic() < deadline and proc.poll() is None, "nothing was saved"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert err == f"voicechat: ended by {sig.name}\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "config") == ["a.wav"]
+    with wave.open(str(wav)) as saved:
+        assert saved.getnframes() > 0.5 * saved.getframerate()  # the first part, whole

@@ -217,6 +217,8 @@ def say(
     """Speak text: an argument, or stdin read incrementally (pipe a model's output in)."""
     term = Terminal()
     with boundary(term), ExitStack() as stack:
+        # SIGTERM/SIGHUP end it as Ctrl+C does: the audio saved so far is kept, not a .part
+        stack.enter_context(Signals())
         loaded = profiles_mod.load(profile)
         chunking = loaded.profile.chunking
         if mode is not None:

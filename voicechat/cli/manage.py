@@ -13,6 +13,7 @@ import typer
 from voicechat import profile as profiles_mod
 from voicechat.cli.base import ProfileOpt, app, boundary
 from voicechat.errors import ConfigError
+from voicechat.signals import Signals
 from voicechat.terminal import Terminal
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ def voices_pull(
 ) -> None:
     """Download Piper voices from Hugging Face into your data folder (verified, resumable)."""
     term = Terminal()
-    with boundary(term):
+    with boundary(term), Signals():  # SIGTERM/SIGHUP: one line and 143/129, as Ctrl+C
         from voicechat.tts import piper_voices as pulled
 
         catalog = pulled.catalog()
@@ -182,7 +183,7 @@ def doctor(
         if not as_json:
             term.check(row.name, row.ok, row.detail, row.fix)
 
-    with boundary(term):
+    with boundary(term), Signals():  # SIGTERM/SIGHUP: one line and 143/129, as Ctrl+C
         try:
             loaded = profiles_mod.load(profile)
         except ConfigError as exc:
