@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -354,6 +355,24 @@ def test_ask_answers_with_the_embedded_model(tmp_path: Path) -> None:
     assert "Paris" in result.stdout
     assert "stop" in result.stderr and "tokens/s" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_mid_reply_leaves_no_socket_folder_behind(tmp_path: Path) -> None:
+    """The embedded server's private socket folder goes with the process, also when Ctrl+C
+    ends it (with ``os._exit``, which runs no finalizer)."""
+    profile = write_profile(tmp_path)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "VOICECHAT"))}
+    environ.update(XDG_CONFIG_HOME=str(tmp_path / "config"), TMPDIR=str(temp))
+    proc = cli.start("ask", STORY[-1]["content"], "-p", str(profile), "--mute", env=environ)
+    assert proc.stdout is not None
+    proc.stdout.read(1)  # the reply has begun: the model is loaded and its socket open
+    assert [p.name[:15] for p in temp.iterdir()] == ["voicechat-llama"]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err == "voicechat: interrupted\n", err
+    assert list(temp.iterdir()) == []
 
 
 def test_ask_with_a_missing_model_exits_4_in_one_line(tmp_path: Path) -> None:

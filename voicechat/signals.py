@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 ENDING = {"SIGTERM": 143, "SIGHUP": 129}
@@ -230,13 +231,26 @@ def install_early(interrupted_already: bool = False) -> None:
     sys.unraisablehook = hook
 
 
+_BEFORE_EXIT: list[Callable[[], None]] = []
+
+
+def before_exit_now(cleanup: Callable[[], None]) -> None:
+    """Run ``cleanup`` in `exit_now` as well: ``os._exit`` runs no ``atexit`` handler and no
+    finalizer (a temporary folder would stay behind). It must be quick and must not raise."""
+    _BEFORE_EXIT.append(cleanup)
+
+
 def exit_now(code: int) -> None:
-    """Exit with ``code`` at once (nothing runs yet that needs a clean shutdown).
+    """Exit with ``code`` at once (nothing runs yet that needs a clean shutdown but what
+    `before_exit_now` registered).
 
     Not `sys.exit`: CPython marks a KeyboardInterrupt raised inside ``exec`` (dataclasses
     build their methods with it while modules import) as unhandled even when it was caught,
     and then ends the process by SIGINT instead of with our exit code.
     """
+    for cleanup in _BEFORE_EXIT:
+        with contextlib.suppress(Exception):
+            cleanup()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()

@@ -57,6 +57,7 @@ from voicechat.errors import (
 )
 from voicechat.redact import short
 from voicechat.settings import BackendSettings, GenerationSettings, between
+from voicechat.signals import before_exit_now
 
 ENGINE_HINT = "pip install 'voicechat[embedded]' (or: pip install xllamacpp)"
 MODEL_ENV = "VOICECHAT_GGUF"
@@ -215,6 +216,7 @@ def load(settings: Settings, path: Path) -> Loaded:
             params.cpuparams_batch.n_threads = settings.threads
         params.verbosity = -1  # llama.cpp's log would land on the user's terminal
         folder = tempfile.TemporaryDirectory(prefix="voicechat-llama-")
+        before_exit_now(folder.cleanup)  # Ctrl+C ends the process with os._exit
         params.hostnames = [os.path.join(folder.name, "llama.sock")]
         started = time.monotonic()
         try:
