@@ -747,7 +747,9 @@ def test_say_ended_by_a_signal_keeps_what_it_saved_and_leaves_no_part_file(
         assert time.monotonic() < deadline and proc.poll() is None, "nothing was saved"
         time.sleep(0.05)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
+    proc.wait(timeout=30)  # stdin still open (communicate would close it: the end of the text)
+    err = proc.stderr.read()
+    proc.stdin.close()
     assert proc.returncode == code, err
     assert err == f"voicechat: ended by {sig.name}\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "config") == ["a.wav"]

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voicechat.errors import ConfigError, SpeechError
+from voicechat.signals import before_exit_now
 from voicechat.tts import Audio, VoiceInfo, find_voice, unknown_voice
 from voicechat.tts.espeak_sync import ESPEAK_HINT
 
@@ -162,6 +163,7 @@ class Pyttsx3Engine:
         self._engine.setProperty("rate", int(settings.rate))
         self._engine.setProperty("volume", float(settings.volume))
         self._folder = tempfile.TemporaryDirectory(prefix="voicechat-tts-")
+        before_exit_now(self._folder.cleanup)  # Ctrl+C ends the process with os._exit
         self._count = 0
 
     def _pick(self, wanted: str | None, key: str) -> VoiceInfo | None:
