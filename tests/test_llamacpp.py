@@ -331,8 +331,10 @@ def test_a_prompt_over_the_context_is_a_server_error() -> None:
 # --- through the CLI ------------------------------------------------------------------------------
 
 
-def write_profile(folder: Path, model: str = SMOLLM2, **extra: object) -> Path:
-    lines = ["backend:", "  kind: llamacpp", f"  model: {model}", "  context_size: 2048",
+def write_profile(
+    folder: Path, model: str = SMOLLM2, context_size: int = 2048, **extra: object
+) -> Path:
+    lines = ["backend:", "  kind: llamacpp", f"  model: {model}", f"  context_size: {context_size}",
              "  threads: 1", *(f"  {k}: {v}" for k, v in extra.items()),
              "generation:", "  temperature: 0", "  seed: 1", "tts:", "  engine: none"]  # fmt: skip
     path = folder / "embedded.yaml"
@@ -373,6 +375,18 @@ def test_ctrl_c_mid_reply_leaves_no_socket_folder_behind(tmp_path: Path) -> None
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and err == "voicechat: interrupted\n", err
     assert list(temp.iterdir()) == []
+
+
+def test_a_reply_cut_by_a_full_context_names_the_embedded_fix(tmp_path: Path) -> None:
+    """The cut is the context's (no max_tokens was sent): the fix named is this kind's key,
+    not Ollama's."""
+    profile = write_profile(tmp_path, context_size=256)
+    result = run("ask", STORY[-1]["content"], "-p", str(profile), "--mute", tmp_path=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr
+    assert result.stderr == (
+        "voicechat: warning: the server cut the reply at its own token limit (its context is "
+        "full, or it caps replies): raise backend.context_size\n"
+    )
 
 
 def test_ask_with_a_missing_model_exits_4_in_one_line(tmp_path: Path) -> None:

@@ -91,11 +91,17 @@ class Turn:
     reply is cut to this (the rest was shown, but the user was talking over it)."""
 
 
-def ending_warning(outcome: Outcome | None, max_tokens: int | None, raise_with: str) -> str | None:
+def ending_warning(
+    outcome: Outcome | None,
+    max_tokens: int | None,
+    raise_with: str,
+    larger_context: str,
+) -> str | None:
     """What the user should know about how a reply ended (a cut, an unusual finish reason).
 
     A cut with no ``max_tokens`` of ours was the server's own limit (llama.cpp stops when its
-    context is full): raising a limit we never sent would not help, so that is not the fix.
+    context is full): raising a limit we never sent would not help, so the fix named is the
+    backend's ``larger_context``.
     """
     if outcome is None or outcome.finish in ("stop", "eos"):
         return None
@@ -105,7 +111,7 @@ def ending_warning(outcome: Outcome | None, max_tokens: int | None, raise_with: 
         return f"the reply was cut at the token limit ({max_tokens}): raise {raise_with}"
     return (
         "the server cut the reply at its own token limit (its context is full, or it caps "
-        "replies): give it a larger context (Ollama: generation.context_size)"
+        f"replies): {larger_context}"
     )
 
 

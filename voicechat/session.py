@@ -146,7 +146,8 @@ class Session:
         from voicechat.chat import ending_warning
 
         max_tokens = self.conversation.generation.max_tokens
-        warning = ending_warning(turn.outcome, max_tokens, self.raise_with)
+        larger = self.conversation.backend.larger_context
+        warning = ending_warning(turn.outcome, max_tokens, self.raise_with, larger)
         if warning:
             self.term.warn(warning)
         if self.stats:

@@ -73,6 +73,8 @@ class FakeReply:
 class FakeBackend:
     """A `voicechat.backends.Backend` answering from queued scripts."""
 
+    larger_context = "give the fake a larger context"
+
     def __init__(self) -> None:
         self._scripts: list[list[object]] = []
         self.requests: list[list[Message]] = []

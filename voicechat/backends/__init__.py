@@ -381,6 +381,10 @@ def fix_for(exc: VoicechatError, settings: BackendSettings) -> str:
 class Backend(Protocol):
     """One kind of model server."""
 
+    larger_context: str
+    """How to give the model a larger context, in this kind's terms: the fix named when the
+    server cut a reply because its context was full."""
+
     def chat(self, messages: Sequence[Message], generation: GenerationSettings) -> Reply:
         """The reply to the conversation; the request goes out when it is first iterated."""
         ...

@@ -353,6 +353,8 @@ def _generation_error(exc: BaseException) -> BaseException:
 class LlamaCppBackend:
     """One GGUF model in this process."""
 
+    larger_context = "raise backend.context_size"
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 

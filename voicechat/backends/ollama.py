@@ -212,6 +212,8 @@ def _split_host_port(hostport: str) -> tuple[str, str]:
 class OllamaBackend:
     """Talks to one Ollama server with one keep-alive session."""
 
+    larger_context = "raise generation.context_size (Ollama's num_ctx)"
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")

@@ -202,6 +202,8 @@ def _is_ollama_v1(url: str) -> bool:
 class OpenAIBackend:
     """Talks to one OpenAI-compatible ``/v1`` root."""
 
+    larger_context = "start the server with a larger context (llama-server: --ctx-size)"
+
     def __init__(self, settings: Settings, api_key: str | None = None) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
