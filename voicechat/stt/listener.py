@@ -82,7 +82,8 @@ class Recognized:
     speech_end_at: float
     """``time.monotonic()`` when the user stopped speaking (end of the last speech frame)."""
     detected_at: float
-    """When the end of the utterance was confirmed (after ``stt.end_silence``)."""
+    """When the end of the utterance was confirmed: after ``stt.end_silence`` and once its
+    words were judged finished, or after ``stt.max_pause``."""
     recognized_at: float
     """When the transcript was ready."""
     early: bool
