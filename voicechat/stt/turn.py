@@ -9,8 +9,9 @@ ends after ``stt.end_silence`` as before.
 
 `CueJudge` is pure text logic (table-tested, microseconds). Smart Turn v3.2 (pipecat's
 audio end-of-turn model) was measured against it on the same recordings, alone and combined,
-and did worse every way (docs/turn-taking.md, written by scripts/eval_turn.py): it is not
-shipped, and nothing here needs more than the ``[listen]`` extra.
+and made more wrong calls both ways (docs/turn-taking.md, written by scripts/eval_turn.py):
+it is not shipped, and nothing here needs more than the ``[listen]`` extra. The audio stays
+in the interface for a judge that can use it.
 """
 
 from __future__ import annotations
@@ -80,8 +81,14 @@ _ZH_WHOLE = ("暖和", "温和", "柔和", "平和", "缓和", "随和", "祥和
 _TRADITIONAL = str.maketrans(
     "后为还虽过并么于着个这应该关从对与说种", "後為還雖過並麼於著個這應該關從對與說種"
 )
-ZH_CUES = tuple(sorted({c for cue in _ZH_CUES for c in (cue, cue.translate(_TRADITIONAL))}))
-"""Chinese endings of an unfinished turn, simplified and traditional (Whisper writes both)."""
+ZH_CUES = tuple(
+    sorted(
+        {c for cue in _ZH_CUES for c in (cue, cue.translate(_TRADITIONAL))},
+        key=lambda c: (-len(c), c),
+    )
+)
+"""Chinese endings of an unfinished turn, simplified and traditional (Whisper writes both),
+longest first (the one named is the whole ending)."""
 
 _TRAILING = re.compile(r"(\.\.\.|…|,|，|、|-|—|:|：)\s*$")
 """Whisper's marks of speech that stopped mid-way: an ellipsis, a comma, a dash."""
