@@ -267,7 +267,9 @@ def test_the_end_of_speech_is_detected_after_the_end_silence(
     from voicechat.audio.microphone import Microphone
     from voicechat.stt.listener import Listener, Recognized
 
-    settings = STTSettings(end_silence=0.5, language="en")
+    # silence alone (max_pause no longer than end_silence): the endpointer's own timing; with
+    # the turn judge the end is confirmed once the words are judged too (tests/test_turn*.py)
+    settings = STTSettings(end_silence=0.5, max_pause=0.5, language="en")
     wav = with_silence(english["en_story"], tmp_path / "q.wav", before=0.5, after=1.5)
     _, speech_end = speech_seconds(wav)
     with Microphone() as mic, Listener(settings, recognizer, mic) as listener:
@@ -349,7 +351,9 @@ def test_a_pause_that_finds_the_recognizer_busy_is_recognised_as_soon_as_it_is_f
             return recognizer.transcribe(samples, language, hint)
 
     mic = RecordedMicrophone(wav)
-    settings = STTSettings(end_silence=0.5, language="en")
+    # silence alone: the recorded microphone runs faster than real time, and a judged pause
+    # waits for its transcript in capture time (up to max_pause, past this recording's end)
+    settings = STTSettings(end_silence=0.5, max_pause=0.5, language="en")
     with Listener(settings, Slow(), mic) as listener:  # type: ignore[arg-type]
 
         def free_the_worker() -> None:

@@ -1,7 +1,8 @@
 """A reply read ahead: the request goes out before the question is certain.
 
 Hands-free, the end of an utterance is confirmed only after ``stt.end_silence`` of silence
-(0.5 s), but its transcript is usually ready at the first short pause (early recognition).
+(0.5 s; up to ``stt.max_pause`` when its words sound unfinished, `voicechat.stt.turn`), but
+its transcript is usually ready at the first short pause (early recognition).
 Sending the request then, and holding what comes back, unseen and unheard, until the end is
 confirmed, takes that wait off the time to the first sound. If the user goes on speaking,
 the read-ahead is discarded: closing its stream is how the server learns to stop.

@@ -181,7 +181,11 @@ class STTSettings:
     vad_threshold: float = field(default=0.5, metadata={"range": (0.05, 0.95)})
     """Speech probability (Silero VAD) at which speech starts; it ends below this minus 0.15."""
     end_silence: float = field(default=0.5, metadata={"range": (0.1, 5.0)})
-    """Seconds of silence that end an utterance."""
+    """Seconds of silence that end an utterance that sounds finished."""
+    max_pause: float = field(default=2.5, metadata={"range": (0.1, 10.0)})
+    """Seconds of silence an utterance that sounds unfinished waits for more (its transcript
+    ends on "and then", "because", "the", "然后", "应该", ... or "..."); ``end_silence`` or
+    less: silence alone ends every utterance."""
     max_utterance: float = field(default=20.0, metadata={"range": (1.0, 120.0)})
     """Longest utterance in seconds; longer speech is cut there (and the user told)."""
     pre_roll: float = field(default=0.3, metadata={"range": (0.0, 2.0)})

@@ -10,6 +10,11 @@ if the pause turns out to be the end of the utterance, the transcript is ready (
 when the end-of-utterance silence is confirmed; if speech resumes it is discarded. The
 worker takes one job at a time, and an early job is started only when it is idle: a pause
 that finds it busy (with a stale job) is recognised the moment it is free.
+
+The end of a turn: when that early transcript sounds unfinished (`voicechat.stt.turn`: it
+ends on "and then", "because", "然后", ...), the pause may last up to ``stt.max_pause``
+before it ends the utterance; otherwise ``stt.end_silence`` ends it, as before. Only pauses
+are judged, never silence frames, so listening to silence costs no more than it did.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from voicechat.audio.microphone import Microphone
 from voicechat.audio.pcm import level_db
 from voicechat.errors import NothingHeard
 from voicechat.stt import SAMPLE_RATE, Recognizer, Transcript, create, language_code
+from voicechat.stt.turn import CueJudge, TurnJudge
 from voicechat.stt.vad import (
     FRAME,
     FRAME_S,
@@ -76,7 +82,8 @@ class Recognized:
     speech_end_at: float
     """``time.monotonic()`` when the user stopped speaking (end of the last speech frame)."""
     detected_at: float
-    """When the end of the utterance was confirmed (after ``stt.end_silence``)."""
+    """When the end of the utterance was confirmed: after ``stt.end_silence`` and once its
+    words were judged finished, or after ``stt.max_pause``."""
     recognized_at: float
     """When the transcript was ready."""
     early: bool
@@ -154,9 +161,14 @@ class Listener:
         self.recognizer = recognizer
         self.mic = mic
         self.vad = SileroVAD()
-        self.endpointer = endpointer(settings)
+        self.judge: TurnJudge | None = (
+            CueJudge() if settings.max_pause > settings.end_silence else None
+        )
+        """Whether a pause sounds like the end of the turn (None: silence alone tells)."""
+        self.endpointer = endpointer(settings, judged=self.judge is not None)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-recognize")
         self._early: Future[Transcript] | None = None
+        self._early_samples: np.ndarray | None = None
         self._told = False
         """The early transcript was given out as a `Tentative`."""
         self._busy: Future[Transcript] | None = None
@@ -245,12 +257,15 @@ class Listener:
             prob = self.vad(frame)
             ep = self.endpointer
             yield Level(level_db(frame), ep.speaking, time.monotonic() - started)
+            self._decide()
             for event in ep.push(frame, prob):
                 if isinstance(event, SpeechStart):
                     continue
                 if isinstance(event, Pause):
                     if self.screen(time.monotonic()) is None:  # else: most is not for us
                         self._start_early(event.samples, language)
+                    else:
+                        ep.decide(True)  # no transcript to judge: silence alone tells
                 elif isinstance(event, Resumed):
                     self._early = self._deferred = None  # stale: the user went on speaking
                     if self._told:
@@ -277,9 +292,25 @@ class Listener:
             return
         self._deferred = None
         self._told = False
+        self._early_samples = samples
         self._early = self._busy = self._worker.submit(
             self.recognizer.transcribe, samples, language
         )
+
+    def _decide(self) -> None:
+        """Judge the pause in progress once its early transcript is ready: the endpointer
+        waits for the verdict (up to ``stt.max_pause``). Text the gate drops, or a failed
+        recognition, is no reason to wait."""
+        early = self._early
+        if not self.endpointer.undecided or early is None or not early.done():
+            return
+        finished = True
+        if early.exception() is None and self.judge is not None:
+            transcript = early.result()
+            if not gate(transcript, self.settings.no_speech_threshold):
+                assert self._early_samples is not None
+                finished = self.judge.judge(transcript.text, self._early_samples).finished
+        self.endpointer.decide(finished)
 
     def _guess(self) -> Tentative | None:
         """The early transcript, once, as soon as it is ready (unless it would be dropped)."""

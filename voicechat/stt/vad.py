@@ -5,6 +5,12 @@ so it is table-tested with made-up probabilities. Hysteresis: speech starts when
 probability reaches the threshold for two frames running and only counts as silence once
 it falls below the threshold minus `HYSTERESIS`, so a soft syllable does not end an
 utterance and a click does not start one.
+
+Given a ``max_pause``, a pause is not ended by silence alone: it is undecided until the
+caller tells (`Endpointer.decide`) whether it sounds finished (`voicechat.stt.turn` judges
+its transcript), and ends after ``end_silence`` if so, else after ``max_pause``; undecided,
+it waits up to ``max_pause`` (the cap), so a verdict that never comes costs time, never a
+split question.
 """
 
 from __future__ import annotations
@@ -125,10 +131,14 @@ class Endpointer:
         end_silence: float = 0.5,
         max_utterance: float = 20.0,
         pre_roll: float = 0.3,
+        max_pause: float | None = None,
     ) -> None:
         self.high = threshold
         self.low = max(0.01, threshold - HYSTERESIS)
         self.end_frames = max(1, round(end_silence / FRAME_S))
+        self.hold_frames = max(self.end_frames, round((max_pause or 0) / FRAME_S))
+        """Silence that ends a pause not (yet) decided finished: `end_frames` unless judged."""
+        self.judged = self.hold_frames > self.end_frames
         self.pause_frames = min(round(PAUSE_S / FRAME_S), self.end_frames)
         self.max_frames = max(1, round(max_utterance / FRAME_S))
         self._pre: deque[np.ndarray] = deque(
@@ -147,11 +157,26 @@ class Endpointer:
         self._speech = 0
         self._last_speech = -1
         self._paused = False
+        self._need = self.end_frames
+        """Silence that ends the pause in progress."""
+        self._undecided = False
 
     @property
     def speaking(self) -> bool:
         """True between `SpeechStart` and the end of the utterance."""
         return self._speaking
+
+    @property
+    def undecided(self) -> bool:
+        """True during a pause that waits for `decide` (only with a ``max_pause``)."""
+        return self._undecided
+
+    def decide(self, finished: bool) -> None:
+        """The pause in progress sounds finished (it ends after ``end_silence``, at once if
+        that much silence has passed) or not (it ends after ``max_pause``)."""
+        if self._undecided:
+            self._undecided = False
+            self._need = self.end_frames if finished else self.hold_frames
 
     def push(self, frame: np.ndarray, prob: float) -> list[Event]:
         """Feed one `FRAME`-sample frame and its speech probability."""
@@ -175,14 +200,16 @@ class Endpointer:
             self._silent = 0
             self._last_speech = self.index
             if self._paused:
-                self._paused = False
+                self._paused = self._undecided = False
                 events.append(Resumed())
         else:
             self._silent += 1
             if self._silent == self.pause_frames and not self._paused:
                 self._paused = True
+                self._undecided = self.judged
+                self._need = self.hold_frames
                 events.append(Pause(self._take()))
-        if self._silent >= self.end_frames:
+        if self._silent >= self._need:
             events.append(self._finish(cut=False))
         elif len(self._frames) >= self.max_frames:
             events.append(self._finish(cut=True))
@@ -211,10 +238,15 @@ class Endpointer:
         return result
 
 
-def endpointer(settings: STTSettings) -> Endpointer:
-    """An endpointer configured from the profile's ``stt`` section."""
+def endpointer(settings: STTSettings, judged: bool = False) -> Endpointer:
+    """An endpointer configured from the profile's ``stt`` section; ``judged``: its pauses
+    wait for `Endpointer.decide`, up to ``stt.max_pause`` (the caller judges them)."""
     return Endpointer(
-        settings.vad_threshold, settings.end_silence, settings.max_utterance, settings.pre_roll
+        settings.vad_threshold,
+        settings.end_silence,
+        settings.max_utterance,
+        settings.pre_roll,
+        settings.max_pause if judged else None,
     )
 
 

