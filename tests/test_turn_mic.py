@@ -82,7 +82,8 @@ def replies_to(
     env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "state"),
                NO_COLOR="1", VOICECHAT_NO_HISTORY="1")  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voicechat", "chat", "--listen", "--mute", "-p", str(prof)],
+        [sys.executable, "-m", "voicechat", "chat", "--listen", "--mute", "--stats", "-p",
+         str(prof)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=env,
     )  # fmt: skip
@@ -115,6 +116,11 @@ def test_a_one_second_pause_after_and_then_keeps_one_turn(
     # the read-ahead still went out at the pause, and the last request is the whole question
     last = [c for c in ollama_server.chats if c.body["messages"]][-1]
     assert last.messages[-1]["content"] == question
+    # --stats: the turn's timeline says what ended it and that the pause's request was
+    # cancelled when the user went on
+    (timeline,) = [line for line in err.splitlines() if "from the end of speech: " in line]
+    assert "(silence, words finished)" in timeline, timeline
+    assert "(1 early request cancelled)" in timeline, timeline
 
 
 def test_with_the_judge_off_the_same_pause_splits_the_turn(

@@ -209,7 +209,8 @@ class Spoken:
     judged_at: float
     """When the end of the turn was judged (the question was final)."""
     why: str = "silence"
-    """What judged it: ``silence`` (``stt.end_silence`` passed), or what else ended it early."""
+    """What ended it (`voicechat.stt.listener.Recognized.ended_by`): ``silence``, ``silence,
+    words finished`` or ``max_pause, ends with 'and'``."""
     early_cancelled: int = 0
     """Requests sent at a pause and cancelled because the user went on."""
 

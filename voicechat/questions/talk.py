@@ -147,7 +147,7 @@ def spoken(
             show_question(term, text)
             if session.stats:
                 term.info(heard_stats(heard))
-            timing = Spoken(heard.speech_end_at, heard.detected_at, "silence", ahead.cancelled)
+            timing = Spoken(heard.speech_end_at, heard.detected_at, heard.ended_by, ahead.cancelled)
             early = ahead.take()
             question: Question | None = Question(text, early, timing)
             while question is not None:  # a question said over the reply is the next one

@@ -88,6 +88,10 @@ class Recognized:
     """When the transcript was ready."""
     early: bool
     """True when the early recognition (started at the first pause) was used."""
+    ended_by: str = "silence"
+    """What ended the turn, for ``--stats``: ``silence`` (``stt.end_silence``, nothing
+    judged), ``silence, words finished`` (judged finished), or ``max_pause, ends with 'and'``
+    (judged unfinished: the pause ran to ``stt.max_pause``)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,8 @@ class Listener:
         )
         """Whether a pause sounds like the end of the turn (None: silence alone tells)."""
         self.endpointer = endpointer(settings, judged=self.judge is not None)
+        self._ended_by = "silence"
+        """The last pause's verdict, for the utterance it ends (`Recognized.ended_by`)."""
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-recognize")
         self._early: Future[Transcript] | None = None
         self._early_samples: np.ndarray | None = None
@@ -268,6 +274,7 @@ class Listener:
                         ep.decide(True)  # no transcript to judge: silence alone tells
                 elif isinstance(event, Resumed):
                     self._early = self._deferred = None  # stale: the user went on speaking
+                    self._ended_by = "silence"
                     if self._told:
                         self._told = False
                         yield Tentative(None)
@@ -304,12 +311,15 @@ class Listener:
         early = self._early
         if not self.endpointer.undecided or early is None or not early.done():
             return
-        finished = True
+        finished, self._ended_by = True, "silence"
         if early.exception() is None and self.judge is not None:
             transcript = early.result()
             if not gate(transcript, self.settings.no_speech_threshold):
                 assert self._early_samples is not None
-                finished = self.judge.judge(transcript.text, self._early_samples).finished
+                verdict = self.judge.judge(transcript.text, self._early_samples)
+                finished = verdict.finished
+                why = "silence, words finished" if finished else f"max_pause, {verdict.why}"
+                self._ended_by = why
         self.endpointer.decide(finished)
 
     def _guess(self) -> Tentative | None:
@@ -350,7 +360,10 @@ class Listener:
         verdict = gate(transcript, self.settings.no_speech_threshold)
         if verdict:
             return Dropped(verdict, transcript)
-        return Recognized(transcript, utt.cut, speech_end_at, detected_at, recognized_at, early)
+        ended_by, self._ended_by = self._ended_by, "silence"
+        return Recognized(
+            transcript, utt.cut, speech_end_at, detected_at, recognized_at, early, ended_by
+        )
 
     def close(self) -> None:
         """Stop the worker (waits for a recognition in progress); the microphone is the
