@@ -17,8 +17,10 @@ clipping (both are linear; the clipping is the amplifier's, before the cone).
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -85,8 +87,9 @@ class Room:
 
     @property
     def name(self) -> str:
-        """``t60 0.3 s, clipping +18 dB, -6 dB``: for tables and test ids."""
-        speaker = "linear" if self.clip_db is None else f"clipping {self.clip_db:+.0f} dB"
+        """``t60 0.3 s, hard clip +18 dB, -6 dB``: for tables and test ids."""
+        kind = "hard" if self.hard else "soft"
+        speaker = "linear" if self.clip_db is None else f"{kind} clip {self.clip_db:+.0f} dB"
         return f"t60 {self.t60:g} s, {speaker}, {self.level_db:+.0f} dB"
 
     def impulse_response(self) -> np.ndarray:
@@ -136,19 +139,71 @@ class RoomStream:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tests.support.room T60 LEVEL_DB [CLIP_DB]``: float32 mono 16 kHz on stdin
-    (``parec --raw --format=float32le --channels=1 --rate=16000``), its echo on stdout (for
-    ``pacat`` into the virtual microphone). Blocks of 10 ms keep the added delay small."""
-    args = sys.argv[1:] if argv is None else argv
-    room = Room(float(args[0]), float(args[1]), float(args[2]) if len(args) > 2 else None)
-    run = room.stream()
+    """``python -m tests.support.room T60 LEVEL_DB [CLIP_DB] [--hard] [--seed N]``: float32
+    mono 16 kHz on stdin (``parec --raw --format=float32le``), its echo on stdout (for
+    ``pacat`` into the virtual microphone), 10 ms at a time to add little delay."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("t60", type=float)
+    parser.add_argument("level_db", type=float)
+    parser.add_argument("clip_db", type=float, nargs="?")
+    parser.add_argument("--hard", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    run = Room(args.t60, args.level_db, args.clip_db, args.hard, args.seed).stream()
     src, dst = sys.stdin.buffer, sys.stdout.buffer
-    block = 160 * 4
-    while data := src.read(block):
+    while data := src.read(160 * 4):
         data = data[: len(data) - len(data) % 4]
         dst.write(run(np.frombuffer(data, dtype="<f4")).astype("<f4").tobytes())
         dst.flush()
     return 0
+
+
+RAW = ["--raw", "--format=float32le", "--channels=1", f"--rate={RATE}", "--latency-msec=10"]
+
+
+@dataclass
+class RoomLoop:
+    """A `Room` between the speaker's monitor and the virtual microphone, in real time::
+
+        testsink.monitor -> parec -> python -m tests.support.room -> pacat -> micsink
+
+    The real-time counterpart of echo_fixtures' `Loopback` (which only delays and attenuates);
+    such a chain keeps a stable delay (~27 ms between the monitors here, +-4 ms)."""
+
+    room: Room
+    procs: list[subprocess.Popen[bytes]]
+
+    @classmethod
+    def load(cls, env: dict[str, str], room: Room, mic: str = "micsink") -> RoomLoop:
+        """Start the chain on the PulseAudio server ``env`` names (``PULSE_SERVER``)."""
+        args = [str(room.t60), str(room.level_db)]
+        if room.clip_db is not None:
+            args.append(str(room.clip_db))
+        args += ["--seed", str(room.seed)] + (["--hard"] if room.hard else [])
+        root = str(Path(__file__).resolve().parent.parent.parent)
+        penv = dict(env, PYTHONPATH=root)
+        rec = subprocess.Popen(["parec", "-d", "testsink.monitor", *RAW], env=env,
+                               stdout=subprocess.PIPE)  # fmt: skip
+        filt = subprocess.Popen([sys.executable, "-m", "tests.support.room", *args], env=penv,
+                                stdin=rec.stdout, stdout=subprocess.PIPE, cwd=root)  # fmt: skip
+        play = subprocess.Popen(["pacat", "-d", mic, *RAW], env=env, stdin=filt.stdout)
+        assert rec.stdout is not None and filt.stdout is not None
+        rec.stdout.close()  # the chain's own ends hold the pipes now
+        filt.stdout.close()
+        return cls(room, [rec, filt, play])
+
+    def unload(self) -> None:
+        """Stop the chain, by PID, recorder first."""
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
 
 
 def _rms(x: np.ndarray) -> float:
