@@ -1,15 +1,16 @@
-"""WebRTC's echo canceller (AEC3) through ``pywebrtc-audio``: the canceller for real rooms.
+"""WebRTC's echo canceller (AEC3) through ``pywebrtc-audio``, behind the same steps as Speex.
 
-Speex's MDF filter is linear: it models a delayed, filtered copy of the reference, and what a
-clipping speaker adds (harmonics the reference does not hold) or a room's reverberation beyond
-its tail passes through it. AEC3 follows its linear filter with a suppressor that estimates
-that residual per frequency band and takes it out too (scripts/eval_echo.py measures both on
-simulated rooms: docs/benchmarks/echo.md). The price is double talk: AEC3 also takes out much
-of the user's voice while ours plays, so its output decides *that* the user is talking and
-Speex's is what gets recognised (`voicechat.audio.echo.EchoCanceller`'s ``detect``).
+Speex's MDF filter is linear: what a clipping speaker adds (harmonics the reference does not
+hold) passes through it. AEC3 follows its linear filter with a suppressor that estimates such
+residual echo per band. Measured on simulated rooms (scripts/eval_echo.py,
+docs/benchmarks/echo.md) it takes out more echo only with a clipping speaker in a dry room, less
+in a reverberant one, keeps much less of the user's voice while ours plays, and its output makes
+the barge-in detector react ~100 ms later and interrupt itself more than Speex's. So Speex stays
+the canceller; AEC3 is there to measure against (``EchoCanceller(detect="aec3")``,
+``scripts/bench_bargein.py --detect aec3``) and for rooms that may yet prove it better.
 
 ``pywebrtc-audio`` (Apache-2.0, numpy only, ~0.4 MB; cp310 wheels for x86-64 and aarch64,
-manylinux_2_28 from 0.2.0) is the ``[room]`` extra; without it the canceller is Speex alone.
+0.2.0's aarch64 one manylinux_2_28) is the ``[room]`` extra.
 """
 
 from __future__ import annotations

@@ -343,9 +343,8 @@ class EchoCanceller:
 
     ``detect`` names a second canceller (`CANCELLERS`) run on the same aligned frames: its
     output (`detected`, `detect_rms`) is what decides that the user is talking, while
-    `process` returns the first one's, what gets recognised. AEC3 takes out what a clipping
-    speaker and a reverberant room leave of our voice, and Speex keeps more of the user's
-    during double talk (scripts/eval_echo.py).
+    `process` returns Speex's, what gets recognised (Speex keeps more of the user's voice
+    while ours plays). scripts/eval_echo.py measures whether that pays (so far it did not).
     """
 
     def __init__(
