@@ -17,6 +17,7 @@ clipping (both are linear; the clipping is the amplifier's, before the cone).
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -153,13 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = Room(args.t60, args.level_db, args.clip_db, args.hard, args.seed).stream()
     src, dst = sys.stdin.buffer, sys.stdout.buffer
+    flowing = False
     while data := src.read(160 * 4):
         data = data[: len(data) - len(data) % 4]
         dst.write(run(np.frombuffer(data, dtype="<f4")).astype("<f4").tobytes())
         dst.flush()
+        if not flowing:  # RoomLoop.load waits for this line: the echo reaches the microphone
+            print(FLOWING, file=sys.stderr, flush=True)
+            flowing = True
     return 0
 
 
+FLOWING = "room: flowing"
+START_S = 10.0
+"""Longest wait for the chain's first block (parec can take ~2 s to deliver one)."""
 RAW = ["--raw", "--format=float32le", "--channels=1", f"--rate={RATE}", "--latency-msec=10"]
 
 
@@ -187,12 +195,19 @@ class RoomLoop:
         rec = subprocess.Popen(["parec", "-d", "testsink.monitor", *RAW], env=env,
                                stdout=subprocess.PIPE)  # fmt: skip
         filt = subprocess.Popen([sys.executable, "-m", "tests.support.room", *args], env=penv,
-                                stdin=rec.stdout, stdout=subprocess.PIPE, cwd=root)  # fmt: skip
+                                stdin=rec.stdout, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=root)  # fmt: skip
         play = subprocess.Popen(["pacat", "-d", mic, *RAW], env=env, stdin=filt.stdout)
-        assert rec.stdout is not None and filt.stdout is not None
+        assert rec.stdout is not None and filt.stdout is not None and filt.stderr is not None
         rec.stdout.close()  # the chain's own ends hold the pipes now
         filt.stdout.close()
-        return cls(room, [rec, filt, play])
+        loop = cls(room, [rec, filt, play])
+        # an echo path that starts after the first reply would pass for headphones at first
+        ready, _, _ = select.select([filt.stderr], [], [], START_S)
+        if not ready or filt.stderr.readline().decode().strip() != FLOWING:
+            loop.unload()
+            raise RuntimeError(f"the room's chain delivered nothing within {START_S:g} s")
+        return loop
 
     def unload(self) -> None:
         """Stop the chain, by PID, recorder first."""

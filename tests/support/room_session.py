@@ -97,7 +97,7 @@ class Listener:
         power = float(np.mean(np.square(out, dtype=np.float64)))
         for mode, detector in self.detectors.items():
             if not settled:  # echo may leak while the delay is re-measured: not listened to
-                detector.reset_onset()
+                detector.skip(ref_p)
             elif detector.push(prob, power, ref_p, mic_p):
                 self.onsets[mode].append(end)
 
