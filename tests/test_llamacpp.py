@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -363,18 +365,34 @@ def test_ctrl_c_mid_reply_leaves_no_socket_folder_behind(tmp_path: Path) -> None
     """The embedded server's private socket folder goes with the process, also when Ctrl+C
     ends it (with ``os._exit``, which runs no finalizer)."""
     profile = write_profile(tmp_path)
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "VOICECHAT"))}
-    environ.update(XDG_CONFIG_HOME=str(tmp_path / "config"), TMPDIR=str(temp))
-    proc = cli.start("ask", STORY[-1]["content"], "-p", str(profile), "--mute", env=environ)
-    assert proc.stdout is not None
-    proc.stdout.read(1)  # the reply has begun: the model is loaded and its socket open
-    assert [p.name[:15] for p in temp.iterdir()] == ["voicechat-llama"]
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and err == "voicechat: interrupted\n", err
-    assert list(temp.iterdir()) == []
+    temp = Path(tempfile.mkdtemp(prefix="vc-", dir="/tmp"))  # short: a socket's path is
+    try:
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("PYTEST", "VOICECHAT"))}  # fmt: skip
+        environ.update(XDG_CONFIG_HOME=str(tmp_path / "config"), TMPDIR=str(temp))
+        proc = cli.start("ask", STORY[-1]["content"], "-p", str(profile), "--mute", env=environ)
+        assert proc.stdout is not None
+        proc.stdout.read(1)  # the reply has begun: the model is loaded and its socket open
+        assert [p.name[:15] for p in temp.iterdir()] == ["voicechat-llama"], proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and err == "voicechat: interrupted\n", err
+        assert list(temp.iterdir()) == []
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_temporary_folder_too_deep_for_a_socket_still_answers(tmp_path: Path) -> None:
+    """A ``TMPDIR`` too long for a socket path (pytest's own folders under xdist are) made
+    the embedded server fail to start, reported as a damaged model; the socket now goes to
+    /tmp then, and nothing stays there."""
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    before = set(Path("/tmp").glob("voicechat-llama-*"))
+    result = run("ask", CAPITAL[0]["content"], "-p", str(write_profile(tmp_path)), "--mute",
+                 tmp_path=tmp_path, TMPDIR=str(deep))  # fmt: skip
+    assert result.returncode == 0 and "Paris" in result.stdout, result.stderr
+    assert set(Path("/tmp").glob("voicechat-llama-*")) == before
 
 
 def test_a_reply_cut_by_a_full_context_names_the_embedded_fix(tmp_path: Path) -> None:

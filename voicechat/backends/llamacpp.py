@@ -215,7 +215,7 @@ def load(settings: Settings, path: Path) -> Loaded:
             params.cpuparams.n_threads = settings.threads
             params.cpuparams_batch.n_threads = settings.threads
         params.verbosity = -1  # llama.cpp's log would land on the user's terminal
-        folder = tempfile.TemporaryDirectory(prefix="voicechat-llama-")
+        folder = tempfile.TemporaryDirectory(prefix="voicechat-llama-", dir=_socket_parent())
         before_exit_now(folder.cleanup)  # Ctrl+C ends the process with os._exit
         params.hostnames = [os.path.join(folder.name, "llama.sock")]
         started = time.monotonic()
@@ -227,6 +227,21 @@ def load(settings: Settings, path: Path) -> Loaded:
         loaded = Loaded(server, folder, time.monotonic() - started)
         _LOADED[key] = loaded
         return loaded
+
+
+SOCKET_PATH_MAX = 100
+"""Longest socket path we make: Linux takes 107 bytes (``sun_path``), macOS 103; a longer
+one made llama.cpp's server fail to start, reported as a damaged model file."""
+
+
+def _socket_parent() -> str | None:
+    """Where the server's private socket folder goes: the temporary folder (``TMPDIR``),
+    unless its path is too long for a socket there, then ``/tmp``."""
+    parent = tempfile.gettempdir()
+    longest = os.path.join(parent, "voicechat-llama-" + "x" * 8, "llama.sock")
+    if len(os.fsencode(longest)) <= SOCKET_PATH_MAX or not os.access("/tmp", os.W_OK):
+        return None
+    return "/tmp"
 
 
 def _kv_bytes(settings: Settings) -> int:
