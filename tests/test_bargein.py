@@ -147,18 +147,21 @@ def test_the_echo_row_recommends_a_mode_from_what_came_back(
 
 
 @needs_speex
-def test_no_self_interruption_over_twenty_replies_with_loopback_echo(
+def test_no_self_interruption_over_twelve_replies_with_loopback_echo(
     loopback: Loopback, replies: list[Speech], player: Player
 ) -> None:
+    """Real time, the session's replies in turn, twice with the stream idling between them.
+    (Twenty replies took 54 s of the suite; the rooms and levels are covered offline and
+    deterministically by test_room.py.)"""
     from voicechat.audio.microphone import Microphone
 
     bi = BargeIn(STTSettings(barge_in="on"))
     player.tap = bi.tap
     trials = []
     with Microphone() as mic:
-        for i in range(20):
+        for i in range(12):
             trials.append(play_reply(bi, player, mic, two_seconds_of(replies, i)))
-            if i % 7 == 6:  # a pause as long as a question: the stream idles, writing silence
+            if i % 6 == 4:  # a pause as long as a question: the stream idles, writing silence
                 time.sleep(IDLE_STOP_S + 0.5)
     assert_none_interrupted_itself(trials)
     assert all(t.heard and t.heard[-1].played_s == t.heard[-1].total_s for t in trials)

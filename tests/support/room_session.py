@@ -102,9 +102,12 @@ class Listener:
                 self.onsets[mode].append(end)
 
 
-def run_case(room: Room, s: Session, noise_seed: int = 0, aec3: bool = True) -> dict[str, Any]:
+def run_case(
+    room: Room, s: Session, noise_seed: int = 0, aec3: bool = True, keep_output: bool = False
+) -> dict[str, Any]:
     """One session through Speex and (``aec3``) AEC3 beside it; the figures per output and
-    per way of use (``hybrid``: AEC3's output decides, Speex's is recognised)."""
+    per way of use (``hybrid``: AEC3's output decides, Speex's is recognised);
+    ``keep_output``: Speex's output too (``speex_out``), for recognition."""
     late = int(LATE_S * RATE)
     echo = room(np.concatenate([np.zeros(late, np.float32), s.played])[: len(s.played)])
     rng = np.random.default_rng(noise_seed)
@@ -167,6 +170,8 @@ def run_case(room: Room, s: Session, noise_seed: int = 0, aec3: bool = True) -> 
             }
         per[name] = figures
     result.update(per)
+    if keep_output:
+        result["speex_out"] = outs["speex"]
     if not aec3:
         return result
     result["hybrid"] = {  # AEC3 decides, Speex's output is recognised; both run

@@ -113,7 +113,7 @@ class FasterWhisper:
         encoder_output = model.encode(pad_or_trim(features[..., :frames], frames))
         if language is None:
             detected = model.model.detect_language(encoder_output)[0]
-            language = detected[0][0][2:-2]  # "<|zh|>" -> "zh"
+            language = _likeliest(detected, hint)
         tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
         )
@@ -191,6 +191,22 @@ def auto_threads() -> int:
     except AttributeError:  # macOS
         cores = os.cpu_count() or 1
     return max(1, min(4, cores // 2))
+
+
+def _likeliest(detected: list[tuple[str, float]], hint: str) -> str:
+    """The detected language (Whisper's ``("<|zh|>", p)`` pairs, likeliest first); with a
+    hint, the likeliest among the hint's languages (Chinese for Han words, English for the
+    others): a stop word is too short to tell its language by, and Whisper took espeak's
+    "停下" for Thai.
+
+    >>> pairs = [("<|th|>", 0.4), ("<|zh|>", 0.3), ("<|en|>", 0.2)]
+    >>> _likeliest(pairs, ""), _likeliest(pairs, "stop, 停下"), _likeliest(pairs, "stop")
+    ('th', 'zh', 'en')
+    """
+    codes = [token[2:-2] for token, _ in detected]  # "<|zh|>" -> "zh"
+    words = [w.strip() for w in hint.split(",") if w.strip()]
+    among = {"zh" if any(is_han(c) for c in w) else "en" for w in words}
+    return next((code for code in codes if code in among), codes[0])
 
 
 def _prompt(language: str | None, hint: str) -> str:
