@@ -385,14 +385,13 @@ def test_ctrl_c_mid_reply_leaves_no_socket_folder_behind(tmp_path: Path) -> None
 def test_a_temporary_folder_too_deep_for_a_socket_still_answers(tmp_path: Path) -> None:
     """A ``TMPDIR`` too long for a socket path (pytest's own folders under xdist are) made
     the embedded server fail to start, reported as a damaged model; the socket now goes to
-    /tmp then, and nothing stays there."""
+    /tmp then. (That it is removed at the end is the Ctrl+C test's: in /tmp, other tests'
+    folders come and go meanwhile.)"""
     deep = tmp_path / ("d" * 100)
     deep.mkdir()
-    before = set(Path("/tmp").glob("voicechat-llama-*"))
     result = run("ask", CAPITAL[0]["content"], "-p", str(write_profile(tmp_path)), "--mute",
                  tmp_path=tmp_path, TMPDIR=str(deep))  # fmt: skip
     assert result.returncode == 0 and "Paris" in result.stdout, result.stderr
-    assert set(Path("/tmp").glob("voicechat-llama-*")) == before
 
 
 def test_a_reply_cut_by_a_full_context_names_the_embedded_fix(tmp_path: Path) -> None:
