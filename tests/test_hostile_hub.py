@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fakeservers import dead_port
 from tests.support.hub import Hub, hub_env
 from voicechat.errors import ConfigError, ModelError
 from voicechat.tts import piper_voices
@@ -166,11 +167,7 @@ def with_password(url: str) -> str:
 
 
 def closed_port() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return f"http://127.0.0.1:{dead_port()}"
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,13 @@ huggingface_hub."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.fakeservers import dead_port
 from tests.support.hub import Hub
 from voicechat import models
 from voicechat.errors import ConfigError, ModelError
@@ -113,9 +113,7 @@ def test_offline_uses_the_cache_and_says_how_to_fix_a_miss(
 
 
 def closed_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return f"http://127.0.0.1:{dead_port()}"
 
 
 def test_network_down_serves_the_cache_and_reports_a_miss_in_one_line(

@@ -14,13 +14,13 @@ import configparser
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.fakeservers import dead_port
 from voicechat import service
 from voicechat.backends import settings_for
 from voicechat.doctor import run_checks
@@ -312,9 +312,7 @@ def test_the_doctor_reports_the_service_last(
     """The row as `voicechat doctor` shows it (the backend is a dead port: irrelevant here)."""
     env = stand_in_systemctl(tmp_path, RUNNING)
     monkeypatch.setenv("PATH", env["PATH"])
-    with socket.socket() as sock:  # a port nobody listens on: the server row fails at once
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    url = f"http://127.0.0.1:{dead_port()}"  # nobody listens: the server row fails at once
     backend = settings_for("ollama", base_url=url, model="m")
     source = ProfileSource("test", tmp_path / "test.yaml", "path")
     prof = LoadedProfile(source, Profile(backend=backend, tts=TTSSettings(engine="none")))

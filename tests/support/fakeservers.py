@@ -524,8 +524,15 @@ _OPENAI_GET = {
 }
 
 
+_HELD: list[socket.socket] = []
+"""The sockets that keep `dead_port`'s ports taken until the process ends."""
+
+
 def dead_port() -> int:
-    """A loopback port with nothing listening (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port with nothing listening (connection refused). Its socket stays bound,
+    never listening, for as long as this process runs: a port merely closed again could be
+    taken meanwhile by another test's server (parallel workers), which then answered."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return sock.getsockname()[1]
