@@ -190,14 +190,15 @@ def load_recognizer(settings: STTSettings, term: Terminal) -> Recognizer:
 
 
 def open_voice_input(
-    settings: STTSettings, stack: ExitStack, quiet: bool = False
+    settings: STTSettings, stack: ExitStack, quiet: bool = False, load_now: bool = True
 ) -> VoiceInput | None:
-    """Spoken questions, the model loading in the background; ``quiet``: None without the extra."""
+    """Spoken questions, the model loading in the background (``load_now`` False: from the
+    first spoken question on); ``quiet``: None without the extra."""
     from voicechat.questions.voice import VoiceInput, available
 
     if quiet and not available():
         return None
-    voice_input = VoiceInput(settings)
+    voice_input = VoiceInput(settings, load_now)
     stack.callback(voice_input.close)
     return voice_input
 

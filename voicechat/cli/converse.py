@@ -174,7 +174,7 @@ def chat(
                     p, mute=False, save_audio=None, term=term, stack=stack
                 ),
             )  # fmt: skip
-            repl.voice_input = open_voice_input(stt, stack, quiet=True)
+            repl.voice_input = open_voice_input(stt, stack, quiet=True, load_now=False)
             questions = repl.questions()
         else:
             questions = piped(stdin_lines())

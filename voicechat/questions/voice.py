@@ -1,11 +1,12 @@
 """Spoken questions for a conversation: push-to-talk in the REPL, and hands-free.
 
-`VoiceInput` owns one recognizer, loaded in the background as soon as it is made (the REPL
-makes it at start, so the first utterance does not wait for the model). Push-to-talk opens
-the microphone only while the user talks; hands-free keeps it open and reading, so what is
-said while an utterance is recognised and answered starts the next one, and skips what it
-heard while the reply was spoken (half-duplex) and ``stt.resume_after`` after it. With
-barge-in (`watching`), the Listener lends the microphone to a
+`VoiceInput` owns one recognizer, loaded in the background: at once for hands-free (it listens
+from the start), at the first push-to-talk in the REPL (it loads while the user speaks, and a
+user who only types never pays its memory or its CPU, which the first typed answer needs).
+Push-to-talk opens the microphone only while the user talks; hands-free keeps it open and
+reading, so what is said while an utterance is recognised and answered starts the next one,
+and skips what it heard while the reply was spoken (half-duplex) and ``stt.resume_after``
+after it. With barge-in (`watching`), the Listener lends the microphone to a
 `voicechat.questions.bargein.Watch` while the reply plays.
 
 While recording, `KeyWatch` reads single keys from the terminal (cbreak mode: Ctrl+C still
@@ -66,13 +67,22 @@ class VoiceInput:
     push-to-talk would lose the first words to it.
     """
 
-    def __init__(self, settings: STTSettings) -> None:
+    def __init__(self, settings: STTSettings, load_now: bool = True) -> None:
         from voicechat.stt.vad import SileroVAD
 
         SileroVAD()  # the extra is there: fail now, in one line, not at the first key
         self.settings = settings
-        self.recognizer = BackgroundRecognizer(settings)
+        self._recognizer = BackgroundRecognizer(settings) if load_now else None
         self._mic: Microphone | None = None
+
+    @property
+    def recognizer(self) -> BackgroundRecognizer:
+        """The recognizer, loading from the first call on. Loaded on demand, it is not warmed
+        up: the utterance being recorded is the first inference, and a warm-up would only
+        make it wait."""
+        if self._recognizer is None:
+            self._recognizer = BackgroundRecognizer(self.settings, warm_up=False)
+        return self._recognizer
 
     def microphone(self) -> Microphone:
         """The open microphone (opened now if needed, or again after it stopped: a
@@ -98,8 +108,8 @@ class VoiceInput:
         Raises `NothingHeard` (with why) when only silence or noise came. ``on_guess``: as
         for `hands_free`.
         """
-        mic = self.microphone()
-        listener = Listener(self.settings, self.recognizer, mic)
+        recognizer = self.recognizer  # loads while the microphone opens and the user speaks
+        listener = Listener(self.settings, recognizer, self.microphone())
         try:
             with KeyWatch(keys_fd, on_enter=listener.end_now, on_escape=listener.drop) as keys:
                 for n, event in enumerate(listener.events(timeout)):
@@ -226,7 +236,8 @@ class VoiceInput:
         if self._mic is not None:
             self._mic.close()
             self._mic = None
-        self.recognizer.close()
+        if self._recognizer is not None:
+            self._recognizer.close()
 
 
 class KeyWatch:

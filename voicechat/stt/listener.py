@@ -125,10 +125,12 @@ the first question is the one the user waits for with nothing else to do."""
 
 class BackgroundRecognizer:
     """A recognizer loading (and warming up) on its own thread: the first utterance pays
-    for neither."""
+    for neither when it comes later. ``warm_up`` False: an utterance is already being
+    recorded, and is the first inference."""
 
-    def __init__(self, settings: STTSettings) -> None:
+    def __init__(self, settings: STTSettings, warm_up: bool = True) -> None:
         self._settings = settings
+        self._warm_up = warm_up
         self._future: Future[Recognizer] = Future()
         self._thread = threading.Thread(target=self._load, name="stt-load", daemon=True)
         self._thread.start()
@@ -136,8 +138,9 @@ class BackgroundRecognizer:
     def _load(self) -> None:
         try:
             recognizer = create(self._settings)
-            silence = np.zeros(int(WARM_UP_S * SAMPLE_RATE), np.float32)
-            recognizer.transcribe(silence, language_code(self._settings.language))
+            if self._warm_up:
+                silence = np.zeros(int(WARM_UP_S * SAMPLE_RATE), np.float32)
+                recognizer.transcribe(silence, language_code(self._settings.language))
             self._future.set_result(recognizer)
         except BaseException as exc:  # reported to whoever transcribes first
             self._future.set_exception(exc)
