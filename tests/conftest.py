@@ -24,9 +24,15 @@ import itertools
 import os
 import re
 import shutil
+import sys
 import tempfile
 
 import pytest
+
+sys.dont_write_bytecode = False
+"""Bytecode is cached (in the ignored ``__pycache__`` folders) even where
+``PYTHONDONTWRITEBYTECODE`` is set, as it is on our machines: without the cache, every worker
+rewrote and compiled every test module again, about 2 s of CPU each."""
 
 pytest_plugins = [
     "tests.support.server_fixtures",

@@ -65,7 +65,7 @@ def test_default_profile_is_ollama_qwen() -> None:
 def test_shipped_profiles_are_in_the_wheel(tmp_path: Path) -> None:
     """Found after a plain `pip install`, not only from a checkout."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path), str(REPO)],
         check=True,
         capture_output=True,
