@@ -302,6 +302,9 @@ class RecordedMicrophone:
         self.samples = read_16k(path)
         self.paused = False
         self._actions: list[tuple[float, Callable[[], object]]] = []
+        self._next = 0
+        """The next sample: a listener that stops reading and reads again goes on there,
+        as from a microphone that ran meanwhile."""
 
     def at(self, seconds: float, action: Callable[[], object]) -> None:
         self._actions.append((seconds, action))
@@ -309,7 +312,8 @@ class RecordedMicrophone:
     def frames(self) -> Iterator[tuple[np.ndarray, float]]:
         from voicechat.stt.vad import FRAME
 
-        for i in range(0, len(self.samples) - FRAME + 1, FRAME):
+        for i in range(self._next, len(self.samples) - FRAME + 1, FRAME):
+            self._next = i + FRAME
             now = (i + FRAME) / 16000
             due = [action for when, action in self._actions if when <= now]
             self._actions = [(w, a) for w, a in self._actions if w > now]
@@ -368,6 +372,60 @@ def test_a_pause_that_finds_the_recognizer_busy_is_recognised_as_soon_as_it_is_f
     assert heard.early, "the last pause's recognition did not start when the worker was free"
     said = ENGLISH["en_story"] + " " + ENGLISH["en_weather"]
     assert word_error_rate(said, heard.transcript.text) <= 0.25, heard.transcript.text
+
+
+@pytest.mark.parametrize("verdict", ["while the next is said", "after the next ended"])
+def test_a_finished_question_whose_verdict_comes_late_is_still_a_turn_of_its_own(
+    english: dict[str, Path], tmp_path: Path, recognizer, verdict: str
+) -> None:
+    """Two questions 1 s apart, the first one's transcript (and so its verdict) ready only
+    after the second began, as on a busy CPU: the pause had lasted ``end_silence``, the
+    words sound finished, so the first question ends there after the fact and the second
+    is one of its own (before: the two were one question, seen in CI). Read as hands-free
+    reads, one utterance at a time; every word of both is kept."""
+    from voicechat.stt.listener import Listener, Recognized
+
+    a, rate = read_wav(english["en_weather"])
+    b, _ = read_wav(english["en_story"])
+    quiet = np.zeros(int(0.5 * rate), np.float32)
+    _, a_end = speech_seconds(write_wav(tmp_path / "a.wav", a, rate))
+    b_start, b_end = speech_seconds(write_wav(tmp_path / "b.wav", b, rate))
+    gap = np.zeros(int((1.0 - (len(a) / rate - a_end) - b_start) * rate), np.float32)
+    tail = np.zeros(3 * rate, np.float32)  # past max_pause: the end is not waited for
+    wav = write_wav(tmp_path / "two.wav", np.concatenate([quiet, a, gap, b, tail]), rate)
+    second_start = (len(quiet) + len(a) + len(gap)) / rate + b_start
+    release = threading.Event()
+    jobs: list[float] = []
+
+    class Slow:
+        """The real recognizer; its first job (the first question's, at its pause) waits."""
+
+        def transcribe(
+            self, samples: np.ndarray, language: str | None = None, hint: str = ""
+        ) -> Transcript:
+            jobs.append(len(samples) / 16000)
+            if len(jobs) == 1:
+                assert release.wait(60)
+            return recognizer.transcribe(samples, language, hint)
+
+    mic = RecordedMicrophone(wav)
+    settings = STTSettings(end_silence=0.5, max_pause=2.5, language="en")
+    with Listener(settings, Slow(), mic, split_late=True) as listener:  # type: ignore[arg-type]
+
+        def judged() -> None:
+            release.set()
+            listener._worker.submit(lambda: None).result(60)
+
+        late = 0.5 if verdict == "while the next is said" else b_end - b_start + 1.0
+        mic.at(second_start + late, judged)
+        heard = []
+        for _ in range(2):  # as hands-free does: one utterance, then ask again
+            heard.append(next(e for e in listener.events() if isinstance(e, Recognized)))
+    first, second = heard
+    assert word_error_rate(ENGLISH["en_weather"], first.transcript.text) <= 0.25, heard
+    assert word_error_rate(ENGLISH["en_story"], second.transcript.text) <= 0.25, heard
+    assert "after more speech came" in first.ended_by, first.ended_by
+    assert first.speech_end_at < second_start < second.speech_end_at
 
 
 def test_the_transcript_at_a_pause_is_given_out_early_and_withdrawn_when_speech_goes_on(

@@ -43,6 +43,10 @@ UNFINISHED = [
     ("请给我讲一个", "一个"),  # one of something, the something not said yet
     ("請給我講一個", "一個"),
     ("My sister said that", "said that"),
+    # an embedded question opened and not said yet (Whisper puts a "?" after it)
+    ("Can you tell me how far?", "me how far"),
+    ("Do you know how many?", "know how many"),
+    ("I wonder why", "wonder why"),
 ]
 FINISHED = [
     "What is the weather like in London today?",
@@ -50,6 +54,10 @@ FINISHED = [
     "I bought some milk",
     "What are you looking at?",  # a stranded preposition in a question
     "Who did you go with?",
+    "Can you tell me how far the moon is from the Earth?",
+    "How far is the moon?",
+    "Tell me what you think.",
+    "Can you tell me how?",
     "I think so.",
     "I hope so",
     "Is that so?",
@@ -150,6 +158,53 @@ def test_speech_after_an_unfinished_pause_keeps_one_utterance() -> None:
     assert Resumed in kinds and kinds.count(Utterance) == 1
     assert end_of(events) == 2 * SPEECH + frames(1.0) + frames(0.5) - 1
     assert not ep.undecided
+
+
+def resumed(events: list) -> Resumed:
+    (event,) = [e for _, e in events if isinstance(e, Resumed)]
+    return event
+
+
+@pytest.mark.parametrize(
+    ("gap", "verdict_at", "held"),
+    [(1.0, None, True), (0.4, None, False), (1.0, 0.2, False)],
+    ids=["undecided past end_silence", "shorter than end_silence", "decided in time"],
+)
+def test_speech_after_a_pause_that_waited_past_end_silence_is_held(
+    gap: float, verdict_at: float | None, held: bool
+) -> None:
+    """Only a pause that would have ended the utterance, had its verdict come in time, is
+    held for a split after the fact (`Resumed.held`)."""
+    ep = Endpointer(end_silence=0.5, pre_roll=0.0, max_pause=2.5)
+    probs = [0.9] * SPEECH + [0.0] * frames(gap) + [0.9] * SPEECH
+    decide = {SPEECH + frames(verdict_at): False} if verdict_at is not None else None
+    event = resumed(feed(ep, probs, decide))
+    assert (event.held is not None) == held, event
+
+
+def test_a_held_pause_split_after_the_fact_starts_a_new_utterance_with_its_pre_roll() -> None:
+    """The first part is the held `Pause`'s samples; the rest ends as an utterance of its
+    own that holds none of the first part's frames, with the pre-roll taken from the pause."""
+    ep = Endpointer(end_silence=0.5, pre_roll=0.3, max_pause=2.5)
+    probs = [0.0] * 5 + [0.9] * SPEECH + [0.0] * frames(1.0) + [0.9] * SPEECH + [0.0] * frames(3)
+    events, held = [], None
+    for i, p in enumerate(probs):
+        for e in ep.push(np.full(FRAME, i, np.float32), p):
+            events.append((i, e))
+            if isinstance(e, Resumed):
+                held = e.held
+                assert held is not None
+                ep.split(held)  # the verdict: finished
+    assert held is not None
+    (pause,) = [e for _, e in events if isinstance(e, Pause)][:1]
+    (utterance,) = [e for _, e in events if isinstance(e, Utterance)]
+    first_frames = set(np.unique(pause.samples).astype(int))
+    rest_frames = set(np.unique(utterance.samples).astype(int))
+    assert not first_frames & rest_frames
+    resumed_at = 5 + SPEECH + frames(1.0)
+    pre = frames(0.3) + 2  # pre-roll and the frames that start speech
+    assert min(rest_frames) == resumed_at - pre and max(first_frames) < resumed_at - pre
+    assert held.speech == SPEECH
 
 
 def test_without_max_pause_nothing_waits_for_a_verdict() -> None:

@@ -152,7 +152,7 @@ class VoiceInput:
         soon as it is back; ``tell`` says so, both ways (a service must not stay deaf).
         ``screen``: `Listener.screen` (the wake phrase, told from an utterance's start).
         """
-        listener = Listener(self.settings, self.recognizer, self.microphone())
+        listener = Listener(self.settings, self.recognizer, self.microphone(), split_late=True)
         listener.screen = screen
         guess = on_guess or (lambda text: None)
         try:

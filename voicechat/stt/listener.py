@@ -39,6 +39,7 @@ from voicechat.stt.vad import (
     FRAME,
     FRAME_S,
     Endpointer,
+    Held,
     Noise,
     Pause,
     Resumed,
@@ -163,8 +164,18 @@ class BackgroundRecognizer:
 class Listener:
     """Turns a microphone into utterances. One consumer thread iterates `events`."""
 
-    def __init__(self, settings: STTSettings, recognizer: Recognizer, mic: Microphone) -> None:
+    def __init__(
+        self,
+        settings: STTSettings,
+        recognizer: Recognizer,
+        mic: Microphone,
+        split_late: bool = False,
+    ) -> None:
+        """``split_late``: a held pause judged finished splits the utterance after the fact
+        (`_split_held`), for a caller that asks for every utterance in turn (hands-free);
+        else it stays one (push-to-talk takes one utterance and stops)."""
         self.settings = settings
+        self.split_late = split_late
         self.recognizer = recognizer
         self.mic = mic
         self.vad = SileroVAD()
@@ -184,6 +195,12 @@ class Listener:
         self._deferred: np.ndarray | None = None
         """A pause's samples that found the worker busy with a stale job: recognised as
         soon as it is free, if the pause lasts (else the final job would queue behind it)."""
+        self._rest: tuple[Utterance, float] | None = None
+        """What followed a held pause when the whole utterance had ended before the pause's
+        verdict split it: the next utterance, given out at the next `events`."""
+        self._held: tuple[Held, Future[Transcript], np.ndarray] | None = None
+        """A pause that waited past ``end_silence`` for its verdict while speech went on:
+        its early job and samples, judged when the job is done (`_split_held`)."""
         self._resume_at = 0.0
         self.screen: Callable[[float], Callable[[str], bool] | None] = lambda began: None
         """For an utterance that began at a time (``time.monotonic``): whether it is for us,
@@ -218,7 +235,7 @@ class Listener:
         self.mic.drain()
         self.endpointer.reset()
         self.vad.reset()
-        self._early = None
+        self._early = self._held = None
         self._told = False
         self._deferred = None
         self.mic.paused = False
@@ -241,6 +258,10 @@ class Listener:
         language = language_code(self.settings.language)
         self._end_at = None
         self._drop.clear()
+        if self._rest is not None:
+            rest, detected_at = self._rest
+            self._rest = None
+            yield self._finish(rest, detected_at, language)
         for frame, at in self.mic.frames():
             if self._drop.is_set():
                 self.endpointer.reset()
@@ -257,7 +278,7 @@ class Listener:
                     self._skipping = True
                     self.endpointer.reset()
                     self.vad.reset()
-                    self._early = self._deferred = None
+                    self._early = self._deferred = self._held = None
                     if self._told:
                         self._told = False
                         yield Tentative(None)
@@ -276,6 +297,10 @@ class Listener:
                     else:
                         ep.decide(True)  # no transcript to judge: silence alone tells
                 elif isinstance(event, Resumed):
+                    held = event.held if self.split_late else None
+                    if held and self._early is not None and self._held is None:
+                        assert self._early_samples is not None
+                        self._held = (held, self._early, self._early_samples)
                     self._early = self._deferred = None  # stale: the user went on speaking
                     self._ended_by = "silence"
                     if self._told:
@@ -284,7 +309,25 @@ class Listener:
                 elif isinstance(event, Noise):
                     yield Dropped("too short to be speech")
                 elif isinstance(event, Utterance):
+                    if self._held is not None:  # the verdict on its held pause first
+                        held = self._held[0]
+                        first = self._split_held(at, language, ended=True)
+                        if first is not None:
+                            rest = Utterance(
+                                event.samples[held.start * FRAME :],
+                                event.last_speech_frame,
+                                event.cut,
+                                same_as_pause=False,
+                            )
+                            self._rest = (rest, at)
+                            yield first
+                            self._rest = None  # the caller read on: given out here
+                            event = rest
                     yield self._finish(event, at, language)
+            if self._held is not None and self._held[1].done():
+                first = self._split_held(at, language)
+                if first is not None:
+                    yield first
             self._start_early(self._deferred, language)  # the stale job may be done now
             guess = self._guess()
             if guess is not None:
@@ -324,6 +367,39 @@ class Listener:
                 why = "silence, words finished" if finished else f"max_pause, {verdict.why}"
                 self._ended_by = why
         self.endpointer.decide(finished)
+
+    def _split_held(
+        self, detected_at: float, language: str | None, ended: bool = False
+    ) -> Recognized | None:
+        """Judge a held pause (waiting for its job): when its words sound finished, it
+        ended the utterance after all, and that first part is given out (what followed
+        goes on as an utterance of its own); else the two stay one. ``ended``: the whole
+        utterance has ended meanwhile (the caller cuts its samples at ``Held.start``)."""
+        assert self._held is not None
+        held, job, samples = self._held
+        self._held = None
+        if job.exception() is not None or self.judge is None:
+            return None
+        transcript = job.result()
+        if gate(transcript, self.settings.no_speech_threshold):
+            return None
+        verdict = self.judge.judge(transcript.text, samples)
+        if not verdict.finished:
+            return None
+        if not ended:
+            self.endpointer.split(held)
+            self._deferred = None  # its samples began with the first part
+            self._start_early(self.endpointer.pause_samples(), language)
+        frames_after = self.endpointer.index - held.last_speech_frame
+        return Recognized(
+            transcript,
+            False,
+            detected_at - frames_after * FRAME_S,
+            detected_at,
+            time.monotonic(),
+            True,
+            "silence, words finished (judged after more speech came)",
+        )
 
     def _guess(self) -> Tentative | None:
         """The early transcript, once, as soon as it is ready (unless it would be dropped)."""

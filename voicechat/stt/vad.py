@@ -96,8 +96,29 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class Held:
+    """A pause that lasted ``end_silence`` while it waited for its verdict, and then speech
+    went on: had the verdict come in time, the utterance would have ended there. Frame
+    counts are the utterance's own (its first frame is 0)."""
+
+    keep: int
+    """Frames up to the pause (with `PAUSE_S` of its silence): the `Pause`'s samples."""
+    start: int
+    """The first frame of what follows it as an utterance of its own (its pre-roll from
+    the pause's silence)."""
+    speech: int
+    """Speech frames up to the pause."""
+    last_speech_frame: int
+    """Index of the last frame of speech before the pause."""
+
+
+@dataclass(frozen=True)
 class Resumed:
-    """Speech went on after a `Pause`: an early recognition is stale."""
+    """Speech went on after a `Pause`: an early recognition is stale, unless ``held``."""
+
+    held: Held | None = None
+    """The pause waited for a verdict past ``end_silence`` (`Endpointer.split` ends the
+    utterance there after the fact, when the verdict says finished)."""
 
 
 @dataclass(frozen=True)
@@ -196,12 +217,13 @@ class Endpointer:
         self._frames.append(frame)
         events: list[Event] = []
         if prob >= self.low:
+            held = self._held_pause() if self._paused else None
             self._speech += 1
             self._silent = 0
             self._last_speech = self.index
             if self._paused:
                 self._paused = self._undecided = False
-                events.append(Resumed())
+                events.append(Resumed(held))
         else:
             self._silent += 1
             if self._silent == self.pause_frames and not self._paused:
@@ -214,6 +236,33 @@ class Endpointer:
         elif len(self._frames) >= self.max_frames:
             events.append(self._finish(cut=True))
         return events
+
+    def _held_pause(self) -> Held | None:
+        """The pause now ending, if it waited for its verdict past ``end_silence``."""
+        if not (self._undecided and self._silent >= self.end_frames and self._speech):
+            return None
+        resumed = len(self._frames) - 1  # this frame, speech again
+        keep = resumed - self._silent + min(self._silent, self.pause_frames)
+        return Held(
+            keep=keep,
+            start=max(keep, resumed - (self._pre.maxlen or 0)),
+            speech=self._speech,
+            last_speech_frame=self._last_speech,
+        )
+
+    def split(self, held: Held) -> None:
+        """End the utterance at a held pause after the fact (its verdict came late, and
+        says finished): what follows the pause goes on as an utterance of its own."""
+        if not self._speaking or held.start > len(self._frames):
+            return
+        self._frames = self._frames[held.start :]
+        self._speech = max(0, self._speech - held.speech)
+        if self._paused:  # a pause of the rest: its samples are not those of any job
+            self._undecided = self.judged
+
+    def pause_samples(self) -> np.ndarray | None:
+        """The samples of the pause in progress (as its `Pause` gave them), or None."""
+        return self._take() if self._speaking and self._paused else None
 
     def flush(self) -> Utterance | Noise | None:
         """End the utterance in progress now (push-to-talk: the key again); None if none."""
