@@ -109,6 +109,7 @@ FINISHED_EN = [
 UNFINISHED_EN = [
     "I went to the store and then | I bought some milk.",
     "Can you tell me about | the history of Rome?",
+    "Can you tell me how far | the moon is from the earth?",
     "I was wondering if | you could help me.",
     "What is the best way to | learn Python?",
     "I need a recipe for | chocolate cake.",

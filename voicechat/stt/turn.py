@@ -60,6 +60,14 @@ _EN_PAIRS = frozenset(
     {("and", "then"), ("but", "then"), ("so", "then"), ("such", "as"), ("so", "that")}
     | {("said", "that"), ("says", "that")}
 )
+_EN_EMBED = _words(
+    "me us him her them know wonder explain tell ask show see understand sure idea",
+    "remember find decide learn check",
+)
+"""Words that open an embedded question: "tell me | how far", "I wonder | why"."""
+_EN_WH = _words("what where when why who whom whose which whether how")
+_EN_HOW = _words("far long much many big old often fast tall high deep large to")
+"""What completes "how" to a question word of its own ("how far", "how to")."""
 _EN_SO_DONE = _words("think hope guess believe said say suppose do did is not")
 """A trailing "so" is a conjunction ("...and so") except after these ("I think so")."""
 
@@ -102,6 +110,10 @@ def cue(text: str) -> str | None:
     'and then'
     >>> cue("What are you looking at?") is None
     True
+    >>> cue("Can you tell me how far?")
+    'me how far'
+    >>> cue("How far is the moon?") is None
+    True
     >>> cue("我想学习编程，应该")
     '应该'
     >>> cue("天气很暖和。") is None
@@ -127,10 +139,24 @@ def cue(text: str) -> str | None:
         return f"{words[-2]} {last}"
     if last in _EN_ALWAYS:
         return last
+    opener = _embedded_question(words)
+    if opener:
+        return opener
     if last in _EN_UNLESS_ASKED and not asked:
         return last
     if last == "so" and not asked and (len(words) < 2 or words[-2] not in _EN_SO_DONE):
         return last
+    return None
+
+
+def _embedded_question(words: list[str]) -> str | None:
+    """An embedded question opened at the very end and not said yet: "Can you tell me how
+    far" (Whisper writes "how far?", but the question is "how far the moon is")."""
+    wh = 2 if len(words) > 2 and words[-2] == "how" and words[-1] in _EN_HOW else 1
+    if words[-wh] not in _EN_WH or (wh == 1 and words[-1] == "how"):
+        return None
+    if len(words) > wh and words[-wh - 1] in _EN_EMBED:
+        return " ".join(words[-wh - 1 :])
     return None
 
 
