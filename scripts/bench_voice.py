@@ -231,6 +231,7 @@ def hesitations(args, mic, server, env, tmp) -> dict[str, list[int]]:
     zh = hesitation(tmp / "pause_zh.wav", first, second, rate, args.pause)
     cases.append(("请给我讲一个关于 / 小猫的故事。", zh))
     turns: dict[str, list[int]] = {"ours": [], "silence": []}
+    server.default = Script()  # a short reply: over before the next audio, or the Ctrl+C
     print(f"\nhesitations ({args.pause:g} s pause), the questions each became:")
     for label, wav in cases:
         for who, judged in (("ours", True), ("silence", False)):
