@@ -325,6 +325,24 @@ class RecordedMicrophone:
         pass
 
 
+class FirstJobWaits:
+    """The real recognizer, but its first job waits for ``release`` (a busy CPU, on cue);
+    ``jobs``: the seconds of audio of each job."""
+
+    def __init__(self, recognizer) -> None:  # type: ignore[no-untyped-def]
+        self.recognizer = recognizer
+        self.release = threading.Event()
+        self.jobs: list[float] = []
+
+    def transcribe(
+        self, samples: np.ndarray, language: str | None = None, hint: str = ""
+    ) -> Transcript:
+        self.jobs.append(len(samples) / 16000)
+        if len(self.jobs) == 1:
+            assert self.release.wait(60)
+        return self.recognizer.transcribe(samples, language, hint)
+
+
 def test_a_pause_that_finds_the_recognizer_busy_is_recognised_as_soon_as_it_is_free(
     english: dict[str, Path], tmp_path: Path, recognizer
 ) -> None:
@@ -340,35 +358,23 @@ def test_a_pause_that_finds_the_recognizer_busy_is_recognised_as_soon_as_it_is_f
     gap = np.zeros(int(0.3 * rate), np.float32)  # a Pause (0.1 s), then speech goes on
     wav = write_wav(tmp_path / "two.wav", np.concatenate([quiet, a, gap, b, quiet, quiet]), rate)
     _, speech_end = speech_seconds(wav)
-    release = threading.Event()
-    jobs: list[float] = []
-
-    class Slow:
-        """The real recognizer; its first job (the stale one) waits to be released."""
-
-        def transcribe(
-            self, samples: np.ndarray, language: str | None = None, hint: str = ""
-        ) -> Transcript:
-            jobs.append(len(samples) / 16000)
-            if len(jobs) == 1:
-                assert release.wait(60)
-            return recognizer.transcribe(samples, language, hint)
+    slow = FirstJobWaits(recognizer)  # the stale one waits
 
     mic = RecordedMicrophone(wav)
     # silence alone: the recorded microphone runs faster than real time, and a judged pause
     # waits for its transcript in capture time (up to max_pause, past this recording's end)
     settings = STTSettings(end_silence=0.5, max_pause=0.5, language="en")
-    with Listener(settings, Slow(), mic) as listener:  # type: ignore[arg-type]
+    with Listener(settings, slow, mic) as listener:  # type: ignore[arg-type]
 
         def free_the_worker() -> None:
             """In the last pause (its Pause came 0.1 s in), long before the end silence:
             the stale job finishes (a no-op queued behind it returns after it)."""
-            release.set()
+            slow.release.set()
             listener._worker.submit(lambda: None).result(60)
 
         mic.at(speech_end + 0.25, free_the_worker)
         heard = next(e for e in listener.events() if isinstance(e, Recognized))
-    assert len(jobs) == 2, jobs  # the stale one, then the last pause's
+    assert len(slow.jobs) == 2, slow.jobs  # the stale one, then the last pause's
     assert heard.early, "the last pause's recognition did not start when the worker was free"
     said = ENGLISH["en_story"] + " " + ENGLISH["en_weather"]
     assert word_error_rate(said, heard.transcript.text) <= 0.25, heard.transcript.text
@@ -394,26 +400,14 @@ def test_a_finished_question_whose_verdict_comes_late_is_still_a_turn_of_its_own
     tail = np.zeros(3 * rate, np.float32)  # past max_pause: the end is not waited for
     wav = write_wav(tmp_path / "two.wav", np.concatenate([quiet, a, gap, b, tail]), rate)
     second_start = (len(quiet) + len(a) + len(gap)) / rate + b_start
-    release = threading.Event()
-    jobs: list[float] = []
-
-    class Slow:
-        """The real recognizer; its first job (the first question's, at its pause) waits."""
-
-        def transcribe(
-            self, samples: np.ndarray, language: str | None = None, hint: str = ""
-        ) -> Transcript:
-            jobs.append(len(samples) / 16000)
-            if len(jobs) == 1:
-                assert release.wait(60)
-            return recognizer.transcribe(samples, language, hint)
+    slow = FirstJobWaits(recognizer)  # the first question's, at its pause
 
     mic = RecordedMicrophone(wav)
     settings = STTSettings(end_silence=0.5, max_pause=2.5, language="en")
-    with Listener(settings, Slow(), mic, split_late=True) as listener:  # type: ignore[arg-type]
+    with Listener(settings, slow, mic, split_late=True) as listener:  # type: ignore[arg-type]
 
         def judged() -> None:
-            release.set()
+            slow.release.set()
             listener._worker.submit(lambda: None).result(60)
 
         late = 0.5 if verdict == "while the next is said" else b_end - b_start + 1.0
