@@ -352,8 +352,10 @@ Read it with care:
   audio with 0.1 s after it, what the listener has at the pause.
 - Whisper helps the cues: on speech cut mid-word it often writes a trailing "..." or "-".
 - The cue lists were written before the first run and extended once after it (a numeral and
-  measure word such as 一个 with nothing after it; "said that", "so that"): the same cases
-  judged them, so the cue figures flatter a little.
+  measure word such as 一个 with nothing after it; "said that", "so that"), and once more
+  for an embedded question opened at the end ("Can you tell me how far", the example of
+  issue 25, added to the cases with it): the same cases judged them, so the cue figures
+  flatter a little.
 - Some unfinished cases end on words no list can know (an adjective, a transitive verb,
   "is"): those wait only `end_silence`, as before.
 
