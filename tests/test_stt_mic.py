@@ -305,6 +305,8 @@ class RecordedMicrophone:
         self._next = 0
         """The next sample: a listener that stops reading and reads again goes on there,
         as from a microphone that ran meanwhile."""
+        self.now = 0.0
+        """Capture time of the last frame given out."""
 
     def at(self, seconds: float, action: Callable[[], object]) -> None:
         self._actions.append((seconds, action))
@@ -315,6 +317,7 @@ class RecordedMicrophone:
         for i in range(self._next, len(self.samples) - FRAME + 1, FRAME):
             self._next = i + FRAME
             now = (i + FRAME) / 16000
+            self.now = now
             due = [action for when, action in self._actions if when <= now]
             self._actions = [(w, a) for w, a in self._actions if w > now]
             for action in due:
@@ -412,10 +415,13 @@ def test_a_finished_question_whose_verdict_comes_late_is_still_a_turn_of_its_own
 
         late = 0.5 if verdict == "while the next is said" else b_end - b_start + 1.0
         mic.at(second_start + late, judged)
-        heard = []
+        heard, given_at = [], []
         for _ in range(2):  # as hands-free does: one utterance, then ask again
             heard.append(next(e for e in listener.events() if isinstance(e, Recognized)))
+            given_at.append(mic.now)
     first, second = heard
+    second_end = second_start + b_end - b_start
+    assert min(given_at) > second_end, (given_at, second_end)  # nobody answered mid-sentence
     assert word_error_rate(ENGLISH["en_weather"], first.transcript.text) <= 0.25, heard
     assert word_error_rate(ENGLISH["en_story"], second.transcript.text) <= 0.25, heard
     assert "after more speech came" in first.ended_by, first.ended_by

@@ -195,6 +195,9 @@ class Listener:
         self._deferred: np.ndarray | None = None
         """A pause's samples that found the worker busy with a stale job: recognised as
         soon as it is free, if the pause lasts (else the final job would queue behind it)."""
+        self._first: Recognized | None = None
+        """A first question split off after the fact while the user still speaks: given
+        out when what followed it ends (nobody is answered mid-sentence)."""
         self._rest: tuple[Utterance, float] | None = None
         """What followed a held pause when the whole utterance had ended before the pause's
         verdict split it: the next utterance, given out at the next `events`."""
@@ -235,7 +238,7 @@ class Listener:
         self.mic.drain()
         self.endpointer.reset()
         self.vad.reset()
-        self._early = self._held = None
+        self._early = self._held = self._first = None
         self._told = False
         self._deferred = None
         self.mic.paused = False
@@ -278,7 +281,7 @@ class Listener:
                     self._skipping = True
                     self.endpointer.reset()
                     self.vad.reset()
-                    self._early = self._deferred = self._held = None
+                    self._early = self._deferred = self._held = self._first = None
                     if self._told:
                         self._told = False
                         yield Tentative(None)
@@ -309,25 +312,24 @@ class Listener:
                 elif isinstance(event, Noise):
                     yield Dropped("too short to be speech")
                 elif isinstance(event, Utterance):
-                    if self._held is not None:  # the verdict on its held pause first
+                    first, self._first = self._first, None
+                    if first is None and self._held is not None:  # its held pause first
                         held = self._held[0]
                         first = self._split_held(at, language, ended=True)
                         if first is not None:
-                            rest = Utterance(
+                            event = Utterance(
                                 event.samples[held.start * FRAME :],
                                 event.last_speech_frame,
                                 event.cut,
                                 same_as_pause=False,
                             )
-                            self._rest = (rest, at)
-                            yield first
-                            self._rest = None  # the caller read on: given out here
-                            event = rest
+                    if first is not None:
+                        self._rest = (event, at)
+                        yield first
+                        self._rest = None  # the caller read on: given out here
                     yield self._finish(event, at, language)
             if self._held is not None and self._held[1].done():
-                first = self._split_held(at, language)
-                if first is not None:
-                    yield first
+                self._first = self._split_held(at, language)
             self._start_early(self._deferred, language)  # the stale job may be done now
             guess = self._guess()
             if guess is not None:
@@ -372,9 +374,10 @@ class Listener:
         self, detected_at: float, language: str | None, ended: bool = False
     ) -> Recognized | None:
         """Judge a held pause (waiting for its job): when its words sound finished, it
-        ended the utterance after all, and that first part is given out (what followed
-        goes on as an utterance of its own); else the two stay one. ``ended``: the whole
-        utterance has ended meanwhile (the caller cuts its samples at ``Held.start``)."""
+        ended the utterance after all, and that first part is returned (what followed goes
+        on as an utterance of its own); else None, and the two stay one. ``ended``: the
+        whole utterance has ended meanwhile (the caller cuts its samples at
+        ``Held.start``)."""
         assert self._held is not None
         held, job, samples = self._held
         self._held = None
@@ -387,7 +390,8 @@ class Listener:
         if not verdict.finished:
             return None
         if not ended:
-            self.endpointer.split(held)
+            if not self.endpointer.split(held):
+                return None
             self._deferred = None  # its samples began with the first part
             self._start_early(self.endpointer.pause_samples(), language)
         frames_after = self.endpointer.index - held.last_speech_frame
@@ -405,6 +409,8 @@ class Listener:
         """The early transcript, once, as soon as it is ready (unless it would be dropped)."""
         early = self._early
         if early is None or self._told or not early.done() or early.exception() is not None:
+            return None
+        if self._first is not None:  # the question before this one is asked first
             return None
         self._told = True
         transcript = early.result()

@@ -250,15 +250,17 @@ class Endpointer:
             last_speech_frame=self._last_speech,
         )
 
-    def split(self, held: Held) -> None:
+    def split(self, held: Held) -> bool:
         """End the utterance at a held pause after the fact (its verdict came late, and
-        says finished): what follows the pause goes on as an utterance of its own."""
+        says finished): what follows the pause goes on as an utterance of its own. False
+        when there is no such utterance in progress (nothing is changed)."""
         if not self._speaking or held.start > len(self._frames):
-            return
+            return False
         self._frames = self._frames[held.start :]
         self._speech = max(0, self._speech - held.speech)
         if self._paused:  # a pause of the rest: its samples are not those of any job
             self._undecided = self.judged
+        return True
 
     def pause_samples(self) -> np.ndarray | None:
         """The samples of the pause in progress (as its `Pause` gave them), or None."""
