@@ -229,14 +229,23 @@ def test_voice_saves_what_it_prints(benchlib: ModuleType, scripts: None, tmp_pat
     ours = {"detect": 0.51, "recognize": 0.03, "sent": 0.46, "first_token": 0.5,
             "first_piece": 0.4, "synthesis": 0.4, "first_audio": 1.84, "rss": 362.0,
             "silence_cpu": 2.6, "after_cpu": 4.4}  # fmt: skip
+    silence = {**ours, "sent": 0.93, "first_audio": 2.31}
     naive = {"detect": 2.6, "recognize": 3.0, "sent": 5.7, "first_audio": 7.63}
-    results = {"ours": [ours, {}], "naive": [naive, {**naive, "first_audio": math.nan}]}
-    summary = bench.summary(results)  # an incomplete run ({}) counts for nothing
+    results = {
+        "ours": [ours, {}],
+        "silence": [silence],
+        "naive": [naive, {**naive, "first_audio": math.nan}],
+    }
+    turns = {"ours": [1, 1, 1, 2], "silence": [2, 2, 2, 2]}
+    summary = bench.summary(results, turns)  # an incomplete run ({}) counts for nothing
     assert summary["ours first audio s"] == 1.84 and summary["naive first audio s"] == 7.63
     assert summary["ours/naive"] == pytest.approx(1.84 / 7.63)
+    assert summary["one turn"] == "3/4" and summary["one turn, silence"] == "0/4"
     assert set(summary) == set(bench.LEGEND)
     row = saved_row(benchlib, tmp_path, "voice", summary, results=results)
-    assert row.endswith("| 0.460 | 1.84 | 7.63 | 0.241 | 362 | 2.60 | 4.40 |")
+    assert row.endswith(
+        "| 0.460 | 0.930 | 1.84 | 2.31 | 7.63 | 0.241 | 3/4 | 0/4 | 362 | 2.60 | 4.40 |"
+    )
 
 
 def test_bargein_saves_what_it_prints(benchlib: ModuleType, scripts: None, tmp_path: Path) -> None:

@@ -398,7 +398,9 @@ def test_a_reply_cut_by_a_full_context_names_the_embedded_fix(tmp_path: Path) ->
     """The cut is the context's (no max_tokens was sent): the fix named is this kind's key,
     not Ollama's."""
     profile = write_profile(tmp_path, context_size=256)
-    result = run("ask", STORY[-1]["content"], "-p", str(profile), "--mute", tmp_path=tmp_path)
+    # a long question leaves the reply few tokens of the smallest context: it fills soon
+    question = "Cats sleep a lot and love warm places. " * 16 + STORY[-1]["content"]
+    result = run("ask", question, "-p", str(profile), "--mute", tmp_path=tmp_path)
     assert result.returncode == 0 and result.stdout.strip(), result.stderr
     assert result.stderr == (
         "voicechat: warning: the server cut the reply at its own token limit (its context is "
