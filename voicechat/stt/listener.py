@@ -310,10 +310,17 @@ class Listener:
                         self._told = False
                         yield Tentative(None)
                 elif isinstance(event, Noise):
-                    yield Dropped("too short to be speech")
+                    self._held = None
+                    first, self._first = self._first, None
+                    if first is not None:  # what followed it was no speech (a cough)
+                        yield first
+                    else:
+                        yield Dropped("too short to be speech")
                 elif isinstance(event, Utterance):
                     first, self._first = self._first, None
-                    if first is None and self._held is not None:  # its held pause first
+                    if first is not None:
+                        self._held = None  # a pause held after the split: one question
+                    elif self._held is not None:  # its held pause first
                         held = self._held[0]
                         first = self._split_held(at, language, ended=True)
                         if first is not None:
