@@ -6,6 +6,8 @@ pipes, terminals); a test about logic calls the Python API instead, which saves 
 - `run` waits for the process (stdin closed unless ``input`` is given; output captured as text);
 - `start` returns the running process (``subprocess.Popen``, pipes for stdout and stderr);
 - `spawn` runs it on a pseudo-terminal (``pexpect.spawn``);
+- `invoke` runs it in the test's own process (typer's ``CliRunner``): no launch, for a test
+  about what a command decides and prints rather than about the process;
 - the ``voicechat`` fixture does the same in `clean_env` (config and state folders of the
   test's own, no user settings): ``voicechat.run("ask", "q", OLLAMA_HOST=url)``.
 """
@@ -44,6 +46,36 @@ def run(
     if input is None:
         kw.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run(command(*args), input=input, timeout=timeout, text=text, env=env, **kw)
+
+
+def invoke(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """voicechat ``args`` run in this process (typer's ``CliRunner``), with its exit code,
+    stdout and stderr as `run` gives them, and no launch: for a test about what a command
+    decides and prints (how a server's fault is translated), not about the process (signals,
+    the streams' file descriptors, the interpreter's exit), which `run` tests.
+
+    The command's signal handling is undone after it: `voicechat.signals.Signals` blocks
+    SIGINT, SIGTERM and SIGHUP in the main thread for good (the process is about to exit),
+    which would leave this test process deaf to them."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from voicechat.cli import app
+    from voicechat.signals import Signals
+
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, Signals.FORWARD_SIGNAL)
+    handlers = {signum: signal.getsignal(signum) for signum in watched}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    return subprocess.CompletedProcess(
+        [*COMMAND, *args], result.exit_code, result.stdout, result.stderr
+    )
 
 
 def start(
