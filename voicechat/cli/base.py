@@ -81,6 +81,17 @@ def boundary(term: Terminal) -> Iterator[None]:
         raise typer.Exit(0) from None
 
 
+def settle_heap() -> None:
+    """Start-up is over (the backend with its SDK, the voice): what it made lives as long as
+    the process, so the garbage collector stops walking it (`gc.freeze`). Every full
+    collection walked it all: with the OpenAI SDK loaded, ~25 ms here (more on a Jetson's
+    CPU), a pause that could fall between a token and its text, or before a Ctrl+C is
+    acted on."""
+    import gc
+
+    gc.freeze()
+
+
 def clean_arg(text: str) -> str:
     """An argument as text: bytes that are not UTF-8 become U+FFFD, as stdin's do.
 

@@ -31,6 +31,7 @@ from voicechat.cli.base import (
     open_session,
     open_voice,
     open_voice_input,
+    settle_heap,
     stt_settings,
     with_options,
 )
@@ -111,6 +112,7 @@ def ask(
         term.prefetch()
         from voicechat.session import Question
 
+        settle_heap()
         code = session.run([Question(text, ahead.take() if ahead is not None else None)])
     raise typer.Exit(code)
 
@@ -179,6 +181,7 @@ def chat(
         else:
             questions = piped(stdin_lines())
         # a person at a prompt or a microphone goes on after Ctrl+C stops a reply
+        settle_heap()
         code = session.run(questions, goes_on=voice_input is not None or session.interactive)
     raise typer.Exit(code)
 
