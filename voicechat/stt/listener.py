@@ -301,9 +301,17 @@ class Listener:
                         ep.decide(True)  # no transcript to judge: silence alone tells
                 elif isinstance(event, Resumed):
                     held = event.held if self.split_late else None
-                    if held and self._early is not None and self._held is None:
-                        assert self._early_samples is not None
-                        self._held = (held, self._early, self._early_samples)
+                    if held and self._held is None:
+                        if self._early is None and self._deferred is not None:
+                            # the worker is still busy with a stale job: this pause's
+                            # words are judged after it, late but not never
+                            self._early_samples = self._deferred
+                            self._early = self._busy = self._worker.submit(
+                                self.recognizer.transcribe, self._deferred, language
+                            )
+                        if self._early is not None:
+                            assert self._early_samples is not None
+                            self._held = (held, self._early, self._early_samples)
                     self._early = self._deferred = None  # stale: the user went on speaking
                     self._ended_by = "silence"
                     if self._told:
