@@ -373,11 +373,14 @@ def main() -> None:
                 print_run(i, run)
             if args.hesitations:
                 turns = hesitations(args, mic, server, env, tmp)
+        medians = {
+            who: {key: benchlib.median(r.get(key) for r in runs) for key in ("sent", "first_audio")}
+            for who, runs in results.items()
+        }
         print("\nmedians, seconds after the end of speech:")
         for key in ("sent", "first_audio"):
             print(f"  {key:12}" + "".join(
-                f" {who} {benchlib.median(r.get(key) for r in runs) or float('nan'):.2f}"
-                for who, runs in results.items()
+                f" {who} {figures[key] or float('nan'):.2f}" for who, figures in medians.items()
             ))  # fmt: skip
         for who, counts in turns.items():
             print(f"  hesitations kept as one turn, {who}: {one_turn(counts)}")
@@ -399,13 +402,7 @@ def main() -> None:
                 for figures in zip(*results.values(), strict=True)
             ],
             "hesitations": {"pause_s": args.pause, "turns": turns},
-            "median_s": {
-                who: {
-                    key: benchlib.median(r.get(key) for r in runs)
-                    for key in ("sent", "first_audio")
-                }
-                for who, runs in results.items()
-            },
+            "median_s": medians,
             "targets_s": {"sent": TARGET_SENT_S, "first_audio": TARGET_FIRST_AUDIO_S},
         },
     )

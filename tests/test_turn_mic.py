@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.environ import clean_env
 from tests.support.fakeservers import FakeServer
 from tests.support.speech import (
     JOE_RATE,
@@ -60,10 +61,7 @@ def replies_to(
         f"stt:\n  language: {language}\n  max_pause: {max_pause}\n",
         encoding="utf-8",
     )
-    env = {k: v for k, v in mic.env.items()
-           if not k.startswith(("VOICECHAT", "PYTEST", "OLLAMA", "OPENAI"))}  # fmt: skip
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_STATE_HOME=str(tmp_path / "state"),
-               NO_COLOR="1", VOICECHAT_NO_HISTORY="1")  # fmt: skip
+    env = clean_env(tmp_path, mic.env, NO_COLOR="1", VOICECHAT_NO_HISTORY="1")
     return asked_by_voice(wav, prof, mic, env)
 
 

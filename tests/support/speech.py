@@ -282,14 +282,10 @@ def asked_by_voice(
     ``settle_s``: waited after "listening" (the recognizer loads) and after the audio (a
     reply to a turn that the audio's end split off)."""
     import signal
-    import sys
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voicechat", "chat", "--listen", "--mute", "--stats", "-p",
-         str(profile)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env,
-    )  # fmt: skip
+    from tests.support import cli
+
+    proc = cli.start("chat", "--listen", "--mute", "--stats", "-p", str(profile), env=env)
     try:
         assert proc.stderr is not None
         while "listening" not in (line := proc.stderr.readline()):
