@@ -193,8 +193,8 @@ class STTSettings:
     no_speech_threshold: float = field(default=0.6, metadata={"range": (0.0, 1.0)})
     """Text whose no-speech probability is above this is dropped (hallucination on noise)."""
     threads: int = field(default=0, metadata={"range": (0, 16)})
-    """CPU threads for recognition; 0: half the cores (1 to 4): on two busy cores a second
-    thread only waits for the first (the Jetson's 6 cores get 3)."""
+    """CPU threads for recognition; 0: every core this process may use, 1 to 4 (the user
+    waits for it with little else running; the Jetson's 6 cores get 4)."""
     resume_after: float = field(default=0.3, metadata={"range": (0.0, 5.0)})
     """Hands-free: seconds after the reply's playback ended before listening resumes."""
     read_ahead: bool = True

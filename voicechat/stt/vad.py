@@ -36,11 +36,13 @@ START_FRAMES = 2
 """Frames at or above the threshold, in a row, that start speech (64 ms)."""
 MIN_SPEECH_S = 0.25
 """An utterance with less speech than this is noise (a cough, a click): dropped."""
-PAUSE_S = 0.1
-"""Silence after which recognition may start early (kept as the utterance's tail). Short:
-recognition takes a good part of a second on a small CPU, so what starts sooner is ready
-sooner after the end of speech is confirmed; a job made stale by speech that goes on costs
-only CPU (scripts/bench_voice.py measures the effect)."""
+PAUSE_S = FRAME_S
+"""Silence after which recognition may start early (kept as the utterance's tail): one
+frame below the threshold. Silero's probability falls two or three frames after the speech
+does, so the words are whole by then; recognition takes a good part of a second on a small
+CPU, and every frame waited here is added to the time to the answer. A job made stale by
+speech that goes on costs only CPU: a dip inside a word rarely falls below the threshold
+(scripts/bench_voice.py measures the effect)."""
 
 
 class SileroVAD:
