@@ -4,7 +4,10 @@ A real English question (Piper's Joe, from PyPI) is played in real time into the
 ``micsink`` null sink, whose monitor is the program's default input (tests/support/speech.py); the
 reply comes from the scripted Ollama server (tests/support/fakeservers.py: 0.5 s to the first token,
 then 8 tokens/s) and is played into ``testsink``, whose monitor is recorded
-(tests/support/audio_sink.py). Every time is on the system-wide monotonic clock.
+(tests/support/audio_sink.py). The end of speech is the last sample of the question the
+microphone's monitor delivered (recorded the same way; before, the player's exit time less
+the WAV's tail, which its exit jitter moved by up to 0.45 s). Every time is on the
+system-wide monotonic clock.
 
 - ours: ``voicechat chat --listen --stats`` (hands-free, Whisper base, the request sent at
   the first pause and the turn judged by its words, ``stt.max_pause`` 2.5 s); its ``heard:``
@@ -56,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support.audio_sink import NullSink, Recorder  # noqa: E402
 from tests.support.environ import clean_env  # noqa: E402
 from tests.support.fakeservers import FakeServer, Script  # noqa: E402
-from tests.support.speech import open_virtual_mic  # noqa: E402
+from tests.support.speech import MIC, open_virtual_mic  # noqa: E402
 
 QUESTION = "What is the weather like in London today?"
 REPLY = (
@@ -65,6 +68,9 @@ REPLY = (
     "Tomorrow looks brighter."
 )
 LEAD_S, TAIL_S = 0.5, 2.5
+SPEECH = int(0.02 * 32768)
+"""Amplitude (int16) over which the question is speech, in the WAV (`speech_seconds`) and
+where the microphone hears it: the end of speech is its last such sample there."""
 TARGET_SENT_S, TARGET_FIRST_AUDIO_S = 0.45, 1.9
 HESITATIONS = [
     ("I went to the store and then,", "I bought some milk."),
@@ -109,13 +115,6 @@ def synthesize(folder: Path) -> tuple[Path, float]:
     return path, speech_seconds(path)[1]
 
 
-def wav_seconds(path: Path) -> float:
-    import wave
-
-    with wave.open(str(path)) as w:
-        return w.getnframes() / w.getframerate()
-
-
 def first_piece_s(reply: str, rate: float) -> float:
     """Seconds after the first token until the chunker has the first piece (ours)."""
     from voicechat.chunker import Chunker
@@ -156,7 +155,7 @@ def profile(args, server, tmp: Path, judged: bool, mute: bool = False) -> Path:
     return prof
 
 
-def ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp, judged) -> dict[str, float]:
+def ours(args, mic, rec, heard, server, wav, env, tmp, judged) -> dict[str, float]:
     """One hands-free turn; the breakdown of its latency."""
     prof = profile(args, server, tmp, judged)
     proc = subprocess.Popen(
@@ -183,8 +182,9 @@ def ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp, judged) -> di
     silence_cpu = (cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
     rec.reset()
     asked_before = len(server.chats)
-    played = mic.say(wav)
-    speech_end = played - (wav_seconds(wav) - speech_end_in_wav)
+    heard.reset()
+    mic.say(wav)
+    speech_end = heard.end(SPEECH)
     rec.wait_quiet(0.8, timeout=40)
     time.sleep(2.0)  # the reply's tail and the half-duplex resume
     cpu0, t0 = cpu_s(proc.pid), time.monotonic()
@@ -198,7 +198,7 @@ def ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp, judged) -> di
     onset = rec.onset()
     asked = [c.at for c in server.chats[asked_before:] if onset is None or c.at < onset]
     sent = asked[-1:]  # the answered request; any before it were cancelled
-    if not (m and sent and onset):
+    if not (m and sent and onset and speech_end):
         print("  ours: incomplete run:", "".join(lines[-5:]).strip(), file=sys.stderr)
         return {}
     first_piece = first_piece_s(REPLY, args.rate)
@@ -242,7 +242,7 @@ def hesitations(args, mic, server, env, tmp) -> dict[str, list[int]]:
     return turns
 
 
-def naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer) -> dict[str, float]:
+def naive(args, mic, rec, heard, server, wav, env, recognizer) -> dict[str, float]:
     """Fixed recording window, transcribe it whole, then the article's method."""
     import numpy as np
 
@@ -253,8 +253,8 @@ def naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer) -> di
          "--channels=1", "--latency-msec=20"], env=mic.sink.env, stdout=subprocess.PIPE,
     )  # fmt: skip
     assert parec.stdout is not None
-    player = threading.Thread(target=lambda: done.append(mic.say(wav)))
-    done: list[float] = []
+    heard.reset()
+    player = threading.Thread(target=lambda: mic.say(wav))
     start = time.monotonic()
     player.start()
     raw = b""
@@ -265,7 +265,7 @@ def naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer) -> di
     parec.terminate()
     parec.wait()
     player.join()
-    speech_end = done[0] - (wav_seconds(wav) - speech_end_in_wav)
+    speech_end = heard.end(SPEECH) or float("nan")
     samples = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
     text = recognizer.transcribe(samples, None).text
     recognized = time.monotonic()
@@ -361,19 +361,23 @@ def main() -> None:
               f"tokens/s, first token after {args.first:g} s")  # fmt: skip
         results: dict[str, list[dict[str, float]]] = {"ours": [], "silence": [], "naive": []}
         turns: dict[str, list[int]] = {}
-        with Recorder(sink.env) as rec, FakeServer("ollama", check_model=False) as server:
+        with (
+            Recorder(sink.env) as rec,
+            Recorder(sink.env, source=f"{MIC}.monitor") as heard,
+            FakeServer("ollama", check_model=False) as server,
+        ):
             server.default = script
             for i in range(args.runs):
                 # the two hands-free arms take turns going first: neither gains from its place
                 arms = [("ours", True), ("silence", False)][:: -1 if i % 2 else 1]
                 done = {
-                    who: ours(args, mic, rec, server, wav, speech_end_in_wav, env, tmp, judged)
+                    who: ours(args, mic, rec, heard, server, wav, env, tmp, judged)
                     for who, judged in arms
                 }
                 run = {
                     "ours": done["ours"],
                     "silence": done["silence"],
-                    "naive": naive(args, mic, rec, server, wav, speech_end_in_wav, env, recognizer),
+                    "naive": naive(args, mic, rec, heard, server, wav, env, recognizer),
                 }
                 for who, figures in run.items():
                     results[who].append(figures)

@@ -162,7 +162,8 @@ def _spawn(root: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 @dataclass
 class Recorder:
-    """Records ``testsink.monitor`` with parec, time-stamping each block as it arrives.
+    """Records ``testsink.monitor`` (or ``source``) with parec, time-stamping each block as it
+    arrives.
 
     A sample's time is its block's arrival time minus the samples that follow it in the
     block, so onsets are located to about the recorder's latency (~5 ms).
@@ -170,6 +171,9 @@ class Recorder:
 
     env: dict[str, str]
     latency_ms: int = 5
+    source: str = f"{SINK}.monitor"
+    """What is recorded: the speaker's monitor, or the virtual microphone's (``micsink.monitor``:
+    when the user's speech reached the microphone)."""
     _blocks: list[tuple[float, bytes]] = field(default_factory=list)
     _process: subprocess.Popen[bytes] | None = None
     _thread: threading.Thread | None = None
@@ -188,7 +192,7 @@ class Recorder:
             [
                 "parec",
                 "-d",
-                f"{SINK}.monitor",
+                self.source,
                 "--raw",
                 "--format=s16le",
                 f"--rate={RATE}",
@@ -203,7 +207,7 @@ class Recorder:
         self._thread.start()
         if not self._ready.wait(5):
             self.stop()
-            raise RuntimeError("parec delivered nothing from testsink.monitor within 5 s")
+            raise RuntimeError(f"parec delivered nothing from {self.source} within 5 s")
 
     def _read(self) -> None:
         assert self._process is not None and self._process.stdout is not None
@@ -291,6 +295,14 @@ class Recorder:
         """Monotonic time of the first audible sample, or ``None`` if nothing was heard."""
         sounds = self.sounds(threshold)
         return sounds[0][0] if sounds else None
+
+    def end(self, threshold: int = THRESHOLD) -> float | None:
+        """Monotonic time of the last audible sample, or ``None`` if nothing was heard."""
+        import numpy as np
+
+        samples, times = self._timeline()
+        loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
+        return float(times[loud[-1]]) if len(loud) else None
 
     def gaps(self, threshold: int = THRESHOLD) -> list[float]:
         """Silences between consecutive sounds, in seconds."""
