@@ -198,8 +198,11 @@ def ours(args, mic, rec, heard, server, wav, env, tmp, judged) -> dict[str, floa
     onset = rec.onset()
     asked = [c.at for c in server.chats[asked_before:] if onset is None or c.at < onset]
     sent = asked[-1:]  # the answered request; any before it were cancelled
-    if not (m and sent and onset and speech_end):
-        print("  ours: incomplete run:", "".join(lines[-5:]).strip(), file=sys.stderr)
+    parts = {"stats line": m, "request": sent, "first audio": onset, "end of speech": speech_end}
+    missing = [name for name, value in parts.items() if not value]
+    if missing:
+        print(f"  ours: incomplete run (no {', '.join(missing)}):", "".join(lines[-5:]).strip(),
+              file=sys.stderr)  # fmt: skip
         return {}
     first_piece = first_piece_s(REPLY, args.rate)
     print("  ours: " + stats.removeprefix("voicechat: ").strip())

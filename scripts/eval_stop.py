@@ -26,19 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.room import CLIP_DB, Room
 from tests.support.room_session import RATE, speech, stop_trial
+from tests.support.speech import CHINESE_STOP_WORDS, chinese, read_wav
 from voicechat.audio.pcm import Resampler
 from voicechat.settings import STTSettings
 from voicechat.stt import create
 
 ENGLISH = ("Stop!", "Stop.", "Stop, stop!", "Wait!", "Please stop.")
-CHINESE = {
-    "停下": "zh_stop_tingxia",
-    "别说了": "zh_stop_bieshuole",
-    "停一下": "zh_stop_tingyixia",
-    "等一下": "zh_stop_dengyixia",
-    "停一下吧": "zh_stop_tingyixiaba",
-}
-"""Each stop word and its recording (tests/data/speech)."""
 EN_SCALES = (0.8, 0.9, 1.0, 1.2)
 """Piper length scales (1.2: slower)."""
 ZH_SPEEDS = (0.85, 0.95, 1.05, 1.15)
@@ -52,8 +45,6 @@ LEGEND = {
 
 def recorded(name: str, speed: float) -> np.ndarray:
     """A recorded stop word at 16 kHz, played ``speed`` times as fast (the pitch moves too)."""
-    from tests.support.speech import chinese, read_wav
-
     samples, rate = read_wav(chinese(name))
     return Resampler(round(rate * speed), RATE)(samples.reshape(-1).astype(np.float32))
 
@@ -80,7 +71,7 @@ def main() -> int:
             pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text, syn_config=cfg))
             samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
             said.append(("en", text, Resampler(rate, RATE)(samples)))
-    for text, name in CHINESE.items():
+    for text, name in CHINESE_STOP_WORDS.items():
         for speed in ZH_SPEEDS:
             said.append(("zh", text, recorded(name, speed)))
     recognizer = create(STTSettings(barge_in="keyword"))

@@ -30,7 +30,7 @@ from tests.support.room_session import (
     said_over,
     stop_trial,
 )
-from tests.support.speech import chinese, read_wav, word_error_rate
+from tests.support.speech import CHINESE_STOP_WORDS, chinese, read_wav, word_error_rate
 from voicechat.audio import aec3
 from voicechat.audio.echo import available
 from voicechat.questions.bargein import DETECT
@@ -128,9 +128,9 @@ def test_the_question_said_over_the_reply_is_recognised_in_every_room(
     session: Session, case_of: Callable[[Room], dict[str, Any]], recognizer
 ) -> None:
     """What the canceller leaves of the user's question (`said_over`), recognised by Whisper
-    base: a word error rate of at most 0.2 over the
-    rooms (issue 26's target), and no room worse than two words in eight. Whisper base
-    alone hears "like and London" for "like in London" now and then, echo or not."""
+    base: a word error rate of at most 0.2 over the rooms (issue 26's target), and no room
+    worse than two words in eight. Whisper base alone hears "like and London" for "like in
+    London" now and then, echo or not."""
     rates = {}
     for room in ROOMS:
         text = recognizer.transcribe(said_over(case_of(room)["speex_out"], session), None).text
@@ -139,29 +139,19 @@ def test_the_question_said_over_the_reply_is_recognised_in_every_room(
     assert max(rates.values()) <= 0.25, rates
 
 
-STOP_WORDS = {
-    "停下": "zh_stop_tingxia",
-    "别说了": "zh_stop_bieshuole",
-    "停一下": "zh_stop_tingyixia",
-    "等一下": "zh_stop_dengyixia",
-    "停一下吧": "zh_stop_tingyixiaba",
-}
-"""Recorded Chinese stop words (tests/data/speech); scripts/eval_stop.py says them 20 times in
-each language, at several speeds."""
-
-
 def test_keyword_mode_hears_chinese_stop_words_over_the_reply_in_a_room(
     session: Session, recognizer
 ) -> None:
     """Issue 26, item 4: said over the reply (echo at -6 dB, reverberant, the small speaker
     clipping or not), Chinese stop words are heard as such at least 19 times in 20 (here 9
     in 10: each word in two rooms), and the reply alone never is. Whisper base now and then
-    adds a syllable ("别说了,用。"), which is then no stop word."""
+    adds a syllable ("别说了,用。"), which is then no stop word. scripts/eval_stop.py says
+    them 20 times, at several speeds."""
     from voicechat.audio.pcm import Resampler
 
     rooms = (Room(0.3, -6.0), Room(0.6, -6.0, CLIP_DB, hard=True))
     heard, missed = 0, []
-    for k, (word, name) in enumerate(STOP_WORDS.items()):
+    for k, (word, name) in enumerate(CHINESE_STOP_WORDS.items()):
         samples, rate = read_wav(chinese(name))
         said = Resampler(rate, RATE)(samples)
         for room in rooms:

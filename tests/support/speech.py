@@ -34,6 +34,14 @@ CHINESE = {
     "zh_music": "我想听一首轻松的音乐。",
 }
 """The committed Chinese fixtures and what they say."""
+CHINESE_STOP_WORDS = {
+    "停下": "zh_stop_tingxia",
+    "别说了": "zh_stop_bieshuole",
+    "停一下": "zh_stop_tingyixia",
+    "等一下": "zh_stop_dengyixia",
+    "停一下吧": "zh_stop_tingyixiaba",
+}
+"""Committed recordings of Chinese stop words: each word and its fixture's name."""
 ENGLISH = {
     "en_weather": "What is the weather like in London today?",
     "en_story": "Tell me a short story about a cat.",
