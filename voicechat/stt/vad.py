@@ -36,13 +36,14 @@ START_FRAMES = 2
 """Frames at or above the threshold, in a row, that start speech (64 ms)."""
 MIN_SPEECH_S = 0.25
 """An utterance with less speech than this is noise (a cough, a click): dropped."""
-PAUSE_S = FRAME_S
-"""Silence after which recognition may start early (kept as the utterance's tail): one
-frame below the threshold. Silero's probability falls two or three frames after the speech
+PAUSE_S = 2 * FRAME_S
+"""Silence after which recognition may start early (kept as the utterance's tail): two
+frames below the threshold. Silero's probability falls two or three frames after the speech
 does, so the words are whole by then; recognition takes a good part of a second on a small
-CPU, and every frame waited here is added to the time to the answer. A job made stale by
-speech that goes on costs only CPU: a dip inside a word rarely falls below the threshold
-(scripts/bench_voice.py measures the effect)."""
+CPU, and every frame waited here is added to the time to the answer. One frame was tried:
+at 4 of 16 frame phases "I went to the store and then" dipped for a frame inside speech,
+and the stale job it started held up the pause's own recognition (past a 1 s pause on a
+loaded CPU); at two frames, none did (scripts/bench_voice.py measures the effect)."""
 
 
 class SileroVAD:
