@@ -194,7 +194,7 @@ def ours(args, mic, rec, heard, server, wav, env, tmp, judged) -> dict[str, floa
     proc.terminate()
     proc.wait(10)
     stats = next((line for line in lines if line.startswith("voicechat: heard:")), "")
-    m = re.search(r"detected after ([0-9.]+) s, text ready ([0-9.]+) s later", stats)
+    m = re.search(r"detected after ([0-9.]+) s, text ready (-?[0-9.]+) s later", stats)
     onset = rec.onset()
     asked = [c.at for c in server.chats[asked_before:] if onset is None or c.at < onset]
     sent = asked[-1:]  # the answered request; any before it were cancelled

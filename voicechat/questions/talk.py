@@ -316,11 +316,21 @@ def _route_played(speech: object, tap: PlayedTap | None) -> None:
 
 
 def heard_stats(heard: Recognized) -> str:
-    """One ``--stats`` line: how long the end of speech and the recognition took."""
+    """One ``--stats`` line: how long the end of speech and the recognition took. Text
+    ready before the end was confirmed (early recognition) is ready 0.00 s later: the
+    capture clock may run a little ahead of the moment the frame is handled.
+
+    >>> from voicechat.stt import Transcript
+    >>> from voicechat.stt.listener import Recognized
+    >>> said = Transcript("Hi.", "en", 0.0, 1.0, 0.2, -0.1)
+    >>> heard_stats(Recognized(said, False, 10.0, 10.5, 10.499, True))[:69]
+    'heard: end of speech detected after 0.50 s, text ready 0.00 s later, '
+    """
     early = ", started at the first pause" if heard.early else ""
+    ready = max(0.0, heard.recognized_at - heard.detected_at)
     return (
         f"heard: end of speech detected after {heard.detected_at - heard.speech_end_at:.2f} s, "
-        f"text ready {heard.recognized_at - heard.detected_at:.2f} s later{early} "
+        f"text ready {ready:.2f} s later{early} "
         f"({heard.transcript.audio_s:.1f} s of audio, language {heard.transcript.language})"
     )
 
